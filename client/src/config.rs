@@ -1,0 +1,161 @@
+//! The agency's configuration: `config.yaml`, overridden by the
+//! environment (`CLI_*`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lottery::duration::GoDuration;
+use lottery::log::Level;
+use lottery::settings::{SettingError, Sources};
+use serde_norway::Value;
+
+/// Everything an agency needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: u32,
+    /// `host:port` of the server.
+    pub server_address: String,
+    /// Winners queries to make before giving up.
+    pub loop_amount: u32,
+    /// Pause between two consecutive requests to the server.
+    pub loop_period: Duration,
+    pub log_level: Level,
+    /// The level as configured, for the `config` log line.
+    pub log_level_name: String,
+    /// Most bets in one batch.
+    pub batch_max_amount: usize,
+    /// The agency's bets; when it does not exist the agency sends the
+    /// single bet of its environment.
+    pub data_file: PathBuf,
+}
+
+/// A problem reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+}
+
+impl Config {
+    /// Reads `path` (a missing file is fine when the environment provides
+    /// every key) and the environment through `env`.
+    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let file_error = |reason: String| ConfigError::File { path: path.into(), reason };
+        let yaml: Value = match std::fs::read_to_string(path) {
+            Ok(text) => serde_norway::from_str(&text).map_err(|e| file_error(e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Null,
+            Err(e) => return Err(file_error(e.to_string())),
+        };
+        let file = |key: &str| -> Option<String> {
+            let value = key.split('.').try_fold(&yaml, |node, part| node.get(part))?;
+            match value {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::Bool(b) => Some(b.to_string()),
+                _ => None,
+            }
+        };
+        let sources = Sources { env, file: &file };
+
+        let (id, _) = sources.required("id", "CLI_ID")?;
+        let (server_address, _) = sources.required("server.address", "CLI_SERVER_ADDRESS")?;
+        let (loop_amount, _) = sources.required("loop.amount", "CLI_LOOP_AMOUNT")?;
+        let (GoDuration(loop_period), _) = sources.required("loop.period", "CLI_LOOP_PERIOD")?;
+        let (log_level, log_level_name) = sources.required("log.level", "CLI_LOG_LEVEL")?;
+        let (batch_max_amount, _) = sources.required("batch.maxAmount", "CLI_BATCH_MAXAMOUNT")?;
+        let data_file = sources.optional(
+            "data.file",
+            "CLI_DATA_FILE",
+            PathBuf::from(format!(".data/agency-{id}.csv")),
+        )?;
+        let at_least_one = |key: &str, env: &str| SettingError {
+            key: key.into(),
+            env: env.into(),
+            problem: "must be at least 1".into(),
+        };
+        if batch_max_amount == 0 {
+            return Err(at_least_one("batch.maxAmount", "CLI_BATCH_MAXAMOUNT").into());
+        }
+        if loop_amount == 0 {
+            return Err(at_least_one("loop.amount", "CLI_LOOP_AMOUNT").into());
+        }
+        Ok(Config {
+            id,
+            server_address,
+            loop_amount,
+            loop_period,
+            log_level,
+            log_level_name,
+            batch_max_amount,
+            data_file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const COURSE_FILE: &str = "server:\n  address: \"server:12345\"\nloop:\n  amount: 5\n  period: \"5s\"\nlog:\n  level: \"INFO\"\nbatch:\n  maxAmount: 10";
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env: HashMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(&path, &|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn reads_the_course_file_with_the_id_from_the_environment() {
+        let config = load(Some(COURSE_FILE), &[("CLI_ID", "3")]).unwrap();
+        assert_eq!(config.id, 3);
+        assert_eq!(config.server_address, "server:12345");
+        assert_eq!(config.loop_amount, 5);
+        assert_eq!(config.loop_period, Duration::from_secs(5));
+        assert_eq!(config.log_level, Level::Info);
+        assert_eq!(config.batch_max_amount, 10);
+        assert_eq!(config.data_file, PathBuf::from(".data/agency-3.csv"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let config = load(
+            Some(COURSE_FILE),
+            &[
+                ("CLI_ID", "1"),
+                ("CLI_LOOP_PERIOD", "150ms"),
+                ("CLI_BATCH_MAXAMOUNT", "64"),
+                ("CLI_LOG_LEVEL", "debug"),
+                ("CLI_DATA_FILE", "/data/agency-1.csv"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.loop_period, Duration::from_millis(150));
+        assert_eq!(config.batch_max_amount, 64);
+        assert_eq!(config.log_level_name, "debug");
+        assert_eq!(config.data_file, PathBuf::from("/data/agency-1.csv"));
+    }
+
+    #[test]
+    fn missing_and_invalid_values_name_their_key() {
+        let err = load(Some(COURSE_FILE), &[]).unwrap_err().to_string();
+        assert!(err.contains("CLI_ID") && err.contains("missing"), "{err}");
+        let err = load(Some(COURSE_FILE), &[("CLI_ID", "1"), ("CLI_LOOP_PERIOD", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("loop.period"), "{err}");
+        let err = load(Some(COURSE_FILE), &[("CLI_ID", "1"), ("CLI_BATCH_MAXAMOUNT", "0")]).unwrap_err();
+        assert!(err.to_string().contains("batch.maxAmount"), "{err}");
+    }
+
+    #[test]
+    fn broken_yaml_is_a_clear_error() {
+        let err = load(Some("server: [unclosed"), &[("CLI_ID", "1")]).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read"), "{err}");
+    }
+}

@@ -1,0 +1,119 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use client::{BetSource, Config, Ending};
+use lottery::duration::GoDuration;
+use lottery::log::Action;
+use lottery::settings::process_env;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// An agency of the Lotería Nacional.
+///
+/// Settings come from the configuration file, overridden by the environment
+/// (CLI_ID, CLI_SERVER_ADDRESS, CLI_LOOP_AMOUNT, CLI_LOOP_PERIOD,
+/// CLI_LOG_LEVEL, CLI_BATCH_MAXAMOUNT, CLI_DATA_FILE). Without an agency
+/// file the agency sends the single bet of NOMBRE, APELLIDO, DOCUMENTO,
+/// NACIMIENTO and NUMERO.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The configuration file.
+    #[arg(long, default_value = "config.yaml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config, &process_env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    lottery::log::init(config.log_level);
+    info!(
+        "{}",
+        Action::success("config")
+            .field("client_id", config.id)
+            .field("server_address", &config.server_address)
+            .field("loop_amount", config.loop_amount)
+            .field("loop_period", GoDuration(config.loop_period))
+            .field("log_level", &config.log_level_name)
+    );
+    let source = match BetSource::choose(&config, &process_env) {
+        Ok(source) => source,
+        Err(e) => {
+            error!("{}", Action::fail("apuesta_enviada").field("error", e));
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("{}", Action::fail("start").field("error", e));
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        let ending = client::run(&config, source, stop).await;
+        report(&config, ending)
+    })
+}
+
+/// Logs how the session ended and picks the exit code.
+fn report(config: &Config, ending: Result<Ending, client::agency::AgencyError>) -> ExitCode {
+    let finished = |rejected: usize| {
+        if rejected == 0 {
+            info!("{}", Action::success("loop_finished").field("client_id", config.id));
+            ExitCode::SUCCESS
+        } else {
+            error!(
+                "{}",
+                Action::fail("loop_finished").field("client_id", config.id).field("rejected", rejected)
+            );
+            ExitCode::FAILURE
+        }
+    };
+    match ending {
+        Ok(Ending::Winners { documents, rejected }) => {
+            info!("{}", Action::success("consulta_ganadores").field("cant_ganadores", documents.len()));
+            finished(rejected)
+        }
+        Ok(Ending::GaveUp { queries, rejected }) => {
+            error!(
+                "{}",
+                Action::fail("consulta_ganadores").field("queries", queries).field("error", "the draw did not happen in time")
+            );
+            finished(rejected.max(1))
+        }
+        Ok(Ending::Stopped) => {
+            info!("{}", Action::success("shutdown").field("client_id", config.id));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{}", Action::fail("loop_finished").field("client_id", config.id).field("error", e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Fires `stop` at the first SIGTERM or SIGINT.
+async fn stop_on_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            info!("{}", Action::success("signal").field("signal", name));
+            stop.cancel();
+        }
+        (Err(e), _) | (_, Err(e)) => error!("{}", Action::fail("signal_handler").field("error", e)),
+    }
+}

@@ -1,0 +1,157 @@
+//! A bet and its validation.
+
+use std::fmt;
+
+use jiff::civil::Date;
+
+/// The number that wins the draw.
+pub const WINNING_NUMBER: u32 = 7574;
+
+/// A valid bet of one agency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bet {
+    pub agency: u32,
+    pub first_name: String,
+    pub last_name: String,
+    /// The DNI as written: digits only, leading zeros kept.
+    pub document: String,
+    pub birthdate: Date,
+    pub number: u32,
+}
+
+/// Why a bet is not valid. The message names the field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidBet {
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error("documento {0:?} is not all digits")]
+    Document(String),
+    #[error("nacimiento {0:?} is not a real date YYYY-MM-DD")]
+    Birthdate(String),
+    #[error("numero {0:?} is not a non-negative integer below 2^32")]
+    Number(String),
+}
+
+impl Bet {
+    /// Builds a bet from its text fields, checking each one.
+    pub fn parse(
+        agency: u32,
+        first_name: &str,
+        last_name: &str,
+        document: &str,
+        birthdate: &str,
+        number: &str,
+    ) -> Result<Bet, InvalidBet> {
+        if first_name.trim().is_empty() {
+            return Err(InvalidBet::Empty("nombre"));
+        }
+        if last_name.trim().is_empty() {
+            return Err(InvalidBet::Empty("apellido"));
+        }
+        if !is_digits(document) {
+            return Err(InvalidBet::Document(document.to_owned()));
+        }
+        let birthdate =
+            parse_date(birthdate).ok_or_else(|| InvalidBet::Birthdate(birthdate.to_owned()))?;
+        let number = is_digits(number)
+            .then(|| number.parse::<u32>().ok())
+            .flatten()
+            .ok_or_else(|| InvalidBet::Number(number.to_owned()))?;
+        Ok(Bet {
+            agency,
+            first_name: first_name.to_owned(),
+            last_name: last_name.to_owned(),
+            document: document.to_owned(),
+            birthdate,
+            number,
+        })
+    }
+}
+
+/// Whether `bet` wins the draw.
+pub fn has_won(bet: &Bet) -> bool {
+    bet.number == WINNING_NUMBER
+}
+
+impl fmt::Display for Bet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dni {} numero {}", self.document, self.number)
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses exactly `YYYY-MM-DD` into a date that exists.
+fn parse_date(s: &str) -> Option<Date> {
+    let b = s.as_bytes();
+    let shape_ok = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && [0, 1, 2, 3, 5, 6, 8, 9].iter().all(|&i| b[i].is_ascii_digit());
+    if !shape_ok {
+        return None;
+    }
+    let year = s[0..4].parse().ok()?;
+    let month = s[5..7].parse().ok()?;
+    let day = s[8..10].parse().ok()?;
+    Date::new(year, month, day).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(document: &str, birthdate: &str, number: &str) -> Result<Bet, InvalidBet> {
+        Bet::parse(1, "Santiago Lionel", "Lorca", document, birthdate, number)
+    }
+
+    #[test]
+    fn a_valid_bet_keeps_its_fields() {
+        let bet = parse("30904465", "1999-03-17", "7574").unwrap();
+        assert_eq!(bet.document, "30904465");
+        assert_eq!(bet.birthdate, Date::new(1999, 3, 17).unwrap());
+        assert!(has_won(&bet));
+    }
+
+    #[test]
+    fn leading_zeros_of_the_document_stay() {
+        assert_eq!(parse("00012345", "1999-03-17", "1").unwrap().document, "00012345");
+    }
+
+    #[test]
+    fn names_must_not_be_blank() {
+        assert_eq!(
+            Bet::parse(1, " ", "Lorca", "1", "1999-03-17", "1"),
+            Err(InvalidBet::Empty("nombre"))
+        );
+        assert_eq!(
+            Bet::parse(1, "Ana", "", "1", "1999-03-17", "1"),
+            Err(InvalidBet::Empty("apellido"))
+        );
+    }
+
+    #[test]
+    fn documents_are_digits_only() {
+        for bad in ["", "12a4", "-123", " 123", "１２３"] {
+            assert!(matches!(parse(bad, "1999-03-17", "1"), Err(InvalidBet::Document(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn birthdates_are_real_iso_dates() {
+        for bad in ["1999-02-30", "1999-13-01", "1999-3-17", "17/03/1999", "19990317", "", "2023-02-29"] {
+            assert!(matches!(parse("1", bad, "1"), Err(InvalidBet::Birthdate(_))), "{bad}");
+        }
+        assert!(parse("1", "2024-02-29", "1").is_ok());
+    }
+
+    #[test]
+    fn numbers_are_non_negative_integers() {
+        for bad in ["-1", "", "7.5", "+3", "99999999999", "x"] {
+            assert!(matches!(parse("1", "1999-03-17", bad), Err(InvalidBet::Number(_))), "{bad}");
+        }
+        assert_eq!(parse("1", "1999-03-17", "0").unwrap().number, 0);
+    }
+}

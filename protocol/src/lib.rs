@@ -1,0 +1,26 @@
+//! The wire protocol spoken between an agency (`client`) and the central
+//! server.
+//!
+//! Every message travels in one *frame*:
+//!
+//! ```text
+//! +----------------+---------+------+----------------------+
+//! | length: u32 BE | version | kind |  payload (length-2)  |
+//! +----------------+---------+------+----------------------+
+//! ```
+//!
+//! `length` counts the bytes after itself, so a whole frame is `length + 4`
+//! bytes long and never more than [`MAX_FRAME_LEN`]. Integers are big-endian;
+//! strings are a `u16` byte length followed by UTF-8.
+//!
+//! The crate is split the way the data flows: [`frame`] cuts a byte stream
+//! into frames (no I/O), [`message`] gives each frame its meaning, and
+//! [`io`] moves whole messages over an async byte stream.
+
+pub mod frame;
+pub mod io;
+pub mod message;
+
+pub use frame::{Frame, FrameError, MAX_FRAME_LEN, VERSION};
+pub use io::{MessageReader, MessageWriter, ReadError};
+pub use message::{BetRecord, DecodeError, ErrorCode, Message, BATCH_HEADER_LEN};

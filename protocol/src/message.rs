@@ -1,0 +1,495 @@
+//! Messages: what each frame means.
+//!
+//! | kind   | message         | direction       | payload                                              |
+//! |--------|-----------------|-----------------|------------------------------------------------------|
+//! | `0x01` | `BetBatch`      | agency → server | agency u32, seq u32, count u16, count × bet          |
+//! | `0x02` | `Finished`      | agency → server | agency u32                                           |
+//! | `0x03` | `WinnersQuery`  | agency → server | agency u32                                           |
+//! | `0x04` | `Echo`          | both            | any bytes; the reply is the identical frame          |
+//! | `0x81` | `BatchAck`      | server → agency | seq u32, count u16                                   |
+//! | `0x82` | `Error`         | server → agency | code u8, seq u32, bet index u16 (`0xffff`: none), reason str |
+//! | `0x83` | `FinishedAck`   | server → agency | (empty)                                              |
+//! | `0x84` | `Winners`       | server → agency | last u8 (0 or 1), count u16, count × document str    |
+//! | `0x85` | `NotReady`      | server → agency | finished u32, expected u32                           |
+//!
+//! A bet is five `str`: first name, last name, document, birthdate and
+//! number; a `str` is a `u16` byte length and that many bytes of UTF-8. The
+//! fields travel as text, exactly as the agency read them: the server parses
+//! and validates every one, it never trusts the agency.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::frame::{write_header, Frame, HEADER_LEN, VERSION};
+
+/// Bytes of a `BetBatch` frame before its first bet.
+pub const BATCH_HEADER_LEN: usize = HEADER_LEN + 4 + 4 + 2;
+
+/// Bytes of a `Winners` frame before its first document.
+pub const WINNERS_HEADER_LEN: usize = HEADER_LEN + 1 + 2;
+
+/// Index sent in an `Error` that concerns no single bet.
+pub const NO_BET: u16 = u16::MAX;
+
+mod kind {
+    pub const BET_BATCH: u8 = 0x01;
+    pub const FINISHED: u8 = 0x02;
+    pub const WINNERS_QUERY: u8 = 0x03;
+    pub const ECHO: u8 = 0x04;
+    pub const BATCH_ACK: u8 = 0x81;
+    pub const ERROR: u8 = 0x82;
+    pub const FINISHED_ACK: u8 = 0x83;
+    pub const WINNERS: u8 = 0x84;
+    pub const NOT_READY: u8 = 0x85;
+}
+
+/// One bet as it travels: text fields exactly as the agency read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BetRecord {
+    pub first_name: String,
+    pub last_name: String,
+    pub document: String,
+    pub birthdate: String,
+    pub number: String,
+}
+
+impl BetRecord {
+    /// Bytes this bet takes inside a `BetBatch` frame.
+    pub fn encoded_len(&self) -> usize {
+        5 * 2
+            + self.first_name.len()
+            + self.last_name.len()
+            + self.document.len()
+            + self.birthdate.len()
+            + self.number.len()
+    }
+
+    fn encode(&self, dst: &mut BytesMut) {
+        put_str(dst, &self.first_name);
+        put_str(dst, &self.last_name);
+        put_str(dst, &self.document);
+        put_str(dst, &self.birthdate);
+        put_str(dst, &self.number);
+    }
+
+    fn decode(src: &mut Bytes) -> Result<BetRecord, DecodeError> {
+        Ok(BetRecord {
+            first_name: get_str(src, "first_name")?,
+            last_name: get_str(src, "last_name")?,
+            document: get_str(src, "document")?,
+            birthdate: get_str(src, "birthdate")?,
+            number: get_str(src, "number")?,
+        })
+    }
+}
+
+/// Why the server refused a request. Sent in `Message::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// The frame could not be decoded (truncated field, bad UTF-8, trailing bytes).
+    Malformed = 1,
+    /// The frame's version is not [`VERSION`].
+    UnsupportedVersion = 2,
+    /// The frame's kind is not a request this server knows.
+    UnknownMessage = 3,
+    /// The frame announced more than [`crate::MAX_FRAME_LEN`] bytes.
+    FrameTooLarge = 4,
+    /// A bet of the batch is invalid; the index says which. Nothing of the batch was stored.
+    InvalidBet = 5,
+    /// The agency id is outside `1..=N`.
+    UnknownAgency = 6,
+    /// The agency already said it finished.
+    AlreadyFinished = 7,
+    /// The batch's sequence number is not above the agency's last one.
+    DuplicateBatch = 8,
+    /// The bets could not be written to disk. Nothing of the batch was stored.
+    StorageFailure = 9,
+    /// A connection spoke for a second agency, or sent a reply.
+    UnexpectedMessage = 10,
+    /// The server is shutting down.
+    ShuttingDown = 11,
+    /// A code this version does not know (only ever decoded, never sent).
+    Unknown = 255,
+}
+
+impl ErrorCode {
+    fn from_u8(code: u8) -> ErrorCode {
+        use ErrorCode::*;
+        [
+            Malformed,
+            UnsupportedVersion,
+            UnknownMessage,
+            FrameTooLarge,
+            InvalidBet,
+            UnknownAgency,
+            AlreadyFinished,
+            DuplicateBatch,
+            StorageFailure,
+            UnexpectedMessage,
+            ShuttingDown,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == code)
+        .unwrap_or(Unknown)
+    }
+}
+
+/// Every message of the protocol, both directions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    BetBatch { agency: u32, seq: u32, bets: Vec<BetRecord> },
+    Finished { agency: u32 },
+    WinnersQuery { agency: u32 },
+    Echo(Bytes),
+    BatchAck { seq: u32, count: u16 },
+    Error { code: ErrorCode, seq: u32, bet: Option<u16>, reason: String },
+    FinishedAck,
+    Winners { last: bool, documents: Vec<String> },
+    NotReady { finished: u32, expected: u32 },
+}
+
+/// Why a frame does not hold a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported protocol version {0} (this side speaks {VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("unknown message kind 0x{0:02x}")]
+    UnknownKind(u8),
+    #[error("message ends inside field `{0}`")]
+    Truncated(&'static str),
+    #[error("field `{0}` is not valid UTF-8")]
+    InvalidUtf8(&'static str),
+    #[error("{0} bytes left over after the message")]
+    TrailingBytes(usize),
+    #[error("field `{field}` holds {value}, which is not allowed")]
+    InvalidValue { field: &'static str, value: u32 },
+}
+
+impl DecodeError {
+    /// The code to answer this error with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            DecodeError::UnknownKind(_) => ErrorCode::UnknownMessage,
+            _ => ErrorCode::Malformed,
+        }
+    }
+}
+
+impl Message {
+    /// Gives a frame its meaning.
+    pub fn from_frame(frame: Frame) -> Result<Message, DecodeError> {
+        if frame.version != VERSION {
+            return Err(DecodeError::UnsupportedVersion(frame.version));
+        }
+        let mut src = frame.payload;
+        let message = match frame.kind {
+            kind::BET_BATCH => {
+                let agency = get_u32(&mut src, "agency")?;
+                let seq = get_u32(&mut src, "seq")?;
+                let count = get_u16(&mut src, "count")?;
+                // Every bet takes at least 10 bytes, so `count` cannot make us
+                // reserve more than the frame itself could hold.
+                let mut bets = Vec::with_capacity((count as usize).min(src.len() / 10));
+                for _ in 0..count {
+                    bets.push(BetRecord::decode(&mut src)?);
+                }
+                Message::BetBatch { agency, seq, bets }
+            }
+            kind::FINISHED => Message::Finished { agency: get_u32(&mut src, "agency")? },
+            kind::WINNERS_QUERY => Message::WinnersQuery { agency: get_u32(&mut src, "agency")? },
+            kind::ECHO => Message::Echo(src.split_off(0)),
+            kind::BATCH_ACK => Message::BatchAck {
+                seq: get_u32(&mut src, "seq")?,
+                count: get_u16(&mut src, "count")?,
+            },
+            kind::ERROR => Message::Error {
+                code: ErrorCode::from_u8(get_u8(&mut src, "code")?),
+                seq: get_u32(&mut src, "seq")?,
+                bet: Some(get_u16(&mut src, "bet")?).filter(|i| *i != NO_BET),
+                reason: get_str(&mut src, "reason")?,
+            },
+            kind::FINISHED_ACK => Message::FinishedAck,
+            kind::WINNERS => {
+                let last = match get_u8(&mut src, "last")? {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(DecodeError::InvalidValue { field: "last", value: other.into() })
+                    }
+                };
+                let count = get_u16(&mut src, "count")?;
+                let mut documents = Vec::with_capacity((count as usize).min(src.len() / 2));
+                for _ in 0..count {
+                    documents.push(get_str(&mut src, "document")?);
+                }
+                Message::Winners { last, documents }
+            }
+            kind::NOT_READY => Message::NotReady {
+                finished: get_u32(&mut src, "finished")?,
+                expected: get_u32(&mut src, "expected")?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        if src.has_remaining() {
+            return Err(DecodeError::TrailingBytes(src.remaining()));
+        }
+        Ok(message)
+    }
+
+    /// Writes the whole frame of this message to `dst`.
+    ///
+    /// Callers keep within the protocol's limits (see [`crate::MAX_FRAME_LEN`]);
+    /// [`Message::wire_len`] tells the size beforehand.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        write_header(dst, VERSION, self.kind(), self.wire_len() - HEADER_LEN);
+        match self {
+            Message::BetBatch { agency, seq, bets } => {
+                dst.put_u32(*agency);
+                dst.put_u32(*seq);
+                dst.put_u16(u16::try_from(bets.len()).expect("a batch holds at most 65535 bets"));
+                for bet in bets {
+                    bet.encode(dst);
+                }
+            }
+            Message::Finished { agency } | Message::WinnersQuery { agency } => dst.put_u32(*agency),
+            Message::Echo(payload) => dst.put_slice(payload),
+            Message::BatchAck { seq, count } => {
+                dst.put_u32(*seq);
+                dst.put_u16(*count);
+            }
+            Message::Error { code, seq, bet, reason } => {
+                dst.put_u8(*code as u8);
+                dst.put_u32(*seq);
+                dst.put_u16(bet.unwrap_or(NO_BET));
+                put_str(dst, reason);
+            }
+            Message::FinishedAck => {}
+            Message::Winners { last, documents } => {
+                dst.put_u8(u8::from(*last));
+                dst.put_u16(
+                    u16::try_from(documents.len()).expect("a winners frame holds at most 65535"),
+                );
+                for document in documents {
+                    put_str(dst, document);
+                }
+            }
+            Message::NotReady { finished, expected } => {
+                dst.put_u32(*finished);
+                dst.put_u32(*expected);
+            }
+        }
+    }
+
+    /// Size of this message's frame on the wire, headers included.
+    pub fn wire_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Message::BetBatch { bets, .. } => {
+                    BATCH_HEADER_LEN - HEADER_LEN
+                        + bets.iter().map(BetRecord::encoded_len).sum::<usize>()
+                }
+                Message::Finished { .. } | Message::WinnersQuery { .. } => 4,
+                Message::Echo(payload) => payload.len(),
+                Message::BatchAck { .. } => 6,
+                Message::Error { reason, .. } => 7 + 2 + reason.len(),
+                Message::FinishedAck => 0,
+                Message::Winners { documents, .. } => {
+                    WINNERS_HEADER_LEN - HEADER_LEN
+                        + documents.iter().map(|d| 2 + d.len()).sum::<usize>()
+                }
+                Message::NotReady { .. } => 8,
+            }
+    }
+
+    fn kind(&self) -> u8 {
+        match self {
+            Message::BetBatch { .. } => kind::BET_BATCH,
+            Message::Finished { .. } => kind::FINISHED,
+            Message::WinnersQuery { .. } => kind::WINNERS_QUERY,
+            Message::Echo(_) => kind::ECHO,
+            Message::BatchAck { .. } => kind::BATCH_ACK,
+            Message::Error { .. } => kind::ERROR,
+            Message::FinishedAck => kind::FINISHED_ACK,
+            Message::Winners { .. } => kind::WINNERS,
+            Message::NotReady { .. } => kind::NOT_READY,
+        }
+    }
+}
+
+/// Writes a `str`: u16 byte length, then the bytes. Longer strings are cut
+/// at a character boundary; callers keep fields far below 64 KiB anyway
+/// since a frame holds at most 8 KiB.
+fn put_str(dst: &mut BytesMut, s: &str) {
+    let mut end = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    dst.put_u16(end as u16);
+    dst.put_slice(&s.as_bytes()[..end]);
+}
+
+fn get_u8(src: &mut Bytes, field: &'static str) -> Result<u8, DecodeError> {
+    src.try_get_u8().map_err(|_| DecodeError::Truncated(field))
+}
+
+fn get_u16(src: &mut Bytes, field: &'static str) -> Result<u16, DecodeError> {
+    src.try_get_u16().map_err(|_| DecodeError::Truncated(field))
+}
+
+fn get_u32(src: &mut Bytes, field: &'static str) -> Result<u32, DecodeError> {
+    src.try_get_u32().map_err(|_| DecodeError::Truncated(field))
+}
+
+fn get_str(src: &mut Bytes, field: &'static str) -> Result<String, DecodeError> {
+    let len = get_u16(src, field)? as usize;
+    if src.remaining() < len {
+        return Err(DecodeError::Truncated(field));
+    }
+    let bytes = src.split_to(len);
+    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::MAX_FRAME_LEN;
+    use proptest::prelude::*;
+
+    fn round_trip(message: &Message) -> Message {
+        let mut buf = BytesMut::new();
+        message.encode(&mut buf);
+        assert_eq!(buf.len(), message.wire_len(), "wire_len of {message:?}");
+        let frame = Frame::parse(&mut buf, usize::MAX).unwrap().unwrap();
+        assert!(buf.is_empty());
+        Message::from_frame(frame).unwrap()
+    }
+
+    fn bet() -> impl Strategy<Value = BetRecord> {
+        (".{0,20}", ".{0,20}", "[0-9]{0,10}", ".{0,12}", ".{0,6}").prop_map(
+            |(first_name, last_name, document, birthdate, number)| BetRecord {
+                first_name,
+                last_name,
+                document,
+                birthdate,
+                number,
+            },
+        )
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (any::<u32>(), any::<u32>(), prop::collection::vec(bet(), 0..20))
+                .prop_map(|(agency, seq, bets)| Message::BetBatch { agency, seq, bets }),
+            any::<u32>().prop_map(|agency| Message::Finished { agency }),
+            any::<u32>().prop_map(|agency| Message::WinnersQuery { agency }),
+            prop::collection::vec(any::<u8>(), 0..100).prop_map(|b| Message::Echo(b.into())),
+            (any::<u32>(), any::<u16>()).prop_map(|(seq, count)| Message::BatchAck { seq, count }),
+            (1u8..=11, any::<u32>(), prop::option::of(0u16..u16::MAX), ".{0,40}").prop_map(
+                |(code, seq, bet, reason)| Message::Error {
+                    code: ErrorCode::from_u8(code),
+                    seq,
+                    bet,
+                    reason
+                }
+            ),
+            Just(Message::FinishedAck),
+            (any::<bool>(), prop::collection::vec("[0-9]{1,10}", 0..30))
+                .prop_map(|(last, documents)| Message::Winners { last, documents }),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(finished, expected)| Message::NotReady { finished, expected }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_survives_a_round_trip(m in message()) {
+            prop_assert_eq!(round_trip(&m), m);
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic_the_decoder(
+            kind in any::<u8>(),
+            payload in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let _ = Message::from_frame(Frame { version: VERSION, kind, payload: payload.into() });
+        }
+
+        #[test]
+        fn every_truncation_of_a_batch_is_an_error(
+            bets in prop::collection::vec(bet(), 1..5),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut buf = BytesMut::new();
+            Message::BetBatch { agency: 1, seq: 1, bets }.encode(&mut buf);
+            let payload = buf.split_off(HEADER_LEN).freeze();
+            let cut = cut.index(payload.len());
+            let frame = Frame { version: VERSION, kind: kind::BET_BATCH, payload: payload.slice(..cut) };
+            prop_assert!(Message::from_frame(frame).is_err());
+        }
+    }
+
+    #[test]
+    fn accents_travel_as_utf8() {
+        let m = Message::BetBatch {
+            agency: 3,
+            seq: 9,
+            bets: vec![BetRecord {
+                first_name: "María José".into(),
+                last_name: "Núñez, \"el\" Peña".into(),
+                document: "00123456".into(),
+                birthdate: "1999-03-17".into(),
+                number: "7574".into(),
+            }],
+        };
+        assert_eq!(round_trip(&m), m);
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_naming_the_field() {
+        let mut buf = BytesMut::new();
+        let bet = BetRecord {
+            first_name: "ab".into(),
+            last_name: "c".into(),
+            document: "1".into(),
+            birthdate: "2000-01-01".into(),
+            number: "1".into(),
+        };
+        Message::BetBatch { agency: 1, seq: 1, bets: vec![bet] }.encode(&mut buf);
+        let at = BATCH_HEADER_LEN + 2; // first byte of first_name
+        buf[at] = 0xff;
+        let frame = Frame::parse(&mut buf, MAX_FRAME_LEN).unwrap().unwrap();
+        assert_eq!(Message::from_frame(frame), Err(DecodeError::InvalidUtf8("first_name")));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let frame = Frame {
+            version: VERSION,
+            kind: kind::FINISHED,
+            payload: Bytes::from_static(&[0, 0, 0, 1, 0]),
+        };
+        assert_eq!(Message::from_frame(frame), Err(DecodeError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn another_version_is_refused() {
+        let frame = Frame { version: 2, kind: kind::FINISHED, payload: Bytes::new() };
+        assert_eq!(Message::from_frame(frame).unwrap_err().code(), ErrorCode::UnsupportedVersion);
+    }
+
+    #[test]
+    fn an_echo_is_answered_with_the_identical_bytes() {
+        let mut request = BytesMut::new();
+        Message::Echo(Bytes::from_static(b"hola")).encode(&mut request);
+        let reply = match round_trip(&Message::Echo(Bytes::from_static(b"hola"))) {
+            m @ Message::Echo(_) => {
+                let mut b = BytesMut::new();
+                m.encode(&mut b);
+                b
+            }
+            other => panic!("decoded as {other:?}"),
+        };
+        assert_eq!(reply, request);
+    }
+}

@@ -1,0 +1,21 @@
+//! The central server: it receives every agency's bets, stores them, runs
+//! the draw once every agency has finished and tells each agency its own
+//! winners.
+//!
+//! Where things live:
+//! - [`config`]: `config.ini` and the environment.
+//! - [`server`]: the listener, the connection limit and shutdown.
+//! - [`session`]: one connection, its requests and replies.
+//! - [`agencies`]: the state shared by every session (one mutex).
+//! - [`writer`]: the one owner of `bets.csv` (group commit).
+//! - [`draw`]: the barrier before the draw, and the draw itself.
+
+pub mod agencies;
+pub mod config;
+pub mod draw;
+pub mod server;
+pub mod session;
+pub mod writer;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,75 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use lottery::log::Action;
+use lottery::settings::process_env;
+use server::{Config, Server};
+use tracing::{error, info};
+
+/// The central server of the Lotería Nacional.
+///
+/// Settings come from the configuration file, overridden by the environment
+/// (SERVER_PORT, SERVER_LISTEN_BACKLOG, LOGGING_LEVEL, SERVER_AGENCIES,
+/// SERVER_STORAGE_PATH, SERVER_IDLE_TIMEOUT, SERVER_MAX_CONNECTIONS).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The configuration file.
+    #[arg(long, default_value = "config.ini")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config, &process_env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    lottery::log::init(config.logging_level);
+    info!(
+        "{}",
+        Action::success("config")
+            .field("port", config.port)
+            .field("listen_backlog", config.listen_backlog)
+            .field("logging_level", &config.logging_level_name)
+    );
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("{}", Action::fail("start").field("error", e));
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                error!("{}", Action::fail("accept_connections").field("error", e));
+                return ExitCode::FAILURE;
+            }
+        };
+        info!("{}", Action::in_progress("accept_connections"));
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Completes at the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let name = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            error!("{}", Action::fail("signal_handler").field("error", e));
+            std::future::pending().await
+        }
+    };
+    info!("{}", Action::success("signal").field("signal", name));
+}
