@@ -34,22 +34,6 @@ fn main() -> ExitCode {
         }
     };
     lottery::log::init(config.log_level);
-    info!(
-        "{}",
-        Action::success("config")
-            .field("client_id", config.id)
-            .field("server_address", &config.server_address)
-            .field("loop_amount", config.loop_amount)
-            .field("loop_period", GoDuration(config.loop_period))
-            .field("log_level", &config.log_level_name)
-    );
-    let source = match BetSource::choose(&config, &process_env) {
-        Ok(source) => source,
-        Err(e) => {
-            error!("{}", Action::fail("apuesta_enviada").field("error", e));
-            return ExitCode::FAILURE;
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -58,8 +42,32 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Signals are caught from before the first log line: a SIGTERM at
+        // any moment after that ends in a clean exit.
         let stop = CancellationToken::new();
-        tokio::spawn(stop_on_signal(stop.clone()));
+        match stop_on_signal(stop.clone()) {
+            Ok(watch) => drop(tokio::spawn(watch)),
+            Err(e) => {
+                error!("{}", Action::fail("signal_handler").field("error", e));
+                return ExitCode::FAILURE;
+            }
+        }
+        info!(
+            "{}",
+            Action::success("config")
+                .field("client_id", config.id)
+                .field("server_address", &config.server_address)
+                .field("loop_amount", config.loop_amount)
+                .field("loop_period", GoDuration(config.loop_period))
+                .field("log_level", &config.log_level_name)
+        );
+        let source = match BetSource::choose(&config, &process_env) {
+            Ok(source) => source,
+            Err(e) => {
+                error!("{}", Action::fail("apuesta_enviada").field("error", e));
+                return ExitCode::FAILURE;
+            }
+        };
         let ending = client::run(&config, source, stop).await;
         report(&config, ending)
     })
@@ -102,18 +110,18 @@ fn report(config: &Config, ending: Result<Ending, client::agency::AgencyError>) 
     }
 }
 
-/// Fires `stop` at the first SIGTERM or SIGINT.
-async fn stop_on_signal(stop: CancellationToken) {
+/// Installs the handlers now; the future fires `stop` at the first
+/// SIGTERM or SIGINT.
+fn stop_on_signal(stop: CancellationToken) -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            info!("{}", Action::success("signal").field("signal", name));
-            stop.cancel();
-        }
-        (Err(e), _) | (_, Err(e)) => error!("{}", Action::fail("signal_handler").field("error", e)),
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{}", Action::success("signal").field("signal", name));
+        stop.cancel();
+    })
 }

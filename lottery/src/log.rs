@@ -92,6 +92,48 @@ impl Display for Action {
     }
 }
 
+/// An action line taken apart the way the course's suite reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedAction {
+    pub name: String,
+    pub result: String,
+    pub fields: Vec<(String, String)>,
+}
+
+impl ParsedAction {
+    /// The value of `key`, if the line has it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses a log line that contains `action:`: split on `|`, the first
+/// field ends in `action: NAME`, the second is `result: success`, `fail`
+/// or `in_progress`, every further one is `key: value`.
+pub fn parse_action(line: &str) -> Result<ParsedAction, String> {
+    let mut parts = line.split('|').map(str::trim);
+    let first = parts.next().unwrap_or_default();
+    let name = first
+        .rsplit_once("action: ")
+        .map(|(_, name)| name.to_owned())
+        .filter(|name| !name.is_empty() && !name.contains(' '))
+        .ok_or_else(|| format!("first field does not end in `action: NAME`: {line}"))?;
+    let result = parts
+        .next()
+        .and_then(|f| f.strip_prefix("result: "))
+        .filter(|r| ["success", "fail", "in_progress"].contains(r))
+        .ok_or_else(|| format!("second field is not `result: success|fail|in_progress`: {line}"))?
+        .to_owned();
+    let fields = parts
+        .map(|f| {
+            f.split_once(": ")
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("field {f:?} is not `key: value`: {line}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ParsedAction { name, result, fields })
+}
+
 /// A configured log level: DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL,
 /// in any case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +223,19 @@ mod tests {
         let line = Action::fail("apuesta_recibida").field("reason", "a|b\nc").to_string();
         assert_eq!(line, "action: apuesta_recibida | result: fail | reason: a/b c");
         assert_eq!(line.split('|').count(), 3);
+    }
+
+    #[test]
+    fn lines_parse_the_way_the_course_suite_reads_them() {
+        let line = format!(
+            "2024-08-21 22:11:15 INFO     {}",
+            Action::success("apuesta_enviada").field("dni", "30904465").field("numero", 7574)
+        );
+        let parsed = parse_action(&line).unwrap();
+        assert_eq!((parsed.name.as_str(), parsed.result.as_str()), ("apuesta_enviada", "success"));
+        assert_eq!(parsed.get("dni"), Some("30904465"));
+        assert!(parse_action("x action: a | result: maybe").is_err());
+        assert!(parse_action("x action: a | result: fail | novalue").is_err());
     }
 
     #[test]

@@ -68,9 +68,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         }
     }
 
-    /// The underlying stream.
-    pub fn get_ref(&self) -> &R {
-        &self.inner
+    /// The underlying stream. Bytes already buffered are not in it.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
     }
 }
 
@@ -102,6 +102,11 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     pub async fn send(&mut self, message: &Message) -> io::Result<()> {
         self.queue(message);
         self.flush().await
+    }
+
+    /// The underlying stream.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
     }
 
     /// Closes the write side (TCP FIN) after sending what is queued.

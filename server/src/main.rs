@@ -45,6 +45,15 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Signals are caught from before the server says it accepts
+        // connections: a SIGTERM right after that line must not kill it.
+        let shutdown = match shutdown_signal() {
+            Ok(shutdown) => shutdown,
+            Err(e) => {
+                error!("{}", Action::fail("signal_handler").field("error", e));
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e) => {
@@ -53,23 +62,22 @@ fn main() -> ExitCode {
             }
         };
         info!("{}", Action::in_progress("accept_connections"));
-        server.run(shutdown_signal()).await;
+        server.run(shutdown).await;
         ExitCode::SUCCESS
     })
 }
 
-/// Completes at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Installs the handlers now; the future completes at the first SIGTERM
+/// or SIGINT.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let name = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
-        },
-        (Err(e), _) | (_, Err(e)) => {
-            error!("{}", Action::fail("signal_handler").field("error", e));
-            std::future::pending().await
-        }
-    };
-    info!("{}", Action::success("signal").field("signal", name));
+        };
+        info!("{}", Action::success("signal").field("signal", name));
+    })
 }

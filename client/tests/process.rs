@@ -1,0 +1,280 @@
+//! The real `client` binary against a scripted server: its log lines, how
+//! it cuts batches, and its exit on SIGTERM in every state.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::{Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
+use testkit::{free_port, Process, Signal};
+use tokio::net::TcpListener;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_client");
+
+/// What the scripted server saw.
+#[derive(Default)]
+struct Seen {
+    /// Bets per batch, in arrival order.
+    batches: Vec<usize>,
+    /// Size on the wire of each batch frame.
+    frame_sizes: Vec<usize>,
+    queries: usize,
+    finished: usize,
+}
+
+/// A server that speaks the protocol from a script: it acks batches or
+/// never does, and answers queries with one winner or "not ready".
+async fn scripted_server(ack_batches: bool, draw_done: bool) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let (r, w) = stream.into_split();
+                let mut reader = MessageReader::new(r, MAX_FRAME_LEN);
+                let mut writer = MessageWriter::new(w);
+                while let Ok(Some(message)) = reader.read().await {
+                    let reply = {
+                        let mut seen = record.lock().unwrap();
+                        match &message {
+                            Message::BetBatch { seq, bets, .. } => {
+                                seen.batches.push(bets.len());
+                                seen.frame_sizes.push(message.wire_len());
+                                ack_batches.then(|| Message::BatchAck { seq: *seq, count: bets.len() as u16 })
+                            }
+                            Message::Finished { .. } => {
+                                seen.finished += 1;
+                                Some(Message::FinishedAck)
+                            }
+                            Message::WinnersQuery { .. } => {
+                                seen.queries += 1;
+                                Some(if draw_done {
+                                    Message::Winners { last: true, documents: vec!["30904465".into()] }
+                                } else {
+                                    Message::NotReady { finished: 0, expected: 1 }
+                                })
+                            }
+                            _ => None,
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        if writer.send(&reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn env(address: &str, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("CLI_ID", "1".to_string()),
+        ("CLI_SERVER_ADDRESS", address.to_string()),
+        ("CLI_LOOP_AMOUNT", "50".into()),
+        ("CLI_LOOP_PERIOD", "10ms".into()),
+        ("CLI_LOG_LEVEL", "INFO".into()),
+        ("CLI_BATCH_MAXAMOUNT", "10".into()),
+        ("CLI_DATA_FILE", "agency-1.csv".into()),
+        ("NOMBRE", "Santiago Lionel".into()),
+        ("APELLIDO", "Lorca".into()),
+        ("DOCUMENTO", "30904465".into()),
+        ("NACIMIENTO", "1999-03-17".into()),
+        ("NUMERO", "7574".into()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(key, _)| key != k);
+        env.push((k, v.clone()));
+    }
+    env
+}
+
+fn write_rows(dir: &Path, rows: usize, name_len: usize) {
+    let name = "ñ".repeat(name_len / 2);
+    let text: String = (0..rows).map(|i| format!("{name},Lorca,{i},1999-03-17,{i}\n")).collect();
+    std::fs::write(dir.join("agency-1.csv"), text).unwrap();
+}
+
+/// Runs the client to its end in `dir` and returns it with its exit status.
+async fn run_to_end(dir: &Path, env: Vec<(&'static str, String)>) -> (Process, bool) {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut client = Process::start(Path::new(CLIENT), &dir, &env);
+        let (status, _) = client.wait_exit(Duration::from_secs(20));
+        (client, status.success())
+    })
+    .await
+    .unwrap()
+}
+
+async fn stop_when(dir: &Path, env: Vec<(&'static str, String)>, ready: impl Fn() -> bool + Send + 'static) -> Process {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut client = Process::start(Path::new(CLIENT), &dir, &env);
+        client.wait_for("action: config", Duration::from_secs(5));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !ready() {
+            assert!(std::time::Instant::now() < deadline, "the client never got there");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        client.signal(Signal::SIGTERM);
+        let (status, took) = client.wait_exit(Duration::from_secs(3));
+        assert!(status.success(), "exit status {status}");
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+        assert!(client.has_action("signal", "success"));
+        assert!(client.has_action("close_connection", "success"));
+        assert!(!client.actions().iter().any(|a| a.result == "fail"), "{}", client.seen.join("\n"));
+        client
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_single_bet_of_the_environment_goes_through_and_every_line_parses() {
+    let (addr, seen) = scripted_server(true, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, ok) = run_to_end(
+        dir.path(),
+        env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "100ms".into()), ("CLI_LOG_LEVEL", "DEBUG".into())]),
+    )
+    .await;
+    assert!(ok, "{}", client.seen.join("\n"));
+    let actions = client.actions();
+    assert!(client.seen[0].ends_with(&format!(
+        "INFO     action: config | result: success | client_id: 1 | server_address: {addr} | loop_amount: 50 | loop_period: 100ms | log_level: DEBUG"
+    )), "{}", client.seen[0]);
+    let sent = actions.iter().find(|a| a.name == "apuesta_enviada").unwrap();
+    assert_eq!((sent.get("dni"), sent.get("numero")), (Some("30904465"), Some("7574")));
+    assert!(client.seen.iter().any(|l| l.contains("INFO     action: apuesta_enviada | result: success | dni: 30904465 | numero: 7574")));
+    assert!(client.seen.iter().any(|l| l.ends_with("action: consulta_ganadores | result: success | cant_ganadores: 1")));
+    assert!(client.seen.last().unwrap().ends_with("action: loop_finished | result: success | client_id: 1"));
+    let seen = seen.lock().unwrap();
+    assert_eq!((seen.batches.as_slice(), seen.finished, seen.queries), (&[1][..], 1, 1));
+}
+
+#[tokio::test]
+async fn every_batch_but_the_last_holds_exactly_max_amount() {
+    for (rows, max_amount, expected) in [
+        (99, 10, [vec![10; 9], vec![9]].concat()),
+        (64, 10, [vec![10; 6], vec![4]].concat()),
+        (991, 40, [vec![40; 24], vec![31]].concat()),
+    ] {
+        let (addr, seen) = scripted_server(true, true).await;
+        let dir = tempfile::tempdir().unwrap();
+        write_rows(dir.path(), rows, 10);
+        let (client, ok) = run_to_end(
+            dir.path(),
+            env(&addr.to_string(), &[("CLI_BATCH_MAXAMOUNT", max_amount.to_string()), ("CLI_LOOP_PERIOD", "0s".into())]),
+        )
+        .await;
+        assert!(ok, "{}", client.seen.join("\n"));
+        assert_eq!(seen.lock().unwrap().batches, expected, "{rows} rows by {max_amount}");
+    }
+}
+
+#[tokio::test]
+async fn batches_are_cut_at_8_kib_when_names_are_long() {
+    let (addr, seen) = scripted_server(true, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_rows(dir.path(), 50, 1500);
+    let (client, ok) =
+        run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_BATCH_MAXAMOUNT", "100".into())])).await;
+    assert!(ok, "{}", client.seen.join("\n"));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.batches.iter().sum::<usize>(), 50);
+    assert!(seen.batches.len() > 1);
+    assert!(seen.frame_sizes.iter().all(|&size| size <= MAX_FRAME_LEN), "{:?}", seen.frame_sizes);
+    // Cut only when the next bet would not fit.
+    let bet_size = (seen.frame_sizes[0] - protocol::BATCH_HEADER_LEN) / seen.batches[0];
+    assert!(seen.frame_sizes[0] + bet_size > MAX_FRAME_LEN);
+}
+
+#[tokio::test]
+async fn a_bet_too_large_for_a_packet_is_reported_with_its_line() {
+    let (addr, seen) = scripted_server(true, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "x".repeat(9000);
+    std::fs::write(
+        dir.path().join("agency-1.csv"),
+        format!("Ana,Paz,1,1999-03-17,1\n{huge},Paz,2,1999-03-17,2\nLuis,Paz,3,1999-03-17,3\n"),
+    )
+    .unwrap();
+    let (client, ok) = run_to_end(dir.path(), env(&addr.to_string(), &[])).await;
+    assert!(!ok);
+    let fail = client.actions().into_iter().find(|a| a.name == "apuesta_enviada" && a.result == "fail").unwrap();
+    assert_eq!(fail.get("line"), Some("2"));
+    let seen = seen.lock().unwrap();
+    assert_eq!((seen.batches.as_slice(), seen.finished), (&[2][..], 1), "the rest still goes, then finished");
+}
+
+#[tokio::test]
+async fn after_loop_amount_queries_the_client_gives_up_with_one_fail_line() {
+    let (addr, seen) = scripted_server(true, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (client, ok) = run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_AMOUNT", "3".into())])).await;
+    assert!(!ok);
+    let fails: Vec<_> = client.actions().into_iter().filter(|a| a.result == "fail").collect();
+    assert_eq!(fails.iter().filter(|a| a.name == "consulta_ganadores").count(), 1, "{fails:?}");
+    assert_eq!(seen.lock().unwrap().queries, 3);
+}
+
+#[tokio::test]
+async fn a_zero_period_still_paces_the_winners_queries() {
+    let (addr, seen) = scripted_server(true, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let (_, ok) = run_to_end(
+        dir.path(),
+        env(&addr.to_string(), &[("CLI_LOOP_AMOUNT", "21".into()), ("CLI_LOOP_PERIOD", "0s".into())]),
+    )
+    .await;
+    assert!(!ok);
+    assert_eq!(seen.lock().unwrap().queries, 21);
+    assert!(started.elapsed() >= client::agency::MIN_QUERY_INTERVAL * 20);
+}
+
+#[tokio::test]
+async fn sigterm_while_the_server_is_not_up_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    stop_when(dir.path(), env(&address, &[]), move || started.elapsed() > Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn sigterm_mid_upload_exits_zero() {
+    let (addr, seen) = scripted_server(false, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_rows(dir.path(), 5000, 10);
+    let client = stop_when(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "0s".into())]), move || {
+        !seen.lock().unwrap().batches.is_empty()
+    })
+    .await;
+    assert!(client.has_action("close_file", "success"));
+}
+
+#[tokio::test]
+async fn sigterm_while_waiting_for_the_draw_exits_zero() {
+    let (addr, seen) = scripted_server(true, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    stop_when(dir.path(), env(&addr.to_string(), &[]), move || seen.lock().unwrap().queries >= 2).await;
+}
+
+#[tokio::test]
+async fn a_bad_setting_is_one_clear_line_and_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in [("CLI_LOOP_PERIOD", "soon"), ("CLI_BATCH_MAXAMOUNT", "-1"), ("CLI_LOG_LEVEL", "LOUD")] {
+        let (mut client, ok) = run_to_end(dir.path(), env("127.0.0.1:1", &[(key, value.to_string())])).await;
+        let stderr = client.stderr();
+        assert!(!ok);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key) && !stderr.contains("panicked"), "{stderr}");
+    }
+}

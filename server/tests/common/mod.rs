@@ -1,0 +1,161 @@
+//! Helpers shared by the server's integration tests: a real server on a
+//! loopback port, and a raw protocol connection to poke at it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lottery::Bet;
+use protocol::{BetRecord, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
+use server::{Config, Server};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A server on `127.0.0.1:<free port>` with its bets file in a temp dir.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub storage: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn config(agencies: u32, storage: &Path) -> Config {
+    Config {
+        port: 0,
+        listen_backlog: 64,
+        logging_level: lottery::log::Level::Info,
+        logging_level_name: "INFO".into(),
+        agencies,
+        storage_path: storage.to_path_buf(),
+        idle_timeout: Duration::from_secs(10),
+        max_connections: 64,
+    }
+}
+
+impl TestServer {
+    pub async fn start(agencies: u32) -> TestServer {
+        TestServer::start_with(agencies, |_| {}).await
+    }
+
+    pub async fn start_with(agencies: u32, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("bets.csv");
+        let mut config = config(agencies, &storage);
+        tweak(&mut config);
+        let server = Server::bind(config).await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            storage,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server and waits for it; returns the bets it stored.
+    pub async fn stop(mut self) -> Vec<Bet> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(3), &mut self.task).await.unwrap().unwrap();
+        stored(&self.storage)
+    }
+
+    pub fn stored(&self) -> Vec<Bet> {
+        stored(&self.storage)
+    }
+}
+
+pub fn stored(path: &Path) -> Vec<Bet> {
+    lottery::storage::load_bets(path).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// A protocol connection driven by hand.
+pub struct Raw {
+    pub reader: MessageReader<OwnedReadHalf>,
+    pub writer: MessageWriter<OwnedWriteHalf>,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+        Raw { reader: MessageReader::new(r, MAX_FRAME_LEN), writer: MessageWriter::new(w) }
+    }
+
+    pub async fn send(&mut self, message: &Message) {
+        self.writer.send(message).await.unwrap();
+    }
+
+    /// Writes bytes that need not be a valid frame.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.writer_stream().write_all(bytes).await.unwrap();
+    }
+
+    fn writer_stream(&mut self) -> &mut OwnedWriteHalf {
+        // MessageWriter keeps nothing queued between sends, so writing
+        // beside it cannot reorder bytes.
+        self.writer.get_mut()
+    }
+
+    /// The read half, for raw bytes.
+    pub fn reader_stream(&mut self) -> &mut OwnedReadHalf {
+        self.reader.get_mut()
+    }
+
+    /// The next message; panics after 5 s.
+    pub async fn recv(&mut self) -> Option<Message> {
+        tokio::time::timeout(Duration::from_secs(5), self.reader.read()).await.unwrap().unwrap()
+    }
+
+    /// Sends `message` and returns the reply.
+    pub async fn ask(&mut self, message: &Message) -> Message {
+        self.send(message).await;
+        self.recv().await.expect("a reply")
+    }
+
+    /// Asserts the server closes the connection (EOF or reset) within 5 s.
+    pub async fn expect_closed(&mut self) {
+        match tokio::time::timeout(Duration::from_secs(5), self.reader.read()).await {
+            Ok(Ok(None)) | Ok(Err(_)) => {}
+            Ok(Ok(Some(m))) => panic!("expected the connection closed, got {m:?}"),
+            Err(_) => panic!("the connection is still open after 5 s"),
+        }
+    }
+}
+
+pub fn bet(document: &str, number: u32) -> BetRecord {
+    BetRecord {
+        first_name: "Santiago Lionel".into(),
+        last_name: "Lorca".into(),
+        document: document.into(),
+        birthdate: "1999-03-17".into(),
+        number: number.to_string(),
+    }
+}
+
+pub fn batch(agency: u32, seq: u32, bets: Vec<BetRecord>) -> Message {
+    Message::BetBatch { agency, seq, bets }
+}
+
+/// A client configuration for agency `id` against `addr`.
+pub fn client_config(id: u32, addr: SocketAddr, data_file: &Path) -> client::Config {
+    client::Config {
+        id,
+        server_address: addr.to_string(),
+        loop_amount: 2000,
+        loop_period: Duration::ZERO,
+        log_level: lottery::log::Level::Info,
+        log_level_name: "INFO".into(),
+        batch_max_amount: 80,
+        data_file: data_file.to_path_buf(),
+    }
+}

@@ -1,0 +1,158 @@
+//! The real `server` binary: its log lines, its configuration errors, its
+//! listen backlog and its shutdown on SIGTERM / SIGINT in every state.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{batch, bet, Raw};
+use protocol::Message;
+use testkit::{free_port, Process, Signal};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_server");
+
+fn start(dir: &Path, port: u16, extra: &[(&str, String)]) -> Process {
+    let mut env = vec![
+        ("SERVER_PORT", port.to_string()),
+        ("SERVER_LISTEN_BACKLOG", "7".into()),
+        ("LOGGING_LEVEL", "INFO".into()),
+        ("SERVER_AGENCIES", "2".into()),
+    ];
+    env.extend(extra.iter().cloned());
+    let mut server = Process::start(Path::new(SERVER), dir, &env);
+    server.wait_for("accept_connections", Duration::from_secs(5));
+    server
+}
+
+/// Stops the server with `signal` and checks the whole shutdown.
+fn assert_clean_stop(mut server: Process, signal: Signal) {
+    server.signal(signal);
+    let (status, took) = server.wait_exit(Duration::from_secs(3));
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let actions = server.actions();
+    assert_eq!(
+        (actions[0].name.as_str(), actions[1].name.as_str(), actions[1].result.as_str()),
+        ("config", "accept_connections", "in_progress")
+    );
+    for closed in ["close_listener", "join_sessions", "close_file", "join_writer", "shutdown"] {
+        assert!(server.has_action(closed, "success"), "no {closed} line:\n{}", server.seen.join("\n"));
+    }
+}
+
+fn addr(port: u16) -> std::net::SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
+#[test]
+fn the_first_lines_are_config_and_accept_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), free_port(), &[]);
+    assert_eq!(server.seen.len(), 2);
+    let config = &server.actions()[0];
+    assert_eq!(config.get("listen_backlog"), Some("7"));
+    assert_eq!(config.get("logging_level"), Some("INFO"));
+    assert!(server.seen[1].ends_with("INFO     action: accept_connections | result: in_progress"));
+}
+
+#[test]
+fn sigterm_while_idle_exits_zero_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_clean_stop(start(dir.path(), free_port(), &[]), Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_works_like_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_clean_stop(start(dir.path(), free_port(), &[]), Signal::SIGINT);
+}
+
+#[tokio::test]
+async fn sigterm_mid_upload_exits_zero_and_keeps_every_acked_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    let mut agency = Raw::connect(addr(port)).await;
+    for seq in 1..=3 {
+        let reply = agency.ask(&batch(1, seq, vec![bet(&seq.to_string(), 1)])).await;
+        assert_eq!(reply, Message::BatchAck { seq, count: 1 });
+    }
+    // Half of the next frame, then silence.
+    let mut frame = bytes::BytesMut::new();
+    batch(1, 4, vec![bet("4", 1)]).encode(&mut frame);
+    agency.send_bytes(&frame[..12]).await;
+    let mut stalled = Raw::connect(addr(port)).await;
+    stalled.send_bytes(&frame[..3]).await;
+
+    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+    agency.expect_closed().await;
+    let stored: Vec<String> = common::stored(&dir.path().join("bets.csv")).into_iter().map(|b| b.document).collect();
+    assert_eq!(stored, ["1", "2", "3"]);
+}
+
+#[tokio::test]
+async fn sigterm_while_agencies_wait_for_the_draw_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = start(dir.path(), port, &[]);
+    let mut waiting = Raw::connect(addr(port)).await;
+    assert_eq!(waiting.ask(&batch(1, 1, vec![bet("1", 7574)])).await, Message::BatchAck { seq: 1, count: 1 });
+    assert_eq!(waiting.ask(&Message::Finished { agency: 1 }).await, Message::FinishedAck);
+    assert!(matches!(waiting.ask(&Message::WinnersQuery { agency: 1 }).await, Message::NotReady { .. }));
+
+    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+    waiting.expect_closed().await;
+}
+
+#[test]
+fn the_listen_backlog_is_applied_to_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start(dir.path(), port, &[]);
+    // For a listening socket, `ss` shows the backlog as Send-Q.
+    let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let send_q: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(send_q.get(2), Some(&"7"), "ss said: {text}");
+}
+
+#[test]
+fn a_bad_setting_is_one_clear_line_and_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    for (env, key) in [
+        (vec![("SERVER_PORT", "http".to_string())], "SERVER_PORT"),
+        (vec![("SERVER_PORT", "1".to_string()), ("LOGGING_LEVEL", "INFO".to_string())], "SERVER_LISTEN_BACKLOG"),
+        (
+            vec![
+                ("SERVER_PORT", "1".to_string()),
+                ("SERVER_LISTEN_BACKLOG", "1".to_string()),
+                ("LOGGING_LEVEL", "LOUD".to_string()),
+            ],
+            "LOGGING_LEVEL",
+        ),
+    ] {
+        let mut server = Process::start(Path::new(SERVER), dir.path(), &env);
+        let (status, _) = server.wait_exit(Duration::from_secs(5));
+        let stderr = server.stderr();
+        assert!(!status.success());
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key) && !stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_config_file_is_read_from_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("config.ini"),
+        format!("[DEFAULT]\nSERVER_PORT = {port}\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = 3\nLOGGING_LEVEL = debug"),
+    )
+    .unwrap();
+    let mut server = Process::start(Path::new(SERVER), dir.path(), &[]);
+    let line = server.wait_for("action: config", Duration::from_secs(5));
+    assert!(line.ends_with(&format!("port: {port} | listen_backlog: 3 | logging_level: debug")), "{line}");
+    server.wait_for("accept_connections", Duration::from_secs(5));
+    assert_clean_stop(server, Signal::SIGTERM);
+}

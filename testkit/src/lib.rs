@@ -1,0 +1,124 @@
+//! Running a real binary of the project the way Docker would, and reading
+//! its log as the course's suite does.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use lottery::log::{parse_action, ParsedAction};
+use nix::sys::signal::kill;
+pub use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running binary whose stdout is read line by line.
+pub struct Process {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every stdout line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Process {
+    /// Starts `binary` in `dir` with exactly `env` (and PATH) as environment.
+    pub fn start(binary: &Path, dir: &Path, env: &[(&str, String)]) -> Process {
+        let mut child = Command::new(binary)
+            .current_dir(dir)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `needle`; panics after `within`.
+    pub fn wait_for(&mut self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no line with {needle:?} within {within:?}; seen:\n{}", self.seen.join("\n"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("output ended before a line with {needle:?}; seen:\n{}", self.seen.join("\n"))
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the exit, at most `within`; then reads the rest of stdout.
+    pub fn wait_exit(&mut self, within: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.seen.extend(self.lines.iter());
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > within {
+                let _ = self.child.kill();
+                panic!("still running after {within:?}; seen:\n{}", self.seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything the process wrote on stderr (after it exited).
+    pub fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        text
+    }
+
+    /// Every line with `action:`, parsed; panics on one that does not parse.
+    pub fn actions(&self) -> Vec<ParsedAction> {
+        self.seen
+            .iter()
+            .filter(|l| l.contains("action:"))
+            .map(|l| parse_action(l).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    /// Whether some action line is `name` with `result`.
+    pub fn has_action(&self, name: &str, result: &str) -> bool {
+        self.actions().iter().any(|a| a.name == name && a.result == result)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
