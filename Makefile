@@ -1,0 +1,90 @@
+# The Lotería Nacional: build, images, Compose and tests.
+#
+#   make demo                the main job: five agencies on sample data, end to end
+#   make test                unit, integration and end-to-end tests
+#   make bench               the benchmark (natively, over loopback)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# `docker compose` (v2) where it exists, else `docker-compose` (v1).
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_FILE := docker-compose-dev.yaml
+TARGET := x86_64-unknown-linux-gnu
+BIN := target/$(TARGET)/release
+# Rows of the five sample agencies: the sizes of the course's dataset.
+SAMPLE_ROWS := 26936,25518,16014,9238,991
+
+.PHONY: build docker-image busybox-image host-deps sample-data docker-compose-up \
+        docker-compose-down docker-compose-logs demo test e2e bench
+
+# Static binaries, so that the images need no base at all.
+build:
+	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked \
+		--target $(TARGET) -p server -p client -p loteria --bins
+
+docker-image: build
+	docker build -q -f ./server/Dockerfile -t server:latest .
+	docker build -q -f ./client/Dockerfile -t client:latest .
+
+# busybox:latest for the echo validation and the tests: pulled where a
+# registry answers, else made from the host's static busybox.
+busybox-image: host-deps
+	@if ! docker image inspect busybox:latest >/dev/null 2>&1; then \
+		if ! timeout 15 docker pull -q busybox:latest >/dev/null 2>&1; then \
+			dir=$$(mktemp -d); \
+			cp /bin/busybox scripts/busybox/Dockerfile "$$dir"/; \
+			docker build -q -t busybox:latest "$$dir"; \
+			rm -rf "$$dir"; \
+		fi; \
+	fi
+
+host-deps:
+	@sh scripts/host-deps.sh
+
+# .data/agency-N.csv when present, else .data/dataset.zip extracted, else
+# generated sample files.
+sample-data: build
+	@if compgen -G '.data/agency-*.csv' >/dev/null; then \
+		echo "using $$(ls .data/agency-*.csv | tr '\n' ' ')"; \
+	elif [ -f .data/dataset.zip ]; then \
+		unzip -o -j -q .data/dataset.zip '*agency-*.csv' -d .data; \
+		echo "extracted $$(ls .data/agency-*.csv | tr '\n' ' ')"; \
+	else \
+		$(BIN)/datagen --out .data --agencies 5 --rows $(SAMPLE_ROWS) --winners 3; \
+	fi
+
+docker-compose-up: docker-image sample-data
+	$(COMPOSE) -f $(COMPOSE_FILE) up -d
+
+docker-compose-down:
+	$(COMPOSE) -f $(COMPOSE_FILE) stop -t 10
+	$(COMPOSE) -f $(COMPOSE_FILE) down -v --remove-orphans
+
+docker-compose-logs:
+	$(COMPOSE) -f $(COMPOSE_FILE) logs -f
+
+# The main job: start everything, wait for the five agencies, show what
+# happened, and clean up.
+demo: host-deps
+	@start=$$(date +%s.%N); \
+	$(MAKE) --no-print-directory docker-compose-up; \
+	docker wait client1 client2 client3 client4 client5 | tr '\n' ' ' | sed 's/^/agency exit codes: /'; echo; \
+	end=$$(date +%s.%N); \
+	$(COMPOSE) -f $(COMPOSE_FILE) logs --no-color > .data/demo.log 2>&1; \
+	grep -E 'action: (config|sorteo|consulta_ganadores|loop_finished)|result: fail' .data/demo.log || true; \
+	echo "apuesta_recibida lines: $$(grep -c 'action: apuesta_recibida | result: success' .data/demo.log)"; \
+	echo "bets stored: $$(docker exec server /server --version >/dev/null 2>&1; grep -o 'cantidad: [0-9]*' .data/demo.log | awk '{s+=$$2} END {print s}')"; \
+	printf 'up to the last agency done: %.1f s (full log: .data/demo.log)\n' "$$(echo "$$end - $$start" | bc)"; \
+	$(MAKE) --no-print-directory docker-compose-down >/dev/null 2>&1
+
+test: host-deps
+	cargo test --locked
+	$(MAKE) --no-print-directory e2e
+
+# The end-to-end suite: the real images through Compose.
+e2e: docker-image busybox-image
+	cargo test --locked -p e2e -- --test-threads=1
+
+bench:
+	cargo run --release --locked -p bench -- $(BENCH_ARGS)

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs, from Debian's packages, what the Docker side needs and the host
+# may lack: a static busybox (for the local busybox image), ss (a test reads
+# the listen backlog with it) and unzip (for .data/dataset.zip).
+# Does nothing when everything is there.
+set -eu
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=""
+installed busybox-static || missing="$missing busybox-static"
+command -v ss >/dev/null 2>&1 || missing="$missing iproute2"
+command -v unzip >/dev/null 2>&1 || missing="$missing unzip"
+[ -n "$missing" ] || exit 0
+
+echo "installing:$missing"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "$0: run as root, or install these Debian packages:$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086 # one word per package
+apt-get install -y -qq $missing >/dev/null
