@@ -1,0 +1,222 @@
+//! Driving the system through Docker Compose, the way the course's suite
+//! does: a project folder with the generated Compose file, the two config
+//! files and `.data/`; `compose up -d`; then the containers' logs, read
+//! line by line and parsed as action lines.
+//!
+//! Each [`Project`] lives in a temporary copy of what Compose needs from
+//! the repository, so tests can rewrite configs and agency files freely.
+//! Container and network names are fixed (`server`, `clientK`,
+//! `tp0_testing_net`), so tests must run one at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lottery::log::{parse_action, ParsedAction};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Serialises the tests of one binary: they share container names.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a command and returns its output, whatever its exit status.
+pub fn run(program: &str, args: &[&str], dir: &Path) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(program: &str, args: &[&str], dir: &Path) -> String {
+    let out = run(program, args, dir);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker compose` where the v2 plugin exists, else `docker-compose`.
+fn compose_command() -> Vec<&'static str> {
+    let v2 = Command::new("docker").args(["compose", "version"]).output();
+    if v2.is_ok_and(|o| o.status.success()) {
+        vec!["docker", "compose"]
+    } else {
+        vec!["docker-compose"]
+    }
+}
+
+/// One log line of a container, with Docker's timestamp.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// RFC 3339 with nanoseconds, so that text order is time order.
+    pub at: String,
+    pub text: String,
+}
+
+impl LogLine {
+    pub fn action(&self) -> Option<ParsedAction> {
+        self.text.contains("action:").then(|| {
+            parse_action(&self.text).unwrap_or_else(|e| panic!("unparsable action line: {e}"))
+        })
+    }
+}
+
+/// A Compose project of the system in a temporary folder.
+pub struct Project {
+    dir: tempfile::TempDir,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Project {
+    /// A project with the repository's configs and `clients` agencies.
+    pub fn new(clients: usize) -> Project {
+        let guard = exclusive();
+        // A leftover of an aborted run would clash with our names.
+        let _ = run("docker", &["rm", "-f", "server", "client1", "client2", "client3", "client4", "client5"], &repo());
+        let _ = run("docker", &["network", "rm", "tp0_testing_net"], &repo());
+        let dir = tempfile::tempdir().unwrap();
+        for file in [".env", "generar-compose.sh", "validar-echo-server.sh", "server/config.ini", "client/config.yaml"] {
+            let to = dir.path().join(file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(repo().join(file), &to).unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".data")).unwrap();
+        let project = Project { dir, _guard: guard };
+        let out = project.run_ok("bash", &["./generar-compose.sh", "docker-compose-dev.yaml", &clients.to_string()]);
+        assert_eq!(
+            out,
+            format!("Nombre del archivo de salida: docker-compose-dev.yaml\nCantidad de clientes: {clients}\n")
+        );
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run_ok(&self, program: &str, args: &[&str]) -> String {
+        run_ok(program, args, self.path())
+    }
+
+    /// Runs `docker compose -f docker-compose-dev.yaml ARGS`.
+    pub fn compose(&self, args: &[&str]) -> Output {
+        let command = compose_command();
+        let mut all: Vec<&str> = command[1..].to_vec();
+        all.extend(["-f", "docker-compose-dev.yaml"]);
+        all.extend(args);
+        run(command[0], &all, self.path())
+    }
+
+    fn compose_ok(&self, args: &[&str]) {
+        let out = self.compose(args);
+        assert!(out.status.success(), "compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Rewrites `server/config.ini` the way the course's suite does.
+    pub fn server_config(&self, port: u16, backlog: u32, level: &str) {
+        let text = format!(
+            "[DEFAULT]\nSERVER_PORT = {port}\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = {backlog}\nLOGGING_LEVEL = {level}"
+        );
+        std::fs::write(self.path().join("server/config.ini"), text).unwrap();
+    }
+
+    /// Rewrites `client/config.yaml` the way the course's suite does.
+    pub fn client_config(&self, amount: u32, period: &str, level: &str, max_amount: usize) {
+        let text = format!(
+            "server:\n  address: \"server:12345\"\nloop:\n  amount: {amount}\n  period: \"{period}\"\nlog:\n  level: \"{level}\"\nbatch:\n  maxAmount: {max_amount}"
+        );
+        std::fs::write(self.path().join("client/config.yaml"), text).unwrap();
+    }
+
+    /// Writes `.data/agency-K.csv`.
+    pub fn agency_file(&self, agency: usize, rows: &str) {
+        std::fs::write(self.path().join(format!(".data/agency-{agency}.csv")), rows).unwrap();
+    }
+
+    /// `compose up -d`, for every service or only those named.
+    pub fn up(&self, services: &[&str]) {
+        let mut args = vec!["up", "-d"];
+        args.extend(services);
+        self.compose_ok(&args);
+    }
+
+    /// Every stdout line of `container` so far.
+    pub fn logs(&self, container: &str) -> Vec<LogLine> {
+        let out = run("docker", &["logs", "-t", container], self.path());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(at, text)| LogLine { at: at.to_owned(), text: text.to_owned() })
+            .collect()
+    }
+
+    /// The parsed action lines of `container`.
+    pub fn actions(&self, container: &str) -> Vec<(String, ParsedAction)> {
+        self.logs(container).into_iter().filter_map(|l| l.action().map(|a| (l.at, a))).collect()
+    }
+
+    /// Waits until `container` logged a line containing `needle`.
+    pub fn wait_for(&self, container: &str, needle: &str, within: Duration) -> LogLine {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(line) = self.logs(container).into_iter().find(|l| l.text.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{container} logged no {needle:?} within {within:?}:\n{}",
+                self.dump(container)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `container` has exited; returns its exit code.
+    pub fn wait_exit(&self, container: &str, within: Duration) -> i64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let state = run_ok("docker", &["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", container], self.path());
+            let mut parts = state.split_whitespace();
+            if parts.next() == Some("exited") {
+                return parts.next().unwrap().parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "{container} still running after {within:?}:\n{}", self.dump(container));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `docker stop -t SECS container`; returns how long it took.
+    pub fn stop(&self, container: &str, secs: u32) -> Duration {
+        let started = Instant::now();
+        run_ok("docker", &["stop", "-t", &secs.to_string(), container], self.path());
+        started.elapsed()
+    }
+
+    fn dump(&self, container: &str) -> String {
+        self.logs(container).into_iter().map(|l| l.text).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Asserts no action line of `container` says `result: fail`.
+    pub fn assert_no_fail(&self, container: &str) {
+        let fails: Vec<_> = self.actions(container).into_iter().filter(|(_, a)| a.result == "fail").collect();
+        assert!(fails.is_empty(), "{container}: {fails:?}");
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "-t", "1", "--remove-orphans"]);
+    }
+}

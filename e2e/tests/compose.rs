@@ -1,0 +1,223 @@
+//! The course's checks, through Compose and the containers' logs.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use e2e::{run, Project};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// `rows` bets for agency files, winners (number 7574) at the given rows.
+fn rows(count: usize, winners: &[usize]) -> String {
+    (0..count)
+        .map(|i| {
+            let number = if winners.contains(&i) { 7574 } else { i % 7000 };
+            format!("José María,Núñez,{},1990-05-{:02},{number}\n", 20_000_000 + i, 1 + i % 28)
+        })
+        .collect()
+}
+
+#[test]
+fn edited_configs_show_in_the_config_lines_without_a_rebuild() {
+    let p = Project::new(1);
+    p.server_config(12345, 7, "DEBUG");
+    p.client_config(7, "150ms", "debug", 10);
+    p.up(&[]);
+    let server = p.wait_for("server", "action: config", LONG);
+    assert!(
+        server.text.ends_with("action: config | result: success | port: 12345 | listen_backlog: 7 | logging_level: DEBUG"),
+        "{}",
+        server.text
+    );
+    let client = p.wait_for("client1", "action: config", LONG);
+    assert!(
+        client.text.ends_with(
+            "action: config | result: success | client_id: 1 | server_address: server:12345 | loop_amount: 7 | loop_period: 150ms | log_level: debug"
+        ),
+        "{}",
+        client.text
+    );
+    let first_two: Vec<String> = p.actions("server").into_iter().take(2).map(|(_, a)| a.name).collect();
+    assert_eq!(first_two, ["config", "accept_connections"]);
+}
+
+#[test]
+fn the_echo_validation_passes_against_our_server() {
+    let p = Project::new(0);
+    p.up(&[]);
+    p.wait_for("server", "accept_connections", LONG);
+    let out = run("sh", &["validar-echo-server.sh"], p.path());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "action: test_echo_server | result: success\n");
+    assert!(out.status.success());
+    let line = p.wait_for("server", "action: receive_message", LONG);
+    assert!(line.text.contains("| ip: 172.25.125."), "{}", line.text);
+}
+
+#[test]
+fn the_echo_validation_judges_any_server_named_server() {
+    let p = Project::new(0);
+    let net = ["network", "create", "--subnet", "172.25.125.0/24", "tp0_testing_net"];
+    e2e::run_ok("docker", &net, p.path());
+    let validate = || {
+        let out = run("sh", &["validar-echo-server.sh"], p.path());
+        (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code())
+    };
+    let fail = ("action: test_echo_server | result: fail\n".to_string(), Some(1));
+    let success = ("action: test_echo_server | result: success\n".to_string(), Some(0));
+
+    assert_eq!(validate(), fail, "no server at all");
+    for (command, expected) in [("cat", &success), ("tr a-z A-Z", &fail)] {
+        let server = [
+            "run", "-d", "--rm", "--name", "server", "--network", "tp0_testing_net", "busybox:latest",
+            "nc", "-ll", "-p", "12345", "-e", "sh", "-c", command,
+        ];
+        e2e::run_ok("docker", &server, p.path());
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(&validate(), expected, "echo server running {command:?}");
+        let _ = run("docker", &["rm", "-f", "server"], p.path());
+    }
+    let _ = run("docker", &["network", "rm", "tp0_testing_net"], p.path());
+}
+
+#[test]
+fn docker_stop_of_a_waiting_client_exits_zero() {
+    let p = Project::new(2);
+    p.client_config(1000, "100ms", "INFO", 10);
+    p.up(&["server", "client1"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let took = p.stop("client1", 20);
+    assert_eq!(p.wait_exit("client1", LONG), 0);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let names: Vec<String> = p.actions("client1").into_iter().map(|(_, a)| a.name).collect();
+    for line in ["signal", "close_connection", "shutdown"] {
+        assert!(names.iter().any(|n| n == line), "no {line} in {names:?}");
+    }
+    p.assert_no_fail("client1");
+}
+
+fn assert_server_stops_cleanly(p: &Project) {
+    let took = p.stop("server", 20);
+    assert_eq!(p.wait_exit("server", LONG), 0);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let names: Vec<String> = p.actions("server").into_iter().map(|(_, a)| a.name).collect();
+    for line in ["close_listener", "join_sessions", "close_file", "join_writer", "shutdown"] {
+        assert!(names.iter().any(|n| n == line), "no {line} in {names:?}");
+    }
+}
+
+#[test]
+fn docker_stop_of_the_server_without_clients_exits_zero() {
+    let p = Project::new(0);
+    p.up(&[]);
+    p.wait_for("server", "accept_connections", LONG);
+    assert_server_stops_cleanly(&p);
+}
+
+#[test]
+fn docker_stop_of_the_server_with_a_client_waiting_exits_zero() {
+    let p = Project::new(2);
+    p.client_config(1000, "100ms", "INFO", 10);
+    p.up(&["server", "client1"]);
+    p.wait_for("server", "apuesta_almacenada", LONG);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_server_stops_cleanly(&p);
+}
+
+#[test]
+fn compose_stop_stops_everything_with_exit_zero() {
+    let p = Project::new(2);
+    p.client_config(1000, "100ms", "INFO", 10);
+    p.up(&["server", "client1"]);
+    p.wait_for("server", "apuesta_almacenada", LONG);
+    let out = p.compose(&["stop", "-t", "10"]);
+    assert!(out.status.success());
+    assert_eq!(p.wait_exit("server", LONG), 0);
+    assert_eq!(p.wait_exit("client1", LONG), 0);
+    p.assert_no_fail("client1");
+    p.assert_no_fail("server");
+}
+
+#[test]
+fn the_single_bet_of_the_environment_is_stored() {
+    let p = Project::new(1);
+    p.client_config(100, "100ms", "INFO", 10);
+    p.up(&[]);
+    assert_eq!(p.wait_exit("client1", LONG), 0);
+    let sent = p.wait_for("client1", "action: apuesta_enviada", LONG).action().unwrap();
+    let stored = p.wait_for("server", "action: apuesta_almacenada", LONG).action().unwrap();
+    assert_eq!(sent.get("dni"), Some("30904465"));
+    assert_eq!((sent.get("dni"), sent.get("numero")), (stored.get("dni"), stored.get("numero")));
+    p.assert_no_fail("client1");
+    p.assert_no_fail("server");
+}
+
+#[test]
+fn batches_hold_max_amount_bets_but_the_last() {
+    for count in [64, 99] {
+        let p = Project::new(1);
+        p.client_config(100, "10ms", "INFO", 10);
+        p.agency_file(1, &rows(count, &[]));
+        p.up(&[]);
+        assert_eq!(p.wait_exit("client1", LONG), 0);
+        let sizes: Vec<usize> = p
+            .actions("server")
+            .into_iter()
+            .filter(|(_, a)| a.name == "apuesta_recibida")
+            .map(|(_, a)| {
+                assert_eq!(a.result, "success");
+                a.get("cantidad").unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), count, "{sizes:?}");
+        let (last, rest) = sizes.split_last().unwrap();
+        assert!(rest.iter().all(|&s| s == 10) && *last <= 10, "{sizes:?}");
+        p.assert_no_fail("server");
+    }
+}
+
+/// Runs one agency file per client and checks each agency's winners count
+/// and that the draw sits between every upload and every answer.
+fn check_draw(files: &[String], expected: &[usize]) {
+    let p = Project::new(files.len());
+    p.client_config(1000, "50ms", "INFO", 10);
+    for (i, file) in files.iter().enumerate() {
+        p.agency_file(i + 1, file);
+    }
+    p.up(&[]);
+    let server_at = |name: &str| -> Vec<String> {
+        p.actions("server").into_iter().filter(|(_, a)| a.name == name).map(|(at, _)| at).collect()
+    };
+    let mut counts = HashMap::new();
+    for k in 1..=files.len() {
+        let client = format!("client{k}");
+        assert_eq!(p.wait_exit(&client, LONG), 0);
+        let (at, line) = p
+            .actions(&client)
+            .into_iter()
+            .find(|(_, a)| a.name == "consulta_ganadores")
+            .unwrap_or_else(|| panic!("{client} logged no consulta_ganadores"));
+        assert_eq!(line.result, "success");
+        counts.insert(k, (at, line.get("cant_ganadores").unwrap().parse::<usize>().unwrap()));
+        p.assert_no_fail(&client);
+    }
+    let sorteo = server_at("sorteo");
+    assert_eq!(sorteo.len(), 1, "exactly one draw");
+    assert!(server_at("apuesta_recibida").iter().all(|at| *at < sorteo[0]));
+    for (k, expected) in expected.iter().enumerate() {
+        let (at, count) = &counts[&(k + 1)];
+        assert_eq!(count, expected, "agency {}", k + 1);
+        assert!(*at > sorteo[0], "client{} answered before the draw", k + 1);
+    }
+    p.assert_no_fail("server");
+}
+
+#[test]
+fn three_agencies_get_two_one_and_zero_winners() {
+    check_draw(&[rows(100, &[0, 99]), rows(100, &[50]), rows(100, &[])], &[2, 1, 0]);
+}
+
+#[test]
+fn five_agencies_get_one_to_five_winners() {
+    let files: Vec<String> = (1..=5).map(|w| rows(60, &(0..w).map(|i| i * 11).collect::<Vec<_>>())).collect();
+    check_draw(&files, &[1, 2, 3, 4, 5]);
+}

@@ -1,0 +1,64 @@
+//! The two shell scripts at the root, by their contract.
+
+use e2e::{repo, run};
+
+fn generate(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let script = repo().join("generar-compose.sh");
+    let mut all = vec![script.to_str().unwrap()];
+    all.extend(args);
+    run("bash", &all, dir)
+}
+
+#[test]
+fn generar_compose_writes_the_server_and_n_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in [0usize, 1, 3] {
+        let out = generate(dir.path(), &["compose.yaml", &n.to_string()]);
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("Nombre del archivo de salida: compose.yaml\nCantidad de clientes: {n}\n")
+        );
+        let text = std::fs::read_to_string(dir.path().join("compose.yaml")).unwrap();
+        assert!(text.contains("container_name: server"));
+        assert!(text.contains(&format!("SERVER_AGENCIES={n}")));
+        assert!(text.contains("subnet: 172.25.125.0/24"));
+        assert!(!text.contains("ports:") && !text.contains("\nname:"));
+        assert!(!text.contains("LOG") && !text.contains("LOOP"), "no log or loop settings in the environment");
+        for k in 1..=n {
+            assert!(text.contains(&format!("container_name: client{k}\n")));
+            assert!(text.contains(&format!("CLI_ID={k}\n")));
+            assert!(text.contains(&format!("CLI_DATA_FILE=/data/agency-{k}.csv")));
+        }
+        assert!(!text.contains(&format!("client{}", n + 1)));
+    }
+}
+
+#[test]
+fn generar_compose_refuses_bad_arguments_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad: [&[&str]; 6] = [&[], &["out.yaml"], &["out.yaml", "-1"], &["out.yaml", "tres"], &["out.yaml", "1", "2"], &["no/such/dir/out.yaml", "1"]];
+    for args in bad {
+        let out = generate(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file written");
+}
+
+#[test]
+fn validar_echo_server_parses_under_dash() {
+    let out = run("dash", &["-n", repo().join("validar-echo-server.sh").to_str().unwrap()], &repo());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_committed_compose_file_is_the_generated_one_with_five_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = generate(dir.path(), &["docker-compose-dev.yaml", "5"]);
+    assert!(out.status.success());
+    let generated = std::fs::read_to_string(dir.path().join("docker-compose-dev.yaml")).unwrap();
+    let committed = std::fs::read_to_string(repo().join("docker-compose-dev.yaml")).unwrap();
+    assert_eq!(generated, committed, "regenerate it: ./generar-compose.sh docker-compose-dev.yaml 5");
+}
