@@ -120,7 +120,7 @@ impl From<Cut> for Item {
 pub async fn run(config: &Config, source: BetSource, stop: CancellationToken) -> Result<Ending, AgencyError> {
     let single = matches!(source, BetSource::Single(_));
     let (items, batches) = mpsc::channel(4);
-    let reader = spawn_reader(source.clone(), config.batch_max_amount, items);
+    let reader = spawn_reader(source.clone(), config.id, config.batch_max_amount, items);
     let outcome = tokio::select! {
         biased;
         () = stop.cancelled() => Ok(Ending::Stopped),
@@ -137,33 +137,38 @@ pub async fn run(config: &Config, source: BetSource, stop: CancellationToken) ->
 }
 
 /// Reads the bets and cuts them into batches, on a blocking thread.
-fn spawn_reader(source: BetSource, max_amount: usize, items: mpsc::Sender<Item>) -> JoinHandle<()> {
+fn spawn_reader(source: BetSource, agency: u32, max_amount: usize, items: mpsc::Sender<Item>) -> JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
-        let rows: Box<dyn Iterator<Item = crate::agency_file::Row>> = match source {
-            BetSource::Single(bet) => Box::new(std::iter::once(crate::agency_file::Row { line: 0, bet: Ok(bet) })),
-            BetSource::File(path) => match AgencyFile::open(&path) {
-                Ok(file) => Box::new(file),
-                Err(e) => {
-                    let reason = format!("cannot read {}: {e}", path.display());
-                    let _ = items.blocking_send(Item::Unusable { line: 0, reason });
-                    return;
+        let mut cutter = BatchCutter::new(agency, max_amount);
+        // Hands one item to the upload; false once the upload is gone.
+        let send = |item: Item| items.blocking_send(item).is_ok();
+        match source {
+            BetSource::Single(bet) => {
+                if let Some(cut) = cutter.push(bet.fields(), 0) {
+                    send(cut.into());
                 }
-            },
-        };
-        let mut cutter = BatchCutter::new(max_amount);
-        for row in rows {
-            let items_of_row = match row.bet {
-                Ok(bet) => cutter.push(bet, row.line).into_iter().map(Item::from).collect(),
-                Err(reason) => vec![Item::Unusable { line: row.line, reason }],
-            };
-            for item in items_of_row {
-                if items.blocking_send(item).is_err() {
-                    return;
+            }
+            BetSource::File(path) => {
+                let mut file = match AgencyFile::open(&path) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        send(Item::Unusable { line: 0, reason: format!("cannot read {}: {e}", path.display()) });
+                        return;
+                    }
+                };
+                while let Some(row) = file.next_row() {
+                    let item = match row.bet {
+                        Ok(bet) => cutter.push(bet, row.line).map(Item::from),
+                        Err(reason) => Some(Item::Unusable { line: row.line, reason }),
+                    };
+                    if item.is_some_and(|item| !send(item)) {
+                        return;
+                    }
                 }
             }
         }
         if let Some(batch) = cutter.finish() {
-            let _ = items.blocking_send(Item::Batch(batch));
+            send(Item::Batch(batch));
         }
     })
 }
@@ -242,11 +247,11 @@ async fn upload(
     mut items: mpsc::Receiver<Item>,
     single: bool,
 ) -> Result<usize, AgencyError> {
-    let (in_flight, mut awaiting) = mpsc::channel::<(u32, Batch)>(WINDOW);
+    let (in_flight, mut awaiting) = mpsc::channel::<Batch>(WINDOW);
     let Link { reader, writer } = link;
     let send = async {
         let mut unusable = 0;
-        let mut seq = 0u32;
+        let mut first = true;
         while let Some(item) = items.recv().await {
             let batch = match item {
                 Item::Batch(batch) => batch,
@@ -256,30 +261,27 @@ async fn upload(
                     continue;
                 }
             };
-            if seq > 0 {
+            if !first {
                 pause(config.loop_period).await;
             }
-            seq += 1;
+            first = false;
             let slot = in_flight.reserve().await.map_err(|_| AgencyError::Closed)?;
-            let message = Message::BetBatch { agency: config.id, seq, bets: batch.bets };
-            writer.send(&message).await?;
-            let Message::BetBatch { bets, .. } = message else { unreachable!("built above") };
-            slot.send((seq, Batch { bets, lines: batch.lines }));
+            writer.queue_frame(&batch.frame);
+            writer.flush().await?;
+            slot.send(batch);
         }
         drop(in_flight);
         Ok::<usize, AgencyError>(unusable)
     };
     let receive = async {
         let mut rejected = 0;
-        while let Some((seq, batch)) = awaiting.recv().await {
+        while let Some(batch) = awaiting.recv().await {
             match reader.read().await?.ok_or(AgencyError::Closed)? {
-                Message::BatchAck { seq: acked, .. } if acked == seq => log_sent(&batch, single),
-                Message::Error { code, seq: failed, bet, reason }
-                    if failed == seq && batch_error(code) =>
-                {
+                Message::BatchAck { seq, .. } if seq == batch.seq => log_sent(&batch, single),
+                Message::Error { code, seq, bet, reason } if seq == batch.seq && batch_error(code) => {
                     let mut line = Action::fail("apuesta_enviada")
                         .field("lines", format!("{}-{}", batch.lines[0], batch.lines[batch.lines.len() - 1]))
-                        .field("cantidad", batch.bets.len());
+                        .field("cantidad", batch.lines.len());
                     if let Some(index) = bet.and_then(|i| batch.lines.get(usize::from(i))) {
                         line = line.field("bet_line", index);
                     }
@@ -301,9 +303,13 @@ fn batch_error(code: ErrorCode) -> bool {
 }
 
 /// `apuesta_enviada` per confirmed bet: INFO for the single bet of the
-/// environment, DEBUG for the bets of a file.
+/// environment, DEBUG for the bets of a file. The bets are decoded again
+/// from the frame only when the line will be written.
 fn log_sent(batch: &Batch, single: bool) {
-    for bet in &batch.bets {
+    if !single && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for bet in &batch.bets() {
         let line = Action::success("apuesta_enviada").field("dni", &bet.document).field("numero", &bet.number);
         if single {
             info!("{line}");

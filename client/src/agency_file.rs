@@ -12,18 +12,21 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::rc::Rc;
 
-use protocol::BetRecord;
+use protocol::BetFields;
 
 /// One row of the file, or why it is unusable, with the line it starts on.
+/// The fields are borrowed from the reader until the next row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub struct Row<'a> {
     pub line: u64,
-    pub bet: Result<BetRecord, String>,
+    pub bet: Result<BetFields<'a>, String>,
 }
 
 /// The rows of an agency file, read lazily.
 pub struct AgencyFile<R> {
-    records: csv::StringRecordsIntoIter<NewlineIndex<R>>,
+    reader: csv::Reader<NewlineIndex<R>>,
+    /// Reused for every row.
+    record: csv::StringRecord,
     /// Byte offsets of the line feeds read but not yet passed by a row.
     newlines: Rc<RefCell<VecDeque<u64>>>,
     /// Line of the first byte after the last offset taken off `newlines`.
@@ -61,13 +64,12 @@ impl<R: Read> AgencyFile<R> {
     pub fn from_reader(reader: R) -> AgencyFile<R> {
         let newlines = Rc::new(RefCell::new(VecDeque::new()));
         let indexed = NewlineIndex { inner: reader, offset: 0, newlines: newlines.clone() };
-        let records = csv::ReaderBuilder::new()
+        let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .buffer_capacity(64 * 1024)
-            .from_reader(indexed)
-            .into_records();
-        AgencyFile { records, newlines, line: 1 }
+            .from_reader(indexed);
+        AgencyFile { reader, record: csv::StringRecord::new(), newlines, line: 1 }
     }
 
     /// The line of a record that `csv` says starts at `offset` (offsets
@@ -84,25 +86,24 @@ impl<R: Read> AgencyFile<R> {
     }
 }
 
-impl<R: Read> Iterator for AgencyFile<R> {
-    type Item = Row;
-
-    fn next(&mut self) -> Option<Row> {
-        let record = self.records.next()?;
-        let start = match &record {
-            Ok(r) => r.position().map_or(0, |p| p.byte()),
+impl<R: Read> AgencyFile<R> {
+    /// The next row, or `None` at the end of the file.
+    pub fn next_row(&mut self) -> Option<Row<'_>> {
+        let read = self.reader.read_record(&mut self.record);
+        let start = match &read {
+            Ok(_) => self.record.position().map_or(0, |p| p.byte()),
             Err(e) => e.position().map_or(0, |p| p.byte()),
         };
         let line = self.line_at(start);
-        let bet = match record {
-            Ok(r) if r.len() == 5 => Ok(BetRecord {
-                first_name: r[0].to_owned(),
-                last_name: r[1].to_owned(),
-                document: r[2].to_owned(),
-                birthdate: r[3].to_owned(),
-                number: r[4].to_owned(),
-            }),
-            Ok(r) => Err(format!("expected 5 fields, found {}", r.len())),
+        let bet = match read {
+            Ok(false) => return None,
+            Ok(true) => match self.record.len() {
+                5 => {
+                    let r = &self.record;
+                    Ok([&r[0], &r[1], &r[2], &r[3], &r[4]])
+                }
+                n => Err(format!("expected 5 fields, found {n}")),
+            },
             Err(e) => Err(match e.kind() {
                 csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_owned(),
                 _ => e.to_string(),
@@ -116,8 +117,14 @@ impl<R: Read> Iterator for AgencyFile<R> {
 mod tests {
     use super::*;
 
-    fn rows(text: &[u8]) -> Vec<Row> {
-        AgencyFile::from_reader(text).collect()
+    /// Every row, with owned fields.
+    fn rows(text: &[u8]) -> Vec<(u64, Result<Vec<String>, String>)> {
+        let mut file = AgencyFile::from_reader(text);
+        let mut rows = Vec::new();
+        while let Some(row) = file.next_row() {
+            rows.push((row.line, row.bet.map(|f| f.iter().map(|s| s.to_string()).collect())));
+        }
+        rows
     }
 
     #[test]
@@ -125,21 +132,21 @@ mod tests {
         let rows = rows(
             "Ana,Pérez,001,1990-01-01,7574\r\n\"Núñez, José\",\"O\"\"Neil\",2,1990-01-02,1\nLuis,Paz,3,1990-01-03,2".as_bytes(),
         );
-        let bets: Vec<BetRecord> = rows.iter().map(|r| r.bet.clone().unwrap()).collect();
-        assert_eq!(rows.iter().map(|r| r.line).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(bets[0].document, "001");
-        assert_eq!(bets[1].first_name, "Núñez, José");
-        assert_eq!(bets[1].last_name, "O\"Neil");
-        assert_eq!(bets[2].number, "2");
+        let bets: Vec<Vec<String>> = rows.iter().map(|r| r.1.clone().unwrap()).collect();
+        assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(bets[0][2], "001");
+        assert_eq!(bets[1][0], "Núñez, José");
+        assert_eq!(bets[1][1], "O\"Neil");
+        assert_eq!(bets[2][4], "2");
     }
 
     #[test]
     fn unusable_rows_are_reported_with_their_line_and_reading_goes_on() {
         let rows = rows(b"a,b,1,1990-01-01,1\na,b,1\n\xff,b,1,1990-01-01,1\nc,d,2,1990-01-01,2\n");
-        assert!(rows[0].bet.is_ok());
-        assert_eq!((rows[1].line, rows[1].bet.clone()), (2, Err("expected 5 fields, found 3".into())));
-        assert_eq!((rows[2].line, rows[2].bet.clone()), (3, Err("not valid UTF-8".into())));
-        assert_eq!(rows[3].line, 4);
-        assert!(rows[3].bet.is_ok());
+        assert!(rows[0].1.is_ok());
+        assert_eq!(rows[1], (2, Err("expected 5 fields, found 3".into())));
+        assert_eq!(rows[2], (3, Err("not valid UTF-8".into())));
+        assert_eq!(rows[3].0, 4);
+        assert!(rows[3].1.is_ok());
     }
 }

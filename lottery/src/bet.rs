@@ -42,14 +42,27 @@ impl Bet {
         birthdate: &str,
         number: &str,
     ) -> Result<Bet, InvalidBet> {
+        Bet::from_fields(agency, first_name.into(), last_name.into(), document.into(), birthdate, number)
+    }
+
+    /// Like [`Bet::parse`], keeping the strings it is given instead of
+    /// copying them.
+    pub fn from_fields(
+        agency: u32,
+        first_name: String,
+        last_name: String,
+        document: String,
+        birthdate: &str,
+        number: &str,
+    ) -> Result<Bet, InvalidBet> {
         if first_name.trim().is_empty() {
             return Err(InvalidBet::Empty("nombre"));
         }
         if last_name.trim().is_empty() {
             return Err(InvalidBet::Empty("apellido"));
         }
-        if !is_digits(document) {
-            return Err(InvalidBet::Document(document.to_owned()));
+        if !is_digits(&document) {
+            return Err(InvalidBet::Document(document));
         }
         let birthdate =
             parse_date(birthdate).ok_or_else(|| InvalidBet::Birthdate(birthdate.to_owned()))?;
@@ -57,14 +70,7 @@ impl Bet {
             .then(|| number.parse::<u32>().ok())
             .flatten()
             .ok_or_else(|| InvalidBet::Number(number.to_owned()))?;
-        Ok(Bet {
-            agency,
-            first_name: first_name.to_owned(),
-            last_name: last_name.to_owned(),
-            document: document.to_owned(),
-            birthdate,
-            number,
-        })
+        Ok(Bet { agency, first_name, last_name, document, birthdate, number })
     }
 }
 

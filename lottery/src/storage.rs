@@ -14,7 +14,7 @@ use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 pub use crate::bet::has_won;
-use crate::bet::{Bet, InvalidBet};
+use crate::bet::Bet;
 
 /// A problem with the bets file.
 #[derive(Debug, thiserror::Error)]
@@ -30,38 +30,76 @@ pub enum StorageError {
 /// Writes `bets` as rows of the bets file to `out`.
 pub fn store_bets<'a, W: Write>(out: W, bets: impl IntoIterator<Item = &'a Bet>) -> io::Result<()> {
     let mut writer = csv::WriterBuilder::new().has_headers(false).from_writer(out);
+    // Numbers and dates are formatted on the stack: the writer runs once
+    // per stored bet and should not allocate.
+    let (mut agency, mut number) = (itoa::Buffer::new(), itoa::Buffer::new());
     for bet in bets {
-        writer.write_record([
-            bet.agency.to_string().as_str(),
-            &bet.first_name,
-            &bet.last_name,
-            &bet.document,
-            &bet.birthdate.to_string(),
-            &bet.number.to_string(),
-        ])?;
+        writer.write_field(agency.format(bet.agency))?;
+        writer.write_field(&bet.first_name)?;
+        writer.write_field(&bet.last_name)?;
+        writer.write_field(&bet.document)?;
+        writer.write_field(iso_date(bet.birthdate))?;
+        writer.write_field(number.format(bet.number))?;
+        writer.write_record(None::<&[u8]>)?;
     }
     writer.flush()
 }
 
+/// `YYYY-MM-DD` of a date whose year has four digits (as every valid bet's).
+fn iso_date(date: jiff::civil::Date) -> [u8; 10] {
+    let digits = |n: i16| -> [u8; 2] { [b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8] };
+    let year = date.year();
+    let [y1, y2] = digits(year / 100);
+    let [y3, y4] = digits(year % 100);
+    let [m1, m2] = digits(date.month().into());
+    let [d1, d2] = digits(date.day().into());
+    [y1, y2, y3, y4, b'-', m1, m2, b'-', d1, d2]
+}
+
 /// Reads the bets file back, one bet at a time, never holding all of it.
-pub fn load_bets(path: &Path) -> Result<impl Iterator<Item = Result<Bet, StorageError>>, StorageError> {
+pub fn load_bets(path: &Path) -> Result<BetRows, StorageError> {
     let file = File::open(path).map_err(|source| StorageError::Io { path: path.into(), source })?;
     let reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(BufReader::with_capacity(64 * 1024, file));
-    let path = path.to_path_buf();
-    Ok(reader.into_records().map(move |row| {
-        let row = row.map_err(|source| StorageError::Csv { path: path.clone(), source })?;
-        let line = row.position().map_or(0, |p| p.line());
-        let bad = |reason: String| StorageError::BadRow { path: path.clone(), line, reason };
+    Ok(BetRows { reader, record: csv::StringRecord::new(), path: path.to_path_buf() })
+}
+
+/// The bets of the bets file, in order; see [`load_bets`].
+pub struct BetRows {
+    reader: csv::Reader<BufReader<File>>,
+    /// Reused for every row.
+    record: csv::StringRecord,
+    path: PathBuf,
+}
+
+impl Iterator for BetRows {
+    type Item = Result<Bet, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(true) => Some(self.bet()),
+            Ok(false) => None,
+            Err(source) => Some(Err(StorageError::Csv { path: self.path.clone(), source })),
+        }
+    }
+}
+
+impl BetRows {
+    fn bet(&self) -> Result<Bet, StorageError> {
+        let row = &self.record;
+        let bad = |reason: String| StorageError::BadRow {
+            path: self.path.clone(),
+            line: row.position().map_or(0, |p| p.line()),
+            reason,
+        };
         if row.len() != 6 {
             return Err(bad(format!("expected 6 fields, found {}", row.len())));
         }
         let agency = row[0].parse().map_err(|_| bad(format!("agency {:?} is not a number", &row[0])))?;
-        Bet::parse(agency, &row[1], &row[2], &row[3], &row[4], &row[5])
-            .map_err(|e: InvalidBet| bad(e.to_string()))
-    }))
+        Bet::parse(agency, &row[1], &row[2], &row[3], &row[4], &row[5]).map_err(|e| bad(e.to_string()))
+    }
 }
 
 /// The bets file, opened by its one owner for appending.

@@ -91,6 +91,11 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         message.encode(&mut self.buffer);
     }
 
+    /// Queues a frame encoded beforehand (see [`crate::BetBatchBuilder`]).
+    pub fn queue_frame(&mut self, frame: &[u8]) {
+        self.buffer.extend_from_slice(frame);
+    }
+
     /// Sends everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         self.inner.write_all(&self.buffer).await?;

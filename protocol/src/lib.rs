@@ -23,4 +23,6 @@ pub mod message;
 
 pub use frame::{Frame, FrameError, MAX_FRAME_LEN, VERSION};
 pub use io::{MessageReader, MessageWriter, ReadError};
-pub use message::{BetRecord, DecodeError, ErrorCode, Message, BATCH_HEADER_LEN};
+pub use message::{
+    bet_wire_len, BetBatchBuilder, BetFields, BetRecord, DecodeError, ErrorCode, Message, BATCH_HEADER_LEN,
+};

@@ -219,9 +219,8 @@ impl Handler {
             return rejected(None, ErrorCode::InvalidBet, "a batch holds at least one bet".into());
         }
         let mut bets = Vec::with_capacity(count);
-        for (index, r) in records.iter().enumerate() {
-            match Bet::parse(agency, &r.first_name, &r.last_name, &r.document, &r.birthdate, &r.number)
-            {
+        for (index, r) in records.into_iter().enumerate() {
+            match Bet::from_fields(agency, r.first_name, r.last_name, r.document, &r.birthdate, &r.number) {
                 Ok(bet) => bets.push(bet),
                 Err(e) => {
                     // `count` fits in u16: a frame of 8 KiB holds far fewer bets.

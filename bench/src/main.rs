@@ -1,0 +1,225 @@
+//! `bench`: how fast the whole system runs, natively over loopback.
+//!
+//! It generates the agencies' files (not timed), starts the real `server`
+//! binary, then times the agencies (run in this process, one task each)
+//! from the first connection to the last agency holding its winners:
+//! upload with every ack durable, "finished", the draw, the winners. Each
+//! run checks that every agency got exactly its expected winners and that
+//! every bet is in the bets file. It reports the median and the spread of
+//! the runs, bets per second, and the server's peak memory (VmHWM).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use clap::Parser;
+use client::{BetSource, Ending};
+use lottery::sample::GeneratedAgency;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(about = "Times agencies uploading to the real server over loopback")]
+struct Args {
+    /// The server binary (build it with `cargo build --release -p server`).
+    #[arg(long, default_value = "target/release/server")]
+    server: PathBuf,
+    /// Number of agencies.
+    #[arg(long, default_value_t = 5)]
+    agencies: usize,
+    /// Rows per agency: one value for all, or one per agency.
+    #[arg(long, value_delimiter = ',', default_value = "26936,25518,16014,9238,991")]
+    rows: Vec<usize>,
+    /// Winners per agency.
+    #[arg(long, default_value_t = 3)]
+    winners: usize,
+    /// Bets per batch (the committed client/config.yaml says 80).
+    #[arg(long, default_value_t = 80)]
+    max_amount: usize,
+    /// Timed runs; the median is reported.
+    #[arg(long, default_value_t = 11)]
+    runs: usize,
+    /// The server's LOGGING_LEVEL.
+    #[arg(long, default_value = "INFO")]
+    log_level: String,
+    /// Where the data and the bets file go (default: a temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+struct RunResult {
+    elapsed: Duration,
+    peak_rss_kib: u64,
+    /// CPU time the server used (user + system), to 10 ms.
+    server_cpu: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rows = match args.rows.as_slice() {
+        [one] => vec![*one; args.agencies],
+        many if many.len() == args.agencies => many.to_vec(),
+        many => bail!("--rows has {} values for {} agencies", many.len(), args.agencies),
+    };
+    ensure!(args.server.is_file(), "no server binary at {} (cargo build --release -p server)", args.server.display());
+    let temp = tempfile::tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let total: usize = rows.iter().sum();
+    eprintln!("generating {} agencies, {total} bets in {}", args.agencies, dir.display());
+    let agencies = lottery::sample::generate(&dir, &rows, &vec![args.winners; args.agencies], 75_74)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut results = Vec::new();
+    for run in 0..args.runs {
+        let result = runtime.block_on(one_run(&args, &dir, &agencies, total))?;
+        eprintln!(
+            "run {:>2}: {:>8.1} ms  {:>10.0} bets/s  server peak RSS {:.1} MiB, CPU {:.0} ms",
+            run + 1,
+            ms(result.elapsed),
+            total as f64 / result.elapsed.as_secs_f64(),
+            result.peak_rss_kib as f64 / 1024.0,
+            ms(result.server_cpu)
+        );
+        results.push(result);
+    }
+    results.sort_by_key(|r| r.elapsed);
+    let median = results[results.len() / 2].elapsed;
+    let peak = results.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+    println!(
+        "{} agencies, {total} bets, batches of {}, {} runs: median {:.1} ms (min {:.1}, max {:.1}), {:.0} bets/s at the median, server peak RSS {:.1} MiB",
+        args.agencies,
+        args.max_amount,
+        results.len(),
+        ms(median),
+        ms(results[0].elapsed),
+        ms(results[results.len() - 1].elapsed),
+        total as f64 / median.as_secs_f64(),
+        peak as f64 / 1024.0
+    );
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn one_run(args: &Args, dir: &Path, agencies: &[GeneratedAgency], total: usize) -> anyhow::Result<RunResult> {
+    let port = free_port()?;
+    let storage = dir.join("bets.csv");
+    let mut server = Server::start(args, port, agencies.len(), &storage)?;
+
+    let started = Instant::now();
+    let runs = agencies.iter().map(|agency| {
+        let config = client::Config {
+            id: agency.agency,
+            server_address: format!("127.0.0.1:{port}"),
+            loop_amount: 100_000,
+            loop_period: Duration::ZERO,
+            log_level: lottery::log::Level::Warning,
+            log_level_name: "WARNING".into(),
+            batch_max_amount: args.max_amount,
+            data_file: agency.path.clone(),
+        };
+        tokio::spawn(async move {
+            let source = BetSource::File(config.data_file.clone());
+            client::run(&config, source, CancellationToken::new()).await
+        })
+    });
+    let endings: Vec<_> = futures_join(runs.collect()).await;
+    let elapsed = started.elapsed();
+
+    for (agency, ending) in agencies.iter().zip(endings) {
+        let ending = ending.with_context(|| format!("agency {}", agency.agency))?;
+        let expected = Ending::Winners { documents: agency.winners.clone(), rejected: 0 };
+        ensure!(ending == expected, "agency {}: {ending:?}, expected {expected:?}", agency.agency);
+    }
+    let peak_rss_kib = server.peak_rss_kib()?;
+    let server_cpu = server.cpu_time()?;
+    server.stop()?;
+    let stored = lottery::storage::load_bets(&storage)?.count();
+    ensure!(stored == total, "{stored} bets stored of {total}");
+    Ok(RunResult { elapsed, peak_rss_kib, server_cpu })
+}
+
+async fn futures_join(
+    handles: Vec<tokio::task::JoinHandle<Result<Ending, client::agency::AgencyError>>>,
+) -> Vec<anyhow::Result<Ending>> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(match handle.await {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(e) => Err(e.into()),
+        });
+    }
+    out
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The real server binary, in its own process.
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    fn start(args: &Args, port: u16, agencies: usize, storage: &Path) -> anyhow::Result<Server> {
+        let child = Command::new(&args.server)
+            .env_clear()
+            .env("SERVER_PORT", port.to_string())
+            .env("SERVER_LISTEN_BACKLOG", "128")
+            .env("LOGGING_LEVEL", &args.log_level)
+            .env("SERVER_AGENCIES", agencies.to_string())
+            .env("SERVER_STORAGE_PATH", storage)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start {}", args.server.display()))?;
+        let server = Server { child };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(Instant::now() < deadline, "the server did not listen on port {port}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(server)
+    }
+
+    /// Peak resident memory of the server so far.
+    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/PID/status")
+    }
+
+    /// User plus system CPU time of the server so far.
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name, which ends with the last ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').context("bad /proc/PID/stat")?.1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)?;
+        let status = self.child.wait()?;
+        ensure!(status.success(), "server exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
