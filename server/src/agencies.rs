@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lottery::Bet;
 use protocol::ErrorCode;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::draw::DrawBarrier;
 use crate::writer::{Job, StoreResult};
@@ -61,17 +61,28 @@ struct Inner {
     jobs: Option<mpsc::UnboundedSender<Job>>,
 }
 
+/// Bets queued for the writer at most, all connections together: about
+/// 2.5 MiB of bets in memory, however many agencies upload at once.
+pub const QUEUE_BUDGET: usize = 16 * 1024;
+
 /// The agencies' state, shared by every session.
 #[derive(Debug)]
 pub struct Agencies {
     inner: Mutex<Inner>,
     pub barrier: Arc<DrawBarrier>,
+    /// One permit per bet between decoding and disk: a session waits for
+    /// permits before it decodes more, so memory stays flat under load.
+    budget: Arc<Semaphore>,
 }
 
 impl Agencies {
     pub fn new(jobs: mpsc::UnboundedSender<Job>, barrier: Arc<DrawBarrier>) -> Agencies {
         let agencies = vec![AgencyState::default(); barrier.expected() as usize];
-        Agencies { inner: Mutex::new(Inner { agencies, jobs: Some(jobs) }), barrier }
+        Agencies {
+            inner: Mutex::new(Inner { agencies, jobs: Some(jobs) }),
+            barrier,
+            budget: Arc::new(Semaphore::new(QUEUE_BUDGET)),
+        }
     }
 
     /// Checks that `agency` is one of the expected ones.
@@ -84,6 +95,12 @@ impl Agencies {
         }
     }
 
+    /// Waits until `bets` more bets fit in the writer's queue.
+    pub async fn reserve(&self, bets: usize) -> OwnedSemaphorePermit {
+        let bets = bets.clamp(1, QUEUE_BUDGET) as u32;
+        self.budget.clone().acquire_many_owned(bets).await.expect("the budget is never closed")
+    }
+
     /// Queues a batch of valid bets for storage. The receiver resolves
     /// once the batch is on disk (or could not be written).
     pub fn submit_batch(
@@ -91,6 +108,7 @@ impl Agencies {
         agency: u32,
         seq: u32,
         bets: Vec<Bet>,
+        permit: OwnedSemaphorePermit,
     ) -> Result<oneshot::Receiver<StoreResult>, Refusal> {
         self.check(agency)?;
         let mut inner = self.lock();
@@ -102,7 +120,7 @@ impl Agencies {
             return Err(Refusal::DuplicateBatch { agency, seq, last });
         }
         let (done, receiver) = oneshot::channel();
-        inner.send(Job::Store { bets, done })?;
+        inner.send(Job::Store { bets, done, permit })?;
         inner.agencies[agency as usize - 1].last_seq = Some(seq);
         Ok(receiver)
     }

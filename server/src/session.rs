@@ -25,6 +25,7 @@ use lottery::Bet;
 use protocol::message::WINNERS_HEADER_LEN;
 use protocol::{BetRecord, ErrorCode, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -106,7 +107,15 @@ pub async fn serve(
             read = reader.read(), if reading && pending.len() < WINDOW => {
                 deadline = Instant::now() + idle_timeout;
                 match read {
-                    Ok(Some(message)) => pending.push_back(handler.handle(message)),
+                    Ok(Some(message)) => {
+                        // A batch waits for room in the writer's queue before
+                        // it is decoded into bets; this session alone waits.
+                        let permit = match &message {
+                            Message::BetBatch { bets, .. } => Some(handler.agencies.reserve(bets.len()).await),
+                            _ => None,
+                        };
+                        pending.push_back(handler.handle(message, permit));
+                    }
                     Ok(None) => reading = false,
                     Err(e) => {
                         error!("{}", Action::fail("receive_message").field("ip", peer.ip()).field("error", &e));
@@ -141,7 +150,8 @@ struct Handler {
 }
 
 impl Handler {
-    fn handle(&mut self, message: Message) -> PendingReply {
+    /// `permit` is the queue budget a batch holds (see [`Agencies::reserve`]).
+    fn handle(&mut self, message: Message, permit: Option<OwnedSemaphorePermit>) -> PendingReply {
         match message {
             Message::Echo(payload) => {
                 let text = String::from_utf8_lossy(&payload);
@@ -153,9 +163,10 @@ impl Handler {
                 );
                 Reply::now(Message::Echo(payload))
             }
-            Message::BetBatch { agency, seq, bets } => match self.claim(agency, seq) {
-                Ok(()) => self.batch(agency, seq, bets),
-                Err(reply) => reply,
+            Message::BetBatch { agency, seq, bets } => match (self.claim(agency, seq), permit) {
+                (Ok(()), Some(permit)) => self.batch(agency, seq, bets, permit),
+                (Ok(()), None) => unreachable!("every batch is read with a permit"),
+                (Err(reply), _) => reply,
             },
             Message::Finished { agency } => match self.claim(agency, 0) {
                 Ok(()) => self.finish(agency),
@@ -203,7 +214,7 @@ impl Handler {
         }
     }
 
-    fn batch(&self, agency: u32, seq: u32, records: Vec<BetRecord>) -> PendingReply {
+    fn batch(&self, agency: u32, seq: u32, records: Vec<BetRecord>, permit: OwnedSemaphorePermit) -> PendingReply {
         let count = records.len();
         let rejected = |index: Option<u16>, code: ErrorCode, reason: String| {
             error!(
@@ -229,7 +240,7 @@ impl Handler {
                 }
             }
         }
-        let stored = match self.agencies.submit_batch(agency, seq, bets) {
+        let stored = match self.agencies.submit_batch(agency, seq, bets, permit) {
             Ok(stored) => stored,
             Err(refusal) => return self.refuse(refusal, seq),
         };

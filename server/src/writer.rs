@@ -18,7 +18,7 @@ use std::sync::Arc;
 use lottery::log::Action;
 use lottery::storage::{BetFile, StorageError};
 use lottery::Bet;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tracing::{debug, enabled, error, info, Level};
 
@@ -33,8 +33,9 @@ pub type StoreResult = Result<(), Arc<StorageError>>;
 /// Work for the writer.
 #[derive(Debug)]
 pub enum Job {
-    /// Store these (already valid) bets, all or none.
-    Store { bets: Vec<Bet>, done: oneshot::Sender<StoreResult> },
+    /// Store these (already valid) bets, all or none. The permit holds
+    /// their share of the queue's budget until they are written.
+    Store { bets: Vec<Bet>, done: oneshot::Sender<StoreResult>, permit: OwnedSemaphorePermit },
     /// The agency has finished; count it once what came before is stored.
     Finish { agency: u32, done: oneshot::Sender<()> },
 }
@@ -91,7 +92,8 @@ fn commit(file: &mut BetFile, group: impl Iterator<Item = Job>, barrier: &DrawBa
         error!("{}", Action::fail("store_bets").field("error", e));
     }
     for job in stores {
-        if let Job::Store { bets, done } = job {
+        if let Job::Store { bets, done, permit } = job {
+            drop(permit);
             if result.is_ok() {
                 log_stored(&bets);
             }
