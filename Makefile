@@ -86,5 +86,7 @@ test: host-deps
 e2e: docker-image busybox-image
 	cargo test --locked -p e2e -- --test-threads=1
 
+# BENCH_ARGS="--agencies 50 --rows 200000 --runs 1" for the scale run.
 bench:
-	cargo run --release --locked -p bench -- $(BENCH_ARGS)
+	cargo build --release --locked -p server -p bench
+	target/release/bench $(BENCH_ARGS)
