@@ -84,7 +84,7 @@ test: host-deps
 
 # The end-to-end suite: the real images through Compose.
 e2e: docker-image busybox-image
-	cargo test --locked -p e2e -- --test-threads=1
+	cargo test --locked -p e2e --tests -- --test-threads=1
 
 # BENCH_ARGS="--agencies 50 --rows 200000 --runs 1" for the scale run.
 bench:

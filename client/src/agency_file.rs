@@ -84,9 +84,7 @@ impl<R: Read> AgencyFile<R> {
         }
         self.line
     }
-}
 
-impl<R: Read> AgencyFile<R> {
     /// The next row, or `None` at the end of the file.
     pub fn next_row(&mut self) -> Option<Row<'_>> {
         let read = self.reader.read_record(&mut self.record);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lottery::duration::GoDuration;
 use lottery::log::Level;
-use lottery::settings::{SettingError, Sources};
+use lottery::settings::{ConfigError, SettingError, Sources};
 use serde_norway::Value;
 
 /// Everything an agency needs to run.
@@ -27,15 +27,6 @@ pub struct Config {
     /// The agency's bets; when it does not exist the agency sends the
     /// single bet of its environment.
     pub data_file: PathBuf,
-}
-
-/// A problem reading the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {reason}")]
-    File { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Setting(#[from] SettingError),
 }
 
 impl Config {
@@ -70,11 +61,7 @@ impl Config {
             "CLI_DATA_FILE",
             PathBuf::from(format!(".data/agency-{id}.csv")),
         )?;
-        let at_least_one = |key: &str, env: &str| SettingError {
-            key: key.into(),
-            env: env.into(),
-            problem: "must be at least 1".into(),
-        };
+        let at_least_one = |key: &str, env: &str| SettingError::new(key, env, "must be at least 1");
         if batch_max_amount == 0 {
             return Err(at_least_one("batch.maxAmount", "CLI_BATCH_MAXAMOUNT").into());
         }
@@ -97,7 +84,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     const COURSE_FILE: &str = "server:\n  address: \"server:12345\"\nloop:\n  amount: 5\n  period: \"5s\"\nlog:\n  level: \"INFO\"\nbatch:\n  maxAmount: 10";
 
@@ -107,9 +93,7 @@ mod tests {
         if let Some(text) = file {
             std::fs::write(&path, text).unwrap();
         }
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::load(&path, &|k| env.get(k).cloned())
+        Config::load(&path, &lottery::settings::env_of(env))
     }
 
     #[test]

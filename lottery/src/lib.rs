@@ -1,6 +1,7 @@
 //! The lottery's domain, apart from any transport: what a bet is and when
 //! it is valid ([`bet`]), where bets are kept ([`storage`]), sample agency
-//! files ([`sample`]) and the log lines both programs print ([`log`]).
+//! files ([`sample`]), and what both programs share at their edges: the log
+//! lines ([`log`]) and reading settings ([`settings`], [`duration`]).
 
 pub mod bet;
 pub mod duration;

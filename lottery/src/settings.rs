@@ -7,7 +7,17 @@
 //! wrong.
 
 use std::fmt::Display;
+use std::path::PathBuf;
 use std::str::FromStr;
+
+/// Why a program cannot start with its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+}
 
 /// A setting that is missing or cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +26,12 @@ pub struct SettingError {
     pub key: String,
     pub env: String,
     pub problem: String,
+}
+
+impl SettingError {
+    pub fn new(key: &str, env: &str, problem: impl Into<String>) -> SettingError {
+        SettingError { key: key.into(), env: env.into(), problem: problem.into() }
+    }
 }
 
 /// Where settings come from: the environment (as a lookup function, so
@@ -37,10 +53,8 @@ impl Sources<'_> {
         T: FromStr,
         T::Err: Display,
     {
-        let raw = self.raw(key, env).ok_or_else(|| SettingError {
-            key: key.into(),
-            env: env.into(),
-            problem: "missing: set it in the configuration file or the environment".into(),
+        let raw = self.raw(key, env).ok_or_else(|| {
+            SettingError::new(key, env, "missing: set it in the configuration file or the environment")
         })?;
         parse(key, env, raw)
     }
@@ -66,17 +80,19 @@ where
     let trimmed = raw.trim();
     match trimmed.parse() {
         Ok(value) => Ok((value, trimmed.to_owned())),
-        Err(e) => Err(SettingError {
-            key: key.into(),
-            env: env.into(),
-            problem: format!("{trimmed:?}: {e}"),
-        }),
+        Err(e) => Err(SettingError::new(key, env, format!("{trimmed:?}: {e}"))),
     }
 }
 
 /// The process environment, for [`Sources::env`].
 pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
+}
+
+/// An environment made of `pairs`, for tests.
+pub fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lottery::duration::GoDuration;
 use lottery::log::Level;
-use lottery::settings::{SettingError, Sources};
+use lottery::settings::{ConfigError, SettingError, Sources};
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -24,15 +24,6 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
-}
-
-/// A problem reading the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {reason}")]
-    File { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Setting(#[from] SettingError),
 }
 
 impl Config {
@@ -65,12 +56,8 @@ impl Config {
         let max_connections =
             sources.optional("SERVER_MAX_CONNECTIONS", "SERVER_MAX_CONNECTIONS", 256)?;
         if max_connections == 0 {
-            return Err(SettingError {
-                key: "SERVER_MAX_CONNECTIONS".into(),
-                env: "SERVER_MAX_CONNECTIONS".into(),
-                problem: "must be at least 1".into(),
-            }
-            .into());
+            let problem = "must be at least 1";
+            return Err(SettingError::new("SERVER_MAX_CONNECTIONS", "SERVER_MAX_CONNECTIONS", problem).into());
         }
         Ok(Config {
             port,
@@ -88,7 +75,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     const COURSE_FILE: &str = "[DEFAULT]\nSERVER_PORT = 12345\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = 5\nLOGGING_LEVEL = INFO";
 
@@ -98,9 +84,7 @@ mod tests {
         if let Some(text) = file {
             std::fs::write(&path, text).unwrap();
         }
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::load(&path, &|k| env.get(k).cloned())
+        Config::load(&path, &lottery::settings::env_of(env))
     }
 
     #[test]
