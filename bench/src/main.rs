@@ -64,7 +64,11 @@ fn main() -> anyhow::Result<()> {
         many if many.len() == args.agencies => many.to_vec(),
         many => bail!("--rows has {} values for {} agencies", many.len(), args.agencies),
     };
-    ensure!(args.server.is_file(), "no server binary at {} (cargo build --release -p server)", args.server.display());
+    ensure!(
+        args.server.is_file(),
+        "no server binary at {} (cargo build --release -p server)",
+        args.server.display()
+    );
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
@@ -107,7 +111,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn one_run(args: &Args, dir: &Path, agencies: &[GeneratedAgency], total: usize) -> anyhow::Result<RunResult> {
+async fn one_run(
+    args: &Args,
+    dir: &Path,
+    agencies: &[GeneratedAgency],
+    total: usize,
+) -> anyhow::Result<RunResult> {
     let port = free_port()?;
     let storage = dir.join("bets.csv");
     let mut server = Server::start(args, port, agencies.len(), &storage)?;
@@ -204,7 +213,8 @@ impl Server {
     fn cpu_time(&self) -> anyhow::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         // Fields after the command name, which ends with the last ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')').context("bad /proc/PID/stat")?.1.split_whitespace().collect();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').context("bad /proc/PID/stat")?.1.split_whitespace().collect();
         let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
         Ok(Duration::from_millis(ticks * 10))
     }

@@ -100,7 +100,10 @@ pub enum AgencyError {
 enum Item {
     Batch(Batch),
     /// A row that cannot be sent, with why.
-    Unusable { line: u64, reason: String },
+    Unusable {
+        line: u64,
+        reason: String,
+    },
 }
 
 impl From<Cut> for Item {
@@ -137,7 +140,12 @@ pub async fn run(config: &Config, source: BetSource, stop: CancellationToken) ->
 }
 
 /// Reads the bets and cuts them into batches, on a blocking thread.
-fn spawn_reader(source: BetSource, agency: u32, max_amount: usize, items: mpsc::Sender<Item>) -> JoinHandle<()> {
+fn spawn_reader(
+    source: BetSource,
+    agency: u32,
+    max_amount: usize,
+    items: mpsc::Sender<Item>,
+) -> JoinHandle<()> {
     tokio::task::spawn_blocking(move || {
         let mut cutter = BatchCutter::new(agency, max_amount);
         // Hands one item to the upload; false once the upload is gone.
@@ -152,7 +160,10 @@ fn spawn_reader(source: BetSource, agency: u32, max_amount: usize, items: mpsc::
                 let mut file = match AgencyFile::open(&path) {
                     Ok(file) => file,
                     Err(e) => {
-                        send(Item::Unusable { line: 0, reason: format!("cannot read {}: {e}", path.display()) });
+                        send(Item::Unusable {
+                            line: 0,
+                            reason: format!("cannot read {}: {e}", path.display()),
+                        });
                         return;
                     }
                 };
@@ -196,7 +207,10 @@ impl Link {
                     });
                 }
                 Err(e) if Instant::now() + delay < give_up => {
-                    debug!("{}", Action::in_progress("connect").field("server_address", address).field("error", e));
+                    debug!(
+                        "{}",
+                        Action::in_progress("connect").field("server_address", address).field("error", e)
+                    );
                     sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
@@ -210,7 +224,11 @@ impl Link {
     }
 }
 
-async fn session(config: &Config, batches: mpsc::Receiver<Item>, single: bool) -> Result<Ending, AgencyError> {
+async fn session(
+    config: &Config,
+    batches: mpsc::Receiver<Item>,
+    single: bool,
+) -> Result<Ending, AgencyError> {
     let mut link = Link::connect(&config.server_address).await?;
     let rejected = upload(config, &mut link, batches, single).await?;
 
@@ -222,7 +240,8 @@ async fn session(config: &Config, batches: mpsc::Receiver<Item>, single: bool) -
     }
 
     for query in 1..=config.loop_amount {
-        let interval = if query == 1 { config.loop_period } else { config.loop_period.max(MIN_QUERY_INTERVAL) };
+        let interval =
+            if query == 1 { config.loop_period } else { config.loop_period.max(MIN_QUERY_INTERVAL) };
         pause(interval).await;
         match ask_winners(config.id, &mut link).await {
             Ok(Some(documents)) => return Ok(Ending::Winners { documents, rejected }),
@@ -310,7 +329,8 @@ fn log_sent(batch: &Batch, single: bool) {
         return;
     }
     for bet in &batch.bets() {
-        let line = Action::success("apuesta_enviada").field("dni", &bet.document).field("numero", &bet.number);
+        let line =
+            Action::success("apuesta_enviada").field("dni", &bet.document).field("numero", &bet.number);
         if single {
             info!("{line}");
         } else {

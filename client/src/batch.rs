@@ -7,7 +7,9 @@
 //! the frame, with no copy in between.
 
 use bytes::{Bytes, BytesMut};
-use protocol::{bet_wire_len, BetBatchBuilder, BetFields, BetRecord, Frame, Message, BATCH_HEADER_LEN, MAX_FRAME_LEN};
+use protocol::{
+    bet_wire_len, BetBatchBuilder, BetFields, BetRecord, Frame, Message, BATCH_HEADER_LEN, MAX_FRAME_LEN,
+};
 
 /// One `BetBatch` frame, ready to send, with the file line of each bet.
 #[derive(Debug, Clone, PartialEq, Eq)]

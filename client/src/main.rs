@@ -95,7 +95,9 @@ fn report(config: &Config, ending: Result<Ending, client::agency::AgencyError>) 
         Ok(Ending::GaveUp { queries, rejected }) => {
             error!(
                 "{}",
-                Action::fail("consulta_ganadores").field("queries", queries).field("error", "the draw did not happen in time")
+                Action::fail("consulta_ganadores")
+                    .field("queries", queries)
+                    .field("error", "the draw did not happen in time")
             );
             finished(rejected.max(1))
         }

@@ -113,7 +113,11 @@ async fn run_to_end(dir: &Path, env: Vec<(&'static str, String)>) -> (Process, b
     .unwrap()
 }
 
-async fn stop_when(dir: &Path, env: Vec<(&'static str, String)>, ready: impl Fn() -> bool + Send + 'static) -> Process {
+async fn stop_when(
+    dir: &Path,
+    env: Vec<(&'static str, String)>,
+    ready: impl Fn() -> bool + Send + 'static,
+) -> Process {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut client = Process::start(Path::new(CLIENT), &dir, &env);
@@ -152,8 +156,15 @@ async fn the_single_bet_of_the_environment_goes_through_and_every_line_parses() 
     )), "{}", client.seen[0]);
     let sent = actions.iter().find(|a| a.name == "apuesta_enviada").unwrap();
     assert_eq!((sent.get("dni"), sent.get("numero")), (Some("30904465"), Some("7574")));
-    assert!(client.seen.iter().any(|l| l.contains("INFO     action: apuesta_enviada | result: success | dni: 30904465 | numero: 7574")));
-    assert!(client.seen.iter().any(|l| l.ends_with("action: consulta_ganadores | result: success | cant_ganadores: 1")));
+    assert!(client
+        .seen
+        .iter()
+        .any(|l| l
+            .contains("INFO     action: apuesta_enviada | result: success | dni: 30904465 | numero: 7574")));
+    assert!(client
+        .seen
+        .iter()
+        .any(|l| l.ends_with("action: consulta_ganadores | result: success | cant_ganadores: 1")));
     assert!(client.seen.last().unwrap().ends_with("action: loop_finished | result: success | client_id: 1"));
     let seen = seen.lock().unwrap();
     assert_eq!((seen.batches.as_slice(), seen.finished, seen.queries), (&[1][..], 1, 1));
@@ -171,7 +182,10 @@ async fn every_batch_but_the_last_holds_exactly_max_amount() {
         write_rows(dir.path(), rows, 10);
         let (client, ok) = run_to_end(
             dir.path(),
-            env(&addr.to_string(), &[("CLI_BATCH_MAXAMOUNT", max_amount.to_string()), ("CLI_LOOP_PERIOD", "0s".into())]),
+            env(
+                &addr.to_string(),
+                &[("CLI_BATCH_MAXAMOUNT", max_amount.to_string()), ("CLI_LOOP_PERIOD", "0s".into())],
+            ),
         )
         .await;
         assert!(ok, "{}", client.seen.join("\n"));
@@ -208,7 +222,8 @@ async fn a_bet_too_large_for_a_packet_is_reported_with_its_line() {
     .unwrap();
     let (client, ok) = run_to_end(dir.path(), env(&addr.to_string(), &[])).await;
     assert!(!ok);
-    let fail = client.actions().into_iter().find(|a| a.name == "apuesta_enviada" && a.result == "fail").unwrap();
+    let fail =
+        client.actions().into_iter().find(|a| a.name == "apuesta_enviada" && a.result == "fail").unwrap();
     assert_eq!(fail.get("line"), Some("2"));
     let seen = seen.lock().unwrap();
     assert_eq!((seen.batches.as_slice(), seen.finished), (&[2][..], 1), "the rest still goes, then finished");
@@ -218,7 +233,8 @@ async fn a_bet_too_large_for_a_packet_is_reported_with_its_line() {
 async fn after_loop_amount_queries_the_client_gives_up_with_one_fail_line() {
     let (addr, seen) = scripted_server(true, false).await;
     let dir = tempfile::tempdir().unwrap();
-    let (client, ok) = run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_AMOUNT", "3".into())])).await;
+    let (client, ok) =
+        run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_AMOUNT", "3".into())])).await;
     assert!(!ok);
     let fails: Vec<_> = client.actions().into_iter().filter(|a| a.result == "fail").collect();
     assert_eq!(fails.iter().filter(|a| a.name == "consulta_ganadores").count(), 1, "{fails:?}");
@@ -253,10 +269,11 @@ async fn sigterm_mid_upload_exits_zero() {
     let (addr, seen) = scripted_server(false, false).await;
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path(), 5000, 10);
-    let client = stop_when(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "0s".into())]), move || {
-        !seen.lock().unwrap().batches.is_empty()
-    })
-    .await;
+    let client =
+        stop_when(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "0s".into())]), move || {
+            !seen.lock().unwrap().batches.is_empty()
+        })
+        .await;
     assert!(client.has_action("close_file", "success"));
 }
 
@@ -270,7 +287,9 @@ async fn sigterm_while_waiting_for_the_draw_exits_zero() {
 #[tokio::test]
 async fn a_bad_setting_is_one_clear_line_and_a_failure() {
     let dir = tempfile::tempdir().unwrap();
-    for (key, value) in [("CLI_LOOP_PERIOD", "soon"), ("CLI_BATCH_MAXAMOUNT", "-1"), ("CLI_LOG_LEVEL", "LOUD")] {
+    for (key, value) in
+        [("CLI_LOOP_PERIOD", "soon"), ("CLI_BATCH_MAXAMOUNT", "-1"), ("CLI_LOG_LEVEL", "LOUD")]
+    {
         let (mut client, ok) = run_to_end(dir.path(), env("127.0.0.1:1", &[(key, value.to_string())])).await;
         let stderr = client.stderr();
         assert!(!ok);

@@ -67,9 +67,9 @@ pub struct LogLine {
 
 impl LogLine {
     pub fn action(&self) -> Option<ParsedAction> {
-        self.text.contains("action:").then(|| {
-            parse_action(&self.text).unwrap_or_else(|e| panic!("unparsable action line: {e}"))
-        })
+        self.text
+            .contains("action:")
+            .then(|| parse_action(&self.text).unwrap_or_else(|e| panic!("unparsable action line: {e}")))
     }
 }
 
@@ -84,20 +84,33 @@ impl Project {
     pub fn new(clients: usize) -> Project {
         let guard = exclusive();
         // A leftover of an aborted run would clash with our names.
-        let _ = run("docker", &["rm", "-f", "server", "client1", "client2", "client3", "client4", "client5"], &repo());
+        let _ = run(
+            "docker",
+            &["rm", "-f", "server", "client1", "client2", "client3", "client4", "client5"],
+            &repo(),
+        );
         let _ = run("docker", &["network", "rm", "tp0_testing_net"], &repo());
         let dir = tempfile::tempdir().unwrap();
-        for file in [".env", "generar-compose.sh", "validar-echo-server.sh", "server/config.ini", "client/config.yaml"] {
+        for file in [
+            ".env",
+            "generar-compose.sh",
+            "validar-echo-server.sh",
+            "server/config.ini",
+            "client/config.yaml",
+        ] {
             let to = dir.path().join(file);
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
             std::fs::copy(repo().join(file), &to).unwrap();
         }
         std::fs::create_dir(dir.path().join(".data")).unwrap();
         let project = Project { dir, _guard: guard };
-        let out = project.run_ok("bash", &["./generar-compose.sh", "docker-compose-dev.yaml", &clients.to_string()]);
+        let out = project
+            .run_ok("bash", &["./generar-compose.sh", "docker-compose-dev.yaml", &clients.to_string()]);
         assert_eq!(
             out,
-            format!("Nombre del archivo de salida: docker-compose-dev.yaml\nCantidad de clientes: {clients}\n")
+            format!(
+                "Nombre del archivo de salida: docker-compose-dev.yaml\nCantidad de clientes: {clients}\n"
+            )
         );
         project
     }
@@ -187,12 +200,20 @@ impl Project {
     pub fn wait_exit(&self, container: &str, within: Duration) -> i64 {
         let deadline = Instant::now() + within;
         loop {
-            let state = run_ok("docker", &["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", container], self.path());
+            let state = run_ok(
+                "docker",
+                &["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", container],
+                self.path(),
+            );
             let mut parts = state.split_whitespace();
             if parts.next() == Some("exited") {
                 return parts.next().unwrap().parse().unwrap();
             }
-            assert!(Instant::now() < deadline, "{container} still running after {within:?}:\n{}", self.dump(container));
+            assert!(
+                Instant::now() < deadline,
+                "{container} still running after {within:?}:\n{}",
+                self.dump(container)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -25,7 +25,9 @@ fn edited_configs_show_in_the_config_lines_without_a_rebuild() {
     p.up(&[]);
     let server = p.wait_for("server", "action: config", LONG);
     assert!(
-        server.text.ends_with("action: config | result: success | port: 12345 | listen_backlog: 7 | logging_level: DEBUG"),
+        server.text.ends_with(
+            "action: config | result: success | port: 12345 | listen_backlog: 7 | logging_level: DEBUG"
+        ),
         "{}",
         server.text
     );
@@ -68,8 +70,22 @@ fn the_echo_validation_judges_any_server_named_server() {
     assert_eq!(validate(), fail, "no server at all");
     for (command, expected) in [("cat", &success), ("tr a-z A-Z", &fail)] {
         let server = [
-            "run", "-d", "--rm", "--name", "server", "--network", "tp0_testing_net", "busybox:latest",
-            "nc", "-ll", "-p", "12345", "-e", "sh", "-c", command,
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            "server",
+            "--network",
+            "tp0_testing_net",
+            "busybox:latest",
+            "nc",
+            "-ll",
+            "-p",
+            "12345",
+            "-e",
+            "sh",
+            "-c",
+            command,
         ];
         e2e::run_ok("docker", &server, p.path());
         std::thread::sleep(Duration::from_millis(500));

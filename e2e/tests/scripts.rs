@@ -24,7 +24,10 @@ fn generar_compose_writes_the_server_and_n_clients() {
         assert!(text.contains(&format!("SERVER_AGENCIES={n}")));
         assert!(text.contains("subnet: 172.25.125.0/24"));
         assert!(!text.contains("ports:") && !text.contains("\nname:"));
-        assert!(!text.contains("LOG") && !text.contains("LOOP"), "no log or loop settings in the environment");
+        assert!(
+            !text.contains("LOG") && !text.contains("LOOP"),
+            "no log or loop settings in the environment"
+        );
         for k in 1..=n {
             assert!(text.contains(&format!("container_name: client{k}\n")));
             assert!(text.contains(&format!("CLI_ID={k}\n")));
@@ -37,7 +40,14 @@ fn generar_compose_writes_the_server_and_n_clients() {
 #[test]
 fn generar_compose_refuses_bad_arguments_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let bad: [&[&str]; 6] = [&[], &["out.yaml"], &["out.yaml", "-1"], &["out.yaml", "tres"], &["out.yaml", "1", "2"], &["no/such/dir/out.yaml", "1"]];
+    let bad: [&[&str]; 6] = [
+        &[],
+        &["out.yaml"],
+        &["out.yaml", "-1"],
+        &["out.yaml", "tres"],
+        &["out.yaml", "1", "2"],
+        &["no/such/dir/out.yaml", "1"],
+    ];
     for args in bad {
         let out = generate(dir.path(), args);
         assert!(!out.status.success(), "{args:?}");

@@ -64,8 +64,7 @@ impl Bet {
         if !is_digits(&document) {
             return Err(InvalidBet::Document(document));
         }
-        let birthdate =
-            parse_date(birthdate).ok_or_else(|| InvalidBet::Birthdate(birthdate.to_owned()))?;
+        let birthdate = parse_date(birthdate).ok_or_else(|| InvalidBet::Birthdate(birthdate.to_owned()))?;
         let number = is_digits(number)
             .then(|| number.parse::<u32>().ok())
             .flatten()
@@ -128,14 +127,8 @@ mod tests {
 
     #[test]
     fn names_must_not_be_blank() {
-        assert_eq!(
-            Bet::parse(1, " ", "Lorca", "1", "1999-03-17", "1"),
-            Err(InvalidBet::Empty("nombre"))
-        );
-        assert_eq!(
-            Bet::parse(1, "Ana", "", "1", "1999-03-17", "1"),
-            Err(InvalidBet::Empty("apellido"))
-        );
+        assert_eq!(Bet::parse(1, " ", "Lorca", "1", "1999-03-17", "1"), Err(InvalidBet::Empty("nombre")));
+        assert_eq!(Bet::parse(1, "Ana", "", "1", "1999-03-17", "1"), Err(InvalidBet::Empty("apellido")));
     }
 
     #[test]

@@ -120,12 +120,7 @@ impl BetFile {
     /// Creates the file, or empties it: every run of the server is one draw.
     pub fn create(path: &Path) -> Result<BetFile, StorageError> {
         let io_err = |source| StorageError::Io { path: path.into(), source };
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .map_err(io_err)?;
+        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path).map_err(io_err)?;
         file.sync_all().map_err(io_err)?;
         Ok(BetFile { file, path: path.into(), len: 0, buffer: Vec::with_capacity(64 * 1024) })
     }
@@ -174,7 +169,8 @@ mod tests {
     #[test]
     fn rows_use_minimal_quoting() {
         let mut out = Vec::new();
-        store_bets(&mut out, &[bet(1, "Santiago Lionel", "Lorca", 7574), bet(2, "Ana, \"la\"", "Núñez", 3)]).unwrap();
+        store_bets(&mut out, &[bet(1, "Santiago Lionel", "Lorca", 7574), bet(2, "Ana, \"la\"", "Núñez", 3)])
+            .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "1,Santiago Lionel,Lorca,0012345,1999-03-17,7574\n2,\"Ana, \"\"la\"\"\",Núñez,0012345,1999-03-17,3\n"

@@ -81,8 +81,8 @@ impl Frame {
 
 /// Writes the header of a frame whose payload is `payload_len` bytes long.
 pub(crate) fn write_header(dst: &mut BytesMut, version: u8, kind: u8, payload_len: usize) {
-    let announced = u32::try_from(payload_len + HEADER_LEN - LENGTH_LEN)
-        .expect("payloads are bounded far below 4 GiB");
+    let announced =
+        u32::try_from(payload_len + HEADER_LEN - LENGTH_LEN).expect("payloads are bounded far below 4 GiB");
     dst.reserve(HEADER_LEN + payload_len);
     dst.put_u32(announced);
     dst.put_u8(version);
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn a_frame_of_exactly_the_limit_is_accepted() {
         let f = frame(1, &vec![b'x'; MAX_FRAME_LEN - HEADER_LEN]);
-        let mut buf = BytesMut::from(&encoded(&[f.clone()])[..]);
+        let mut buf = BytesMut::from(&encoded(std::slice::from_ref(&f))[..]);
         assert_eq!(f.wire_len(), MAX_FRAME_LEN);
         assert_eq!(Frame::parse(&mut buf, MAX_FRAME_LEN), Ok(Some(f)));
     }

@@ -249,10 +249,9 @@ impl Message {
             kind::FINISHED => Message::Finished { agency: get_u32(&mut src, "agency")? },
             kind::WINNERS_QUERY => Message::WinnersQuery { agency: get_u32(&mut src, "agency")? },
             kind::ECHO => Message::Echo(src.split_off(0)),
-            kind::BATCH_ACK => Message::BatchAck {
-                seq: get_u32(&mut src, "seq")?,
-                count: get_u16(&mut src, "count")?,
-            },
+            kind::BATCH_ACK => {
+                Message::BatchAck { seq: get_u32(&mut src, "seq")?, count: get_u16(&mut src, "count")? }
+            }
             kind::ERROR => Message::Error {
                 code: ErrorCode::from_u8(get_u8(&mut src, "code")?),
                 seq: get_u32(&mut src, "seq")?,
@@ -264,9 +263,7 @@ impl Message {
                 let last = match get_u8(&mut src, "last")? {
                     0 => false,
                     1 => true,
-                    other => {
-                        return Err(DecodeError::InvalidValue { field: "last", value: other.into() })
-                    }
+                    other => return Err(DecodeError::InvalidValue { field: "last", value: other.into() }),
                 };
                 let count = get_u16(&mut src, "count")?;
                 let mut documents = Vec::with_capacity((count as usize).min(src.len() / 2));
@@ -317,9 +314,7 @@ impl Message {
             Message::FinishedAck => {}
             Message::Winners { last, documents } => {
                 dst.put_u8(u8::from(*last));
-                dst.put_u16(
-                    u16::try_from(documents.len()).expect("a winners frame holds at most 65535"),
-                );
+                dst.put_u16(u16::try_from(documents.len()).expect("a winners frame holds at most 65535"));
                 for document in documents {
                     put_str(dst, document);
                 }
@@ -336,8 +331,7 @@ impl Message {
         HEADER_LEN
             + match self {
                 Message::BetBatch { bets, .. } => {
-                    BATCH_HEADER_LEN - HEADER_LEN
-                        + bets.iter().map(BetRecord::encoded_len).sum::<usize>()
+                    BATCH_HEADER_LEN - HEADER_LEN + bets.iter().map(BetRecord::encoded_len).sum::<usize>()
                 }
                 Message::Finished { .. } | Message::WinnersQuery { .. } => 4,
                 Message::Echo(payload) => payload.len(),
@@ -345,8 +339,7 @@ impl Message {
                 Message::Error { reason, .. } => 7 + 2 + reason.len(),
                 Message::FinishedAck => 0,
                 Message::Winners { documents, .. } => {
-                    WINNERS_HEADER_LEN - HEADER_LEN
-                        + documents.iter().map(|d| 2 + d.len()).sum::<usize>()
+                    WINNERS_HEADER_LEN - HEADER_LEN + documents.iter().map(|d| 2 + d.len()).sum::<usize>()
                 }
                 Message::NotReady { .. } => 8,
             }
@@ -535,11 +528,8 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let frame = Frame {
-            version: VERSION,
-            kind: kind::FINISHED,
-            payload: Bytes::from_static(&[0, 0, 0, 1, 0]),
-        };
+        let frame =
+            Frame { version: VERSION, kind: kind::FINISHED, payload: Bytes::from_static(&[0, 0, 0, 1, 0]) };
         assert_eq!(Message::from_frame(frame), Err(DecodeError::TrailingBytes(1)));
     }
 

@@ -33,9 +33,7 @@ impl Config {
         let ini = match ini::Ini::load_from_file(path) {
             Ok(ini) => Some(ini),
             Err(ini::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(ConfigError::File { path: path.into(), reason: e.to_string() })
-            }
+            Err(e) => return Err(ConfigError::File { path: path.into(), reason: e.to_string() }),
         };
         let file = |key: &str| -> Option<String> {
             let section = ini.as_ref()?.section(Some("DEFAULT"))?;
@@ -53,8 +51,7 @@ impl Config {
             "SERVER_IDLE_TIMEOUT",
             GoDuration(Duration::from_secs(60)),
         )?;
-        let max_connections =
-            sources.optional("SERVER_MAX_CONNECTIONS", "SERVER_MAX_CONNECTIONS", 256)?;
+        let max_connections = sources.optional("SERVER_MAX_CONNECTIONS", "SERVER_MAX_CONNECTIONS", 256)?;
         if max_connections == 0 {
             let problem = "must be at least 1";
             return Err(SettingError::new("SERVER_MAX_CONNECTIONS", "SERVER_MAX_CONNECTIONS", problem).into());
@@ -76,7 +73,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    const COURSE_FILE: &str = "[DEFAULT]\nSERVER_PORT = 12345\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = 5\nLOGGING_LEVEL = INFO";
+    const COURSE_FILE: &str =
+        "[DEFAULT]\nSERVER_PORT = 12345\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = 5\nLOGGING_LEVEL = INFO";
 
     fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();

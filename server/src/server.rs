@@ -99,10 +99,9 @@ impl Server {
         info!("{}", Action::success("close_listener").field("port", config.port));
         stop.cancel();
         let open = sessions.len();
-        let drained = tokio::time::timeout(SESSION_GRACE, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(SESSION_GRACE, async { while sessions.join_next().await.is_some() {} })
+                .await;
         if drained.is_err() {
             sessions.shutdown().await;
         }

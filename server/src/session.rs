@@ -214,7 +214,13 @@ impl Handler {
         }
     }
 
-    fn batch(&self, agency: u32, seq: u32, records: Vec<BetRecord>, permit: OwnedSemaphorePermit) -> PendingReply {
+    fn batch(
+        &self,
+        agency: u32,
+        seq: u32,
+        records: Vec<BetRecord>,
+        permit: OwnedSemaphorePermit,
+    ) -> PendingReply {
         let count = records.len();
         let rejected = |index: Option<u16>, code: ErrorCode, reason: String| {
             error!(
@@ -251,8 +257,14 @@ impl Handler {
                     Reply { messages: vec![Message::BatchAck { seq, count: count as u16 }], close: false }
                 }
                 Ok(Err(e)) => {
-                    error!("{}", Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e));
-                    Reply { messages: vec![error_message(ErrorCode::StorageFailure, seq, None, e)], close: false }
+                    error!(
+                        "{}",
+                        Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e)
+                    );
+                    Reply {
+                        messages: vec![error_message(ErrorCode::StorageFailure, seq, None, e)],
+                        close: false,
+                    }
                 }
                 Err(_) => Reply {
                     messages: vec![error_message(ErrorCode::ShuttingDown, seq, None, Refusal::ShuttingDown)],
@@ -268,7 +280,12 @@ impl Handler {
                 match counted.await {
                     Ok(()) => Reply { messages: vec![Message::FinishedAck], close: false },
                     Err(_) => Reply {
-                        messages: vec![error_message(ErrorCode::ShuttingDown, 0, None, Refusal::ShuttingDown)],
+                        messages: vec![error_message(
+                            ErrorCode::ShuttingDown,
+                            0,
+                            None,
+                            Refusal::ShuttingDown,
+                        )],
                         close: true,
                     },
                 }

@@ -42,11 +42,7 @@ pub enum Job {
 
 /// Starts the writer. It stops when every sender of `jobs` is gone and the
 /// queue is empty, after logging that the file is closed.
-pub fn spawn(
-    file: BetFile,
-    jobs: mpsc::UnboundedReceiver<Job>,
-    barrier: Arc<DrawBarrier>,
-) -> JoinHandle<()> {
+pub fn spawn(file: BetFile, jobs: mpsc::UnboundedReceiver<Job>, barrier: Arc<DrawBarrier>) -> JoinHandle<()> {
     tokio::task::spawn_blocking(move || run(file, jobs, &barrier))
 }
 
@@ -81,8 +77,7 @@ fn job_bets(job: &Job) -> usize {
 }
 
 fn commit(file: &mut BetFile, group: impl Iterator<Item = Job>, barrier: &DrawBarrier) {
-    let (stores, finishes): (Vec<Job>, Vec<Job>) =
-        group.partition(|job| matches!(job, Job::Store { .. }));
+    let (stores, finishes): (Vec<Job>, Vec<Job>) = group.partition(|job| matches!(job, Job::Store { .. }));
     let all_bets = stores.iter().flat_map(|job| match job {
         Job::Store { bets, .. } => bets.as_slice(),
         Job::Finish { .. } => &[],
@@ -117,9 +112,7 @@ fn commit(file: &mut BetFile, group: impl Iterator<Item = Job>, barrier: &DrawBa
 /// of a file, which get one INFO `apuesta_recibida` per batch instead.
 fn log_stored(bets: &[Bet]) {
     let line = |bet: &Bet| {
-        Action::success("apuesta_almacenada")
-            .field("dni", &bet.document)
-            .field("numero", bet.number)
+        Action::success("apuesta_almacenada").field("dni", &bet.document).field("numero", bet.number)
     };
     match bets {
         [bet] => info!("{}", line(bet)),

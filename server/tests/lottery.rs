@@ -29,11 +29,8 @@ async fn five_agencies_uploading_at_once_store_every_bet_once_and_get_only_their
         config.batch_max_amount = if g.agency == 5 { 10 } else { 80 };
         tokio::spawn(run_agency(config))
     });
-    let endings: Vec<Ending> = futures_util::future::join_all(agencies)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let endings: Vec<Ending> =
+        futures_util::future::join_all(agencies).await.into_iter().map(Result::unwrap).collect();
 
     for (g, ending) in generated.iter().zip(&endings) {
         assert_eq!(
@@ -51,8 +48,7 @@ async fn five_agencies_uploading_at_once_store_every_bet_once_and_get_only_their
     }
     for g in &generated {
         let text = std::fs::read_to_string(&g.path).unwrap();
-        let documents: Vec<String> =
-            text.lines().map(|l| l.split(',').nth(2).unwrap().to_owned()).collect();
+        let documents: Vec<String> = text.lines().map(|l| l.split(',').nth(2).unwrap().to_owned()).collect();
         // Every bet exactly once, in the agency's own order.
         assert_eq!(per_agency[&g.agency], documents, "agency {}", g.agency);
     }
@@ -109,7 +105,8 @@ async fn a_batch_with_one_invalid_bet_is_refused_whole_and_nothing_else_is_distu
 async fn every_field_is_validated_by_the_server() {
     let server = TestServer::start(1).await;
     let mut raw = Raw::connect(server.addr).await;
-    let cases: [(&str, fn(&mut protocol::BetRecord)); 5] = [
+    type Spoil = fn(&mut protocol::BetRecord);
+    let cases: [(&str, Spoil); 5] = [
         ("nombre", |b| b.first_name = " ".into()),
         ("apellido", |b| b.last_name = String::new()),
         ("documento", |b| b.document = "12a".into()),
@@ -270,7 +267,8 @@ async fn a_stalled_agency_does_not_delay_the_others() {
     stalled.send_bytes(&frame[..10]).await;
 
     let mut other = Raw::connect(server.addr).await;
-    let reply = tokio::time::timeout(Duration::from_secs(1), other.ask(&batch(2, 1, vec![bet("2", 2)]))).await;
+    let reply =
+        tokio::time::timeout(Duration::from_secs(1), other.ask(&batch(2, 1, vec![bet("2", 2)]))).await;
     assert_eq!(reply.unwrap(), Message::BatchAck { seq: 1, count: 1 });
     server.stop().await;
 }
@@ -281,7 +279,8 @@ async fn more_agencies_than_cores_are_all_served() {
     let server = TestServer::start(agencies).await;
     let data = tempfile::tempdir().unwrap();
     let generated = lottery::sample::generate(data.path(), &[150; 24], &[1; 24], 7).unwrap();
-    let runs = generated.iter().map(|g| tokio::spawn(run_agency(client_config(g.agency, server.addr, &g.path))));
+    let runs =
+        generated.iter().map(|g| tokio::spawn(run_agency(client_config(g.agency, server.addr, &g.path))));
     for (g, ending) in generated.iter().zip(futures_util::future::join_all(runs).await) {
         assert_eq!(ending.unwrap(), Ending::Winners { documents: g.winners.clone(), rejected: 0 });
     }

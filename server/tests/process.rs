@@ -87,7 +87,8 @@ async fn sigterm_mid_upload_exits_zero_and_keeps_every_acked_batch() {
 
     tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
     agency.expect_closed().await;
-    let stored: Vec<String> = common::stored(&dir.path().join("bets.csv")).into_iter().map(|b| b.document).collect();
+    let stored: Vec<String> =
+        common::stored(&dir.path().join("bets.csv")).into_iter().map(|b| b.document).collect();
     assert_eq!(stored, ["1", "2", "3"]);
 }
 
@@ -122,7 +123,10 @@ fn a_bad_setting_is_one_clear_line_and_a_failure() {
     let dir = tempfile::tempdir().unwrap();
     for (env, key) in [
         (vec![("SERVER_PORT", "http".to_string())], "SERVER_PORT"),
-        (vec![("SERVER_PORT", "1".to_string()), ("LOGGING_LEVEL", "INFO".to_string())], "SERVER_LISTEN_BACKLOG"),
+        (
+            vec![("SERVER_PORT", "1".to_string()), ("LOGGING_LEVEL", "INFO".to_string())],
+            "SERVER_LISTEN_BACKLOG",
+        ),
         (
             vec![
                 ("SERVER_PORT", "1".to_string()),

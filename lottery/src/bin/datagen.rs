@@ -40,8 +40,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rows = per_agency(&args.rows, args.agencies, "rows")?;
     let winners = per_agency(&args.winners, args.agencies, "winners")?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let agencies = lottery::sample::generate(&args.out, &rows, &winners, args.seed)
         .with_context(|| format!("cannot write into {}", args.out.display()))?;
     for a in agencies {
