@@ -16,7 +16,7 @@ BIN := target/$(TARGET)/release
 SAMPLE_ROWS := 26936,25518,16014,9238,991
 
 .PHONY: build docker-image busybox-image host-deps sample-data docker-compose-up \
-        docker-compose-down docker-compose-logs demo test e2e bench
+        docker-compose-down docker-compose-logs demo test lint e2e bench
 
 # Static binaries, so that the images need no base at all.
 build:
@@ -78,9 +78,13 @@ demo: host-deps docker-image sample-data
 	echo "from compose up to the last agency's exit: $$(( (end - start) / 1000000 )) ms (full log: .data/demo.log)"; \
 	$(MAKE) --no-print-directory docker-compose-down >/dev/null 2>&1
 
-test: host-deps
+test: host-deps lint
 	cargo test --locked
 	$(MAKE) --no-print-directory e2e
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 # The end-to-end suite: the real images through Compose.
 e2e: docker-image busybox-image
