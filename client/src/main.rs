@@ -93,13 +93,15 @@ fn report(config: &Config, ending: Result<Ending, client::agency::AgencyError>) 
             finished(rejected)
         }
         Ok(Ending::GaveUp { queries, rejected }) => {
+            // One fail line says it all; rejected batches were logged already.
             error!(
                 "{}",
                 Action::fail("consulta_ganadores")
                     .field("queries", queries)
+                    .field("rejected", rejected)
                     .field("error", "the draw did not happen in time")
             );
-            finished(rejected.max(1))
+            ExitCode::FAILURE
         }
         Ok(Ending::Stopped) => {
             info!("{}", Action::success("shutdown").field("client_id", config.id));
