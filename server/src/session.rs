@@ -50,6 +50,7 @@ impl Reply {
         Box::pin(ready(Reply { messages: vec![message], close: false }))
     }
 
+    /// Use [`Handler::close_with`] inside the handler, so reading stops.
     fn closing(message: Message) -> PendingReply {
         Box::pin(ready(Reply { messages: vec![message], close: true }))
     }
@@ -70,7 +71,7 @@ pub async fn serve(
     let (read_half, write_half) = stream.into_split();
     let mut reader = MessageReader::new(read_half, MAX_FRAME_LEN);
     let mut writer = MessageWriter::new(write_half);
-    let mut handler = Handler { peer, agencies, agency: None };
+    let mut handler = Handler { peer, agencies, agency: None, closing: false };
     let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
     let mut reading = true;
     let mut why = "peer closed the connection";
@@ -109,12 +110,18 @@ pub async fn serve(
                 match read {
                     Ok(Some(message)) => {
                         // A batch waits for room in the writer's queue before
-                        // it is decoded into bets; this session alone waits.
+                        // its bets are validated and queued; only this
+                        // session waits.
                         let permit = match &message {
                             Message::BetBatch { bets, .. } => Some(handler.agencies.reserve(bets.len()).await),
                             _ => None,
                         };
                         pending.push_back(handler.handle(message, permit));
+                        if handler.closing {
+                            // Nothing after a protocol error is served.
+                            reading = false;
+                            why = "protocol error";
+                        }
                     }
                     Ok(None) => reading = false,
                     Err(e) => {
@@ -147,6 +154,8 @@ struct Handler {
     agencies: Arc<Agencies>,
     /// The agency this connection speaks for, from its first request on.
     agency: Option<u32>,
+    /// A reply that closes the connection was given: read nothing more.
+    closing: bool,
 }
 
 impl Handler {
@@ -176,7 +185,7 @@ impl Handler {
                 Ok(()) => self.winners(agency),
                 Err(reply) => reply,
             },
-            other => Reply::closing(error_message(
+            other => self.close_with(error_message(
                 ErrorCode::UnexpectedMessage,
                 0,
                 None,
@@ -191,7 +200,7 @@ impl Handler {
             return Err(self.refuse(refusal, seq));
         }
         match self.agency {
-            Some(bound) if bound != agency => Err(Reply::closing(error_message(
+            Some(bound) if bound != agency => Err(self.close_with(error_message(
                 ErrorCode::UnexpectedMessage,
                 seq,
                 None,
@@ -204,18 +213,24 @@ impl Handler {
         }
     }
 
-    fn refuse(&self, refusal: Refusal, seq: u32) -> PendingReply {
+    /// A reply after which the connection closes.
+    fn close_with(&mut self, message: Message) -> PendingReply {
+        self.closing = true;
+        Reply::closing(message)
+    }
+
+    fn refuse(&mut self, refusal: Refusal, seq: u32) -> PendingReply {
         warn!("{}", Action::fail("request").field("ip", self.peer.ip()).field("error", &refusal));
         let message = error_message(refusal.code(), seq, None, &refusal);
         if refusal.closes_connection() {
-            Reply::closing(message)
+            self.close_with(message)
         } else {
             Reply::now(message)
         }
     }
 
     fn batch(
-        &self,
+        &mut self,
         agency: u32,
         seq: u32,
         records: Vec<BetRecord>,
@@ -274,7 +289,7 @@ impl Handler {
         })
     }
 
-    fn finish(&self, agency: u32) -> PendingReply {
+    fn finish(&mut self, agency: u32) -> PendingReply {
         match self.agencies.finish(agency) {
             Ok(counted) => Box::pin(async move {
                 match counted.await {

@@ -322,3 +322,19 @@ async fn rejected_batches_still_end_in_finished_and_the_draw() {
     assert_eq!(ending, Ending::Winners { documents: vec!["3".into()], rejected: 2 });
     assert_eq!(server.stop().await.len(), 15);
 }
+
+#[tokio::test]
+async fn nothing_sent_after_a_protocol_error_is_served() {
+    let server = TestServer::start(2).await;
+    let mut raw = Raw::connect(server.addr).await;
+    // Three requests in one write: the second speaks for another agency.
+    raw.writer.queue(&batch(1, 1, vec![bet("1", 1)]));
+    raw.writer.queue(&Message::Finished { agency: 2 });
+    raw.writer.queue(&batch(1, 2, vec![bet("2", 2)]));
+    raw.writer.flush().await.unwrap();
+    assert_eq!(raw.recv().await, Some(Message::BatchAck { seq: 1, count: 1 }));
+    assert!(matches!(raw.recv().await, Some(Message::Error { code: ErrorCode::UnexpectedMessage, .. })));
+    raw.expect_closed().await;
+    let stored: Vec<String> = server.stop().await.into_iter().map(|b| b.document).collect();
+    assert_eq!(stored, ["1"]);
+}
