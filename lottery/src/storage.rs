@@ -10,7 +10,7 @@
 //! when nobody writes any more.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub use crate::bet::has_won;
@@ -62,13 +62,14 @@ pub fn load_bets(path: &Path) -> Result<BetRows, StorageError> {
     let reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(BufReader::with_capacity(64 * 1024, file));
+        .buffer_capacity(64 * 1024)
+        .from_reader(file);
     Ok(BetRows { reader, record: csv::StringRecord::new(), path: path.to_path_buf() })
 }
 
 /// The bets of the bets file, in order; see [`load_bets`].
 pub struct BetRows {
-    reader: csv::Reader<BufReader<File>>,
+    reader: csv::Reader<File>,
     /// Reused for every row.
     record: csv::StringRecord,
     path: PathBuf,

@@ -8,6 +8,9 @@ use lottery::duration::GoDuration;
 use lottery::log::Level;
 use lottery::settings::{ConfigError, SettingError, Sources};
 
+/// Most agencies one server expects (it keeps a few bytes per agency).
+pub const MAX_AGENCIES: u32 = 1_000_000;
+
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,6 +47,11 @@ impl Config {
         let (listen_backlog, _) = sources.required("SERVER_LISTEN_BACKLOG", "SERVER_LISTEN_BACKLOG")?;
         let (logging_level, logging_level_name) = sources.required("LOGGING_LEVEL", "LOGGING_LEVEL")?;
         let agencies = sources.optional("SERVER_AGENCIES", "SERVER_AGENCIES", 5)?;
+        if agencies > MAX_AGENCIES {
+            let problem =
+                format!("{agencies} is more than the {MAX_AGENCIES} agencies the server keeps state for");
+            return Err(SettingError::new("SERVER_AGENCIES", "SERVER_AGENCIES", problem).into());
+        }
         let storage_path =
             sources.optional("SERVER_STORAGE_PATH", "SERVER_STORAGE_PATH", PathBuf::from("./bets.csv"))?;
         let GoDuration(idle_timeout) = sources.optional(
@@ -121,5 +129,7 @@ mod tests {
         assert!(err.to_string().contains("SERVER_LISTEN_BACKLOG"), "{err}");
         let err = load(Some(COURSE_FILE), &[("LOGGING_LEVEL", "LOUD")]).unwrap_err();
         assert!(err.to_string().contains("LOGGING_LEVEL"), "{err}");
+        let err = load(Some(COURSE_FILE), &[("SERVER_AGENCIES", "4000000000")]).unwrap_err();
+        assert!(err.to_string().contains("SERVER_AGENCIES"), "{err}");
     }
 }
