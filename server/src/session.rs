@@ -56,8 +56,21 @@ impl Reply {
     }
 }
 
+/// Longest reason sent in an `Error`; reasons quote what the agency sent,
+/// and a reply must stay far inside a frame.
+const MAX_REASON_LEN: usize = 512;
+
 fn error_message(code: ErrorCode, seq: u32, bet: Option<u16>, reason: impl ToString) -> Message {
-    Message::Error { code, seq, bet, reason: reason.to_string() }
+    let mut reason = reason.to_string();
+    if reason.len() > MAX_REASON_LEN {
+        let mut end = MAX_REASON_LEN;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    Message::Error { code, seq, bet, reason }
 }
 
 /// Serves `stream` until it ends; see the module documentation.
@@ -368,6 +381,15 @@ mod tests {
             seen.extend(documents.iter().cloned());
         }
         assert_eq!(seen, documents);
+    }
+
+    #[test]
+    fn long_reasons_are_cut_to_fit_a_frame() {
+        let reason = format!("documento {:?} is not all digits", "ñ".repeat(4000));
+        let message = error_message(ErrorCode::InvalidBet, 1, Some(0), reason);
+        assert!(message.wire_len() < MAX_FRAME_LEN / 8);
+        let Message::Error { reason, .. } = message else { panic!() };
+        assert!(reason.ends_with('…'));
     }
 
     #[test]
