@@ -4,7 +4,7 @@
 //! [`MAX_FRAME_LEN`] bytes, headers included: a batch is cut early when the
 //! next bet would cross that size. A bet too large for a frame of its own
 //! is set aside with its line. Bets go from the file's fields straight into
-//! the frame, with no copy in between.
+//! the frame, never through owned strings.
 
 use bytes::{Bytes, BytesMut};
 use protocol::{

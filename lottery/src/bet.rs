@@ -1,7 +1,5 @@
 //! A bet and its validation.
 
-use std::fmt;
-
 use jiff::civil::Date;
 
 /// The number that wins the draw.
@@ -76,12 +74,6 @@ impl Bet {
 /// Whether `bet` wins the draw.
 pub fn has_won(bet: &Bet) -> bool {
     bet.number == WINNING_NUMBER
-}
-
-impl fmt::Display for Bet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dni {} numero {}", self.document, self.number)
-    }
 }
 
 fn is_digits(s: &str) -> bool {
