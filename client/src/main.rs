@@ -45,8 +45,14 @@ fn main() -> ExitCode {
         // Signals are caught from before the first log line: a SIGTERM at
         // any moment after that ends in a clean exit.
         let stop = CancellationToken::new();
-        match stop_on_signal(stop.clone()) {
-            Ok(watch) => drop(tokio::spawn(watch)),
+        match lottery::signal::shutdown_signal() {
+            Ok(signal) => {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    signal.await;
+                    stop.cancel();
+                });
+            }
             Err(e) => {
                 error!("{}", Action::fail("signal_handler").field("error", e));
                 return ExitCode::FAILURE;
@@ -112,20 +118,4 @@ fn report(config: &Config, ending: Result<Ending, client::agency::AgencyError>) 
             ExitCode::FAILURE
         }
     }
-}
-
-/// Installs the handlers now; the future fires `stop` at the first
-/// SIGTERM or SIGINT.
-fn stop_on_signal(stop: CancellationToken) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        info!("{}", Action::success("signal").field("signal", name));
-        stop.cancel();
-    })
 }

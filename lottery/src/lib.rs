@@ -1,13 +1,15 @@
 //! The lottery's domain, apart from any transport: what a bet is and when
 //! it is valid ([`bet`]), where bets are kept ([`storage`]), sample agency
 //! files ([`sample`]), and what both programs share at their edges: the log
-//! lines ([`log`]) and reading settings ([`settings`], [`duration`]).
+//! lines ([`log`]), reading settings ([`settings`], [`duration`]) and the
+//! shutdown signals ([`signal`]).
 
 pub mod bet;
 pub mod duration;
 pub mod log;
 pub mod sample;
 pub mod settings;
+pub mod signal;
 pub mod storage;
 
 pub use bet::{Bet, InvalidBet, WINNING_NUMBER};

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         // Signals are caught from before the server says it accepts
         // connections: a SIGTERM right after that line must not kill it.
-        let shutdown = match shutdown_signal() {
+        let shutdown = match lottery::signal::shutdown_signal() {
             Ok(shutdown) => shutdown,
             Err(e) => {
                 error!("{}", Action::fail("signal_handler").field("error", e));
@@ -64,20 +64,5 @@ fn main() -> ExitCode {
         info!("{}", Action::in_progress("accept_connections"));
         server.run(shutdown).await;
         ExitCode::SUCCESS
-    })
-}
-
-/// Installs the handlers now; the future completes at the first SIGTERM
-/// or SIGINT.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        info!("{}", Action::success("signal").field("signal", name));
     })
 }
