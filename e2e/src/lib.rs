@@ -182,36 +182,34 @@ impl Project {
 
     /// Waits until `container` logged a line containing `needle`.
     pub fn wait_for(&self, container: &str, needle: &str, within: Duration) -> LogLine {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(line) = self.logs(container).into_iter().find(|l| l.text.contains(needle)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{container} logged no {needle:?} within {within:?}:\n{}",
-                self.dump(container)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.poll(container, within, &format!("a line with {needle:?}"), || {
+            self.logs(container).into_iter().find(|l| l.text.contains(needle))
+        })
     }
 
     /// Waits until `container` has exited; returns its exit code.
     pub fn wait_exit(&self, container: &str, within: Duration) -> i64 {
+        self.poll(container, within, "an exit", || {
+            let format = "{{.State.Status}} {{.State.ExitCode}}";
+            let state = run_ok("docker", &["inspect", "-f", format, container], self.path());
+            match state.split_whitespace().collect::<Vec<_>>()[..] {
+                ["exited", code] => code.parse().ok(),
+                _ => None,
+            }
+        })
+    }
+
+    /// Asks `check` every 100 ms until it answers; panics with `container`'s
+    /// log after `within`.
+    fn poll<T>(&self, container: &str, within: Duration, what: &str, check: impl Fn() -> Option<T>) -> T {
         let deadline = Instant::now() + within;
         loop {
-            let state = run_ok(
-                "docker",
-                &["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", container],
-                self.path(),
-            );
-            let mut parts = state.split_whitespace();
-            if parts.next() == Some("exited") {
-                return parts.next().unwrap().parse().unwrap();
+            if let Some(found) = check() {
+                return found;
             }
             assert!(
                 Instant::now() < deadline,
-                "{container} still running after {within:?}:\n{}",
+                "{container}: no {what} within {within:?}:\n{}",
                 self.dump(container)
             );
             std::thread::sleep(Duration::from_millis(100));
