@@ -100,7 +100,9 @@ fn docker_stop_of_a_waiting_client_exits_zero() {
     let p = Project::new(2);
     p.client_config(1000, "100ms", "INFO", 10);
     p.up(&["server", "client1"]);
-    std::thread::sleep(Duration::from_secs(1));
+    // Its bet is stored: from now on it waits for a draw that needs client2.
+    p.wait_for("server", "apuesta_almacenada", LONG);
+    std::thread::sleep(Duration::from_millis(300));
     let took = p.stop("client1", 20);
     assert_eq!(p.wait_exit("client1", LONG), 0);
     assert!(took < Duration::from_secs(5), "took {took:?}");
