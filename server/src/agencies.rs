@@ -70,8 +70,8 @@ pub const QUEUE_BUDGET: usize = 16 * 1024;
 pub struct Agencies {
     inner: Mutex<Inner>,
     pub barrier: Arc<DrawBarrier>,
-    /// One permit per bet between decoding and disk: a session waits for
-    /// permits before it decodes more, so memory stays flat under load.
+    /// One permit per bet from acceptance to disk: a session waits for
+    /// permits before it queues a batch, so memory stays flat under load.
     budget: Arc<Semaphore>,
 }
 

@@ -122,14 +122,7 @@ pub async fn serve(
                 deadline = Instant::now() + idle_timeout;
                 match read {
                     Ok(Some(message)) => {
-                        // A batch waits for room in the writer's queue before
-                        // its bets are validated and queued; only this
-                        // session waits.
-                        let permit = match &message {
-                            Message::BetBatch { bets, .. } => Some(handler.agencies.reserve(bets.len()).await),
-                            _ => None,
-                        };
-                        pending.push_back(handler.handle(message, permit));
+                        pending.push_back(handler.handle(message).await);
                         if handler.closing {
                             // Nothing after a protocol error is served.
                             reading = false;
@@ -172,8 +165,9 @@ struct Handler {
 }
 
 impl Handler {
-    /// `permit` is the queue budget a batch holds (see [`Agencies::reserve`]).
-    fn handle(&mut self, message: Message, permit: Option<OwnedSemaphorePermit>) -> PendingReply {
+    /// Only a batch makes this wait: for room in the writer's queue (see
+    /// [`Agencies::reserve`]); this session alone waits.
+    async fn handle(&mut self, message: Message) -> PendingReply {
         match message {
             Message::Echo(payload) => {
                 let text = String::from_utf8_lossy(&payload);
@@ -185,10 +179,12 @@ impl Handler {
                 );
                 Reply::now(Message::Echo(payload))
             }
-            Message::BetBatch { agency, seq, bets } => match (self.claim(agency, seq), permit) {
-                (Ok(()), Some(permit)) => self.batch(agency, seq, bets, permit),
-                (Ok(()), None) => unreachable!("every batch is read with a permit"),
-                (Err(reply), _) => reply,
+            Message::BetBatch { agency, seq, bets } => match self.claim(agency, seq) {
+                Ok(()) => {
+                    let permit = self.agencies.reserve(bets.len()).await;
+                    self.batch(agency, seq, bets, permit)
+                }
+                Err(reply) => reply,
             },
             Message::Finished { agency } => match self.claim(agency, 0) {
                 Ok(()) => self.finish(agency),
