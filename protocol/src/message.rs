@@ -72,10 +72,6 @@ impl BetRecord {
         bet_wire_len(self.fields())
     }
 
-    fn encode(&self, dst: &mut BytesMut) {
-        self.fields().iter().for_each(|f| put_str(dst, f));
-    }
-
     fn decode(src: &mut Bytes) -> Result<BetRecord, DecodeError> {
         Ok(BetRecord {
             first_name: get_str(src, "first_name")?,
@@ -119,7 +115,7 @@ impl BetBatchBuilder {
     /// Appends a bet. The caller keeps the frame within its limit, checking
     /// [`bet_wire_len`] against [`BetBatchBuilder::wire_len`].
     pub fn push(&mut self, fields: BetFields<'_>) {
-        fields.iter().for_each(|f| put_str(&mut self.buf, f));
+        put_bet(&mut self.buf, fields);
         self.count += 1;
     }
 
@@ -296,7 +292,7 @@ impl Message {
                 dst.put_u32(*seq);
                 dst.put_u16(u16::try_from(bets.len()).expect("a batch holds at most 65535 bets"));
                 for bet in bets {
-                    bet.encode(dst);
+                    put_bet(dst, bet.fields());
                 }
             }
             Message::Finished { agency } | Message::WinnersQuery { agency } => dst.put_u32(*agency),
@@ -358,6 +354,11 @@ impl Message {
             Message::NotReady { .. } => kind::NOT_READY,
         }
     }
+}
+
+/// Writes one bet of a `BetBatch`: its five fields as `str`.
+fn put_bet(dst: &mut BytesMut, fields: BetFields<'_>) {
+    fields.iter().for_each(|f| put_str(dst, f));
 }
 
 /// Writes a `str`: u16 byte length, then the bytes. Longer strings are cut
