@@ -95,14 +95,20 @@ fn the_echo_validation_judges_any_server_named_server() {
     let _ = run("docker", &["network", "rm", "tp0_testing_net"], p.path());
 }
 
-#[test]
-fn docker_stop_of_a_waiting_client_exits_zero() {
+/// A project whose client1 has stored its bet and now waits, polling every
+/// 100 ms, for a draw that needs client2, which is never started.
+fn waiting_client() -> Project {
     let p = Project::new(2);
     p.client_config(1000, "100ms", "INFO", 10);
     p.up(&["server", "client1"]);
-    // Its bet is stored: from now on it waits for a draw that needs client2.
     p.wait_for("server", "apuesta_almacenada", LONG);
     std::thread::sleep(Duration::from_millis(300));
+    p
+}
+
+#[test]
+fn docker_stop_of_a_waiting_client_exits_zero() {
+    let p = waiting_client();
     let took = p.stop("client1", 20);
     assert_eq!(p.wait_exit("client1", LONG), 0);
     assert!(took < Duration::from_secs(5), "took {took:?}");
@@ -133,20 +139,13 @@ fn docker_stop_of_the_server_without_clients_exits_zero() {
 
 #[test]
 fn docker_stop_of_the_server_with_a_client_waiting_exits_zero() {
-    let p = Project::new(2);
-    p.client_config(1000, "100ms", "INFO", 10);
-    p.up(&["server", "client1"]);
-    p.wait_for("server", "apuesta_almacenada", LONG);
-    std::thread::sleep(Duration::from_millis(300));
+    let p = waiting_client();
     assert_server_stops_cleanly(&p);
 }
 
 #[test]
 fn compose_stop_stops_everything_with_exit_zero() {
-    let p = Project::new(2);
-    p.client_config(1000, "100ms", "INFO", 10);
-    p.up(&["server", "client1"]);
-    p.wait_for("server", "apuesta_almacenada", LONG);
+    let p = waiting_client();
     let out = p.compose(&["stop", "-t", "10"]);
     assert!(out.status.success());
     assert_eq!(p.wait_exit("server", LONG), 0);
