@@ -35,6 +35,11 @@ pub fn run(program: &str, args: &[&str], dir: &Path) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
+/// Makes `busybox:latest` the way the echo validation does, when missing.
+pub fn busybox_image() {
+    run_ok("sh", &["scripts/busybox-image.sh", "busybox:latest"], &repo());
+}
+
 /// Runs a command that must succeed; returns its stdout.
 pub fn run_ok(program: &str, args: &[&str], dir: &Path) -> String {
     let out = run(program, args, dir);
@@ -95,6 +100,7 @@ impl Project {
             ".env",
             "generar-compose.sh",
             "validar-echo-server.sh",
+            "scripts/busybox-image.sh",
             "server/config.ini",
             "client/config.yaml",
         ] {

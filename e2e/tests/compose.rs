@@ -43,32 +43,70 @@ fn edited_configs_show_in_the_config_lines_without_a_rebuild() {
     assert_eq!(first_two, ["config", "accept_connections"]);
 }
 
+/// Runs `sh validar-echo-server.sh` in the project: (stdout, stderr, exit code).
+fn validate(p: &Project) -> (String, String, Option<i32>) {
+    let out = run("sh", &["validar-echo-server.sh"], p.path());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (text(&out.stdout), text(&out.stderr), out.status.code())
+}
+
+const ECHO_SUCCESS: &str = "action: test_echo_server | result: success\n";
+const ECHO_FAIL: &str = "action: test_echo_server | result: fail\n";
+
 #[test]
 fn the_echo_validation_passes_against_our_server() {
     let p = Project::new(0);
     p.up(&[]);
     p.wait_for("server", "accept_connections", LONG);
-    let out = run("sh", &["validar-echo-server.sh"], p.path());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "action: test_echo_server | result: success\n");
-    assert!(out.status.success());
+    let (stdout, stderr, code) = validate(&p);
+    assert_eq!((stdout.as_str(), code), (ECHO_SUCCESS, Some(0)), "{stderr}");
     let line = p.wait_for("server", "action: receive_message", LONG);
     assert!(line.text.contains("| ip: 172.25.125."), "{}", line.text);
 }
 
+/// The course's own flow on an engine that has only the images this flow
+/// builds: the validation makes its busybox image itself, without a
+/// registry, and passes.
 #[test]
-fn the_echo_validation_judges_any_server_named_server() {
+fn the_course_flow_passes_the_echo_validation_on_an_engine_without_busybox() {
     let p = Project::new(0);
+    let _ = run("docker", &["rmi", "-f", "busybox:latest"], p.path());
+    let absent = run("docker", &["image", "inspect", "busybox:latest"], p.path());
+    assert!(!absent.status.success(), "busybox:latest is still there");
+
+    e2e::run_ok("make", &["build"], &e2e::repo());
+    for image in ["server", "client"] {
+        let dockerfile = format!("./{image}/Dockerfile");
+        let tag = format!("{image}:latest");
+        e2e::run_ok("docker", &["build", "-f", &dockerfile, "-t", &tag, "."], &e2e::repo());
+    }
+    p.up(&[]);
+    p.wait_for("server", "accept_connections", LONG);
+    let (stdout, stderr, code) = validate(&p);
+    assert_eq!((stdout.as_str(), code), (ECHO_SUCCESS, Some(0)), "{stderr}");
+    assert!(stderr.contains("made busybox:latest"), "{stderr}");
+    let present = run("docker", &["image", "inspect", "busybox:latest"], p.path());
+    assert!(present.status.success());
+}
+
+#[test]
+fn the_echo_validation_judges_any_server_named_server_and_says_why_it_fails() {
+    let p = Project::new(0);
+    e2e::busybox_image();
+
+    let (stdout, stderr, code) = validate(&p);
+    assert_eq!((stdout.as_str(), code), (ECHO_FAIL, Some(1)), "no network at all");
+    assert!(stderr.contains("cannot probe: there is no network tp0_testing_net"), "{stderr}");
+
     let net = ["network", "create", "--subnet", "172.25.125.0/24", "tp0_testing_net"];
     e2e::run_ok("docker", &net, p.path());
-    let validate = || {
-        let out = run("sh", &["validar-echo-server.sh"], p.path());
-        (String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code())
-    };
-    let fail = ("action: test_echo_server | result: fail\n".to_string(), Some(1));
-    let success = ("action: test_echo_server | result: success\n".to_string(), Some(0));
+    let (stdout, stderr, code) = validate(&p);
+    assert_eq!((stdout.as_str(), code), (ECHO_FAIL, Some(1)), "no server at all");
+    assert!(stderr.contains("did not answer"), "{stderr}");
 
-    assert_eq!(validate(), fail, "no server at all");
-    for (command, expected) in [("cat", &success), ("tr a-z A-Z", &fail)] {
+    for (command, expected, why) in
+        [("cat", ECHO_SUCCESS, ""), ("tr a-z A-Z", ECHO_FAIL, "not with the bytes it was sent")]
+    {
         let server = [
             "run",
             "-d",
@@ -89,7 +127,9 @@ fn the_echo_validation_judges_any_server_named_server() {
         ];
         e2e::run_ok("docker", &server, p.path());
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(&validate(), expected, "echo server running {command:?}");
+        let (stdout, stderr, _) = validate(&p);
+        assert_eq!(stdout, expected, "echo server running {command:?}: {stderr}");
+        assert!(stderr.contains(why), "{stderr}");
         let _ = run("docker", &["rm", "-f", "server"], p.path());
     }
     let _ = run("docker", &["network", "rm", "tp0_testing_net"], p.path());
