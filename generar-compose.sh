@@ -32,12 +32,16 @@ services:
     build:
       context: .
       dockerfile: server/Dockerfile
+    # Back by itself after a crash, with its round; not after docker stop.
+    restart: on-failure
     environment:
       - SERVER_AGENCIES=$clients
       - SERVER_STORAGE_PATH=/data/bets.csv
     volumes:
       - ./server/config.ini:/config.ini:ro
-      - bets:/data
+      # The round (bets.csv and its journal) lives as long as this
+      # container: a restart resumes it; down and up start a new one.
+      - /data
     networks:
       - testing_net
 YAML
@@ -77,9 +81,6 @@ networks:
       driver: default
       config:
         - subnet: 172.25.125.0/24
-
-volumes:
-  bets:
 YAML
 }
 

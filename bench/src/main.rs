@@ -118,7 +118,10 @@ async fn one_run(
     total: usize,
 ) -> anyhow::Result<RunResult> {
     let port = free_port()?;
-    let storage = dir.join("bets.csv");
+    // Every run is a new round: a fresh storage folder, nothing carried over.
+    let round = dir.join(format!("round-{port}"));
+    std::fs::create_dir(&round)?;
+    let storage = round.join("bets.csv");
     let mut server = Server::start(args, port, agencies.len(), &storage)?;
 
     let started = Instant::now();
@@ -132,6 +135,8 @@ async fn one_run(
             log_level_name: "WARNING".into(),
             batch_max_amount: args.max_amount,
             data_file: agency.path.clone(),
+            reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
+            retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
         };
         tokio::spawn(async move {
             let source = BetSource::File(config.data_file.clone());
@@ -151,11 +156,12 @@ async fn one_run(
     server.stop()?;
     let stored = lottery::storage::load_bets(&storage)?.count();
     ensure!(stored == total, "{stored} bets stored of {total}");
+    std::fs::remove_dir_all(&round)?;
     Ok(RunResult { elapsed, peak_rss_kib, server_cpu })
 }
 
 async fn futures_join(
-    handles: Vec<tokio::task::JoinHandle<Result<Ending, client::agency::AgencyError>>>,
+    handles: Vec<tokio::task::JoinHandle<Result<Ending, client::AgencyError>>>,
 ) -> Vec<anyhow::Result<Ending>> {
     let mut out = Vec::with_capacity(handles.len());
     for handle in handles {

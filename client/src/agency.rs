@@ -1,77 +1,50 @@
-//! One agency's whole session with the server: upload every bet, say it
-//! has finished, then ask for its winners until the draw is done.
+//! One agency's whole session with the server, faults included: upload
+//! every bet, say it has finished, then ask for its winners until the draw
+//! is done.
 //!
-//! Bets are read and cut into batches on a blocking thread (the file is
-//! read as a stream, never whole) and handed over a small channel. The
-//! upload keeps up to [`WINDOW`] batches in flight: one half of the
-//! connection sends batches while the other reads their acks, in order.
+//! Every connection starts with `Hello`, and the server's `Welcome` says
+//! where the agency stands: how many of its bets are stored (and their
+//! digest), and whether it has finished. The agency goes on from there.
+//! When a connection fails in any phase (the server crashed or restarted,
+//! the network cut it, a reply did not come in time, the disk was full),
+//! the agency connects again with backoff and resumes the same way; it
+//! gives up only after [`Config::retry_timeout`] without any progress. What
+//! a new connection cannot change (a file that differs from what the
+//! server holds, a refusal) ends the session with an error.
+//!
+//! An agency says "finished" only with the count of all its valid bets,
+//! and the server accepts it only when it holds exactly those: a fault can
+//! delay the draw, never cut it short.
 
-use std::io;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lottery::log::Action;
-use protocol::{BetRecord, ErrorCode, Message, MessageReader, MessageWriter, ReadError, MAX_FRAME_LEN};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use protocol::Message;
+use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{debug, info, warn};
 
-use crate::agency_file::AgencyFile;
-use crate::batch::{Batch, BatchCutter, Cut};
 use crate::config::Config;
-
-/// Batches sent and not yet acknowledged, at most.
-pub const WINDOW: usize = 32;
+use crate::link::{Fault, Link, Welcome};
+use crate::source::{spawn_reader, BetSource, Item, ReadFrom};
+use crate::upload::{pause, upload, Reported};
 
 /// The shortest pause between two winners queries, whatever `loop.period`
 /// says: with a period of `0s` a waiting agency asks 200 times a second at
 /// most, instead of spinning.
 pub const MIN_QUERY_INTERVAL: Duration = Duration::from_millis(5);
 
-/// How long an agency keeps trying to reach a server that is not up yet.
-pub const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
-
-/// Where the agency's bets come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BetSource {
-    /// The agency's file, one bet per row.
-    File(PathBuf),
-    /// The single bet of the environment (`NOMBRE` ... `NUMERO`).
-    Single(BetRecord),
-}
-
-impl BetSource {
-    /// The agency file when it exists, else the bet of the environment.
-    pub fn choose(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<BetSource, String> {
-        if config.data_file.is_file() {
-            return Ok(BetSource::File(config.data_file.clone()));
-        }
-        let field = |name: &str| {
-            env(name).ok_or_else(|| {
-                format!(
-                    "no agency file at {} and no bet in the environment ({name} is not set)",
-                    config.data_file.display()
-                )
-            })
-        };
-        Ok(BetSource::Single(BetRecord {
-            first_name: field("NOMBRE")?,
-            last_name: field("APELLIDO")?,
-            document: field("DOCUMENTO")?,
-            birthdate: field("NACIMIENTO")?,
-            number: field("NUMERO")?,
-        }))
-    }
-}
+/// The first pause before connecting again; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How a session ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
-    /// The draw is done and these are the agency's winners.
+    /// The draw is done and these are the agency's winners; `rejected`
+    /// rows of its file could not be sent.
     Winners { documents: Vec<String>, rejected: usize },
     /// `loop.amount` queries were all answered "not ready".
     GaveUp { queries: u32, rejected: usize },
@@ -82,56 +55,24 @@ pub enum Ending {
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgencyError {
-    #[error("cannot connect to {address}: {source}")]
-    Connect { address: String, source: io::Error },
-    #[error("connection to the server lost: {0}")]
-    Io(#[from] io::Error),
-    #[error("unreadable reply from the server: {0}")]
-    Read(#[from] ReadError),
-    #[error("the server closed the connection")]
-    Closed,
-    #[error("the server refused the request: {0}")]
-    Refused(String),
-    #[error("unexpected reply from the server: {0}")]
-    Unexpected(String),
-}
-
-/// What the bet reader hands to the upload.
-enum Item {
-    Batch(Batch),
-    /// A row that cannot be sent, with why.
-    Unusable {
-        line: u64,
-        reason: String,
-    },
-}
-
-impl From<Cut> for Item {
-    fn from(cut: Cut) -> Item {
-        match cut {
-            Cut::Batch(batch) => Item::Batch(batch),
-            Cut::TooLarge { line, size } => Item::Unusable {
-                line,
-                reason: format!("the bet takes {size} bytes, more than a {MAX_FRAME_LEN}-byte packet holds"),
-            },
-        }
-    }
+    #[error("{0}")]
+    Fatal(String),
+    #[error("no progress for {after:?}, giving up; last problem: {last}")]
+    GaveUp { after: Duration, last: String },
 }
 
 /// Runs the agency until it has its winners, gives up, fails or `stop`
 /// fires. Either way the socket and the file are closed on return.
 pub async fn run(config: &Config, source: BetSource, stop: CancellationToken) -> Result<Ending, AgencyError> {
-    let single = matches!(source, BetSource::Single(_));
-    let (items, batches) = mpsc::channel(4);
-    let reader = spawn_reader(source.clone(), config.id, config.batch_max_amount, items);
+    let mut agency = Agency::new(config, source.clone());
     let outcome = tokio::select! {
         biased;
         () = stop.cancelled() => Ok(Ending::Stopped),
-        outcome = session(config, batches, single) => outcome,
+        outcome = agency.run() => outcome,
     };
-    // The session (and with it the socket and the channel) is gone, so the
-    // reader stops at its next send.
-    let _ = reader.await;
+    // The connection and the channel are gone, so a reader still running
+    // stops at its next hand-over.
+    agency.join_reader().await;
     if let BetSource::File(path) = source {
         info!("{}", Action::success("close_file").field("path", path.display()));
     }
@@ -139,233 +80,172 @@ pub async fn run(config: &Config, source: BetSource, stop: CancellationToken) ->
     outcome
 }
 
-/// Reads the bets and cuts them into batches, on a blocking thread.
-fn spawn_reader(
+/// Where the agency stands, across connections.
+struct Agency<'a> {
+    config: &'a Config,
     source: BetSource,
-    agency: u32,
-    max_amount: usize,
-    items: mpsc::Sender<Item>,
-) -> JoinHandle<()> {
-    tokio::task::spawn_blocking(move || {
-        let mut cutter = BatchCutter::new(agency, max_amount);
-        // Hands one item to the upload; false once the upload is gone.
-        let send = |item: Item| items.blocking_send(item).is_ok();
-        match source {
-            BetSource::Single(bet) => {
-                if let Some(cut) = cutter.push(bet.fields(), 0) {
-                    send(cut.into());
-                }
-            }
-            BetSource::File(path) => {
-                let mut file = match AgencyFile::open(&path) {
-                    Ok(file) => file,
-                    Err(e) => {
-                        send(Item::Unusable {
-                            line: 0,
-                            reason: format!("cannot read {}: {e}", path.display()),
-                        });
-                        return;
-                    }
-                };
-                while let Some(row) = file.next_row() {
-                    let item = match row.bet {
-                        Ok(bet) => cutter.push(bet, row.line).map(Item::from),
-                        Err(reason) => Some(Item::Unusable { line: row.line, reason }),
-                    };
-                    if item.is_some_and(|item| !send(item)) {
-                        return;
-                    }
-                }
-            }
-        }
-        if let Some(batch) = cutter.finish() {
-            send(Item::Batch(batch));
-        }
-    })
+    /// Valid bets of the source, once one read reached its end and the
+    /// server acknowledged them all.
+    total: Option<u64>,
+    /// The server recorded this agency's "finished".
+    finished: bool,
+    /// Winners queries answered "not ready".
+    queries: u32,
+    reported: Reported,
+    /// The last sign of progress: an ack, a "finished", a winners answer.
+    progress_at: Instant,
+    /// Pause before the next connection attempt.
+    backoff: Duration,
+    /// The bet reader of the last upload.
+    reader: Option<JoinHandle<()>>,
 }
 
-/// One connection to the server, split so that sending and reading acks
-/// can go on at once.
-struct Link {
-    reader: MessageReader<OwnedReadHalf>,
-    writer: MessageWriter<OwnedWriteHalf>,
-}
+impl<'a> Agency<'a> {
+    fn new(config: &'a Config, source: BetSource) -> Agency<'a> {
+        Agency {
+            config,
+            source,
+            total: None,
+            finished: false,
+            queries: 0,
+            reported: Reported::default(),
+            progress_at: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            reader: None,
+        }
+    }
 
-impl Link {
-    /// Connects, retrying with backoff while the server is not up yet.
-    async fn connect(address: &str) -> Result<Link, AgencyError> {
-        let give_up = Instant::now() + CONNECT_PATIENCE;
-        let mut delay = Duration::from_millis(20);
+    async fn run(&mut self) -> Result<Ending, AgencyError> {
+        let mut connected_before = false;
         loop {
-            match TcpStream::connect(address).await {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    let (read_half, write_half) = stream.into_split();
-                    return Ok(Link {
-                        reader: MessageReader::new(read_half, MAX_FRAME_LEN),
-                        writer: MessageWriter::new(write_half),
-                    });
-                }
-                Err(e) if Instant::now() + delay < give_up => {
-                    debug!(
-                        "{}",
-                        Action::in_progress("connect").field("server_address", address).field("error", e)
-                    );
-                    sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(source) => return Err(AgencyError::Connect { address: address.into(), source }),
-            }
-        }
-    }
-
-    async fn reply(&mut self) -> Result<Message, AgencyError> {
-        self.reader.read().await?.ok_or(AgencyError::Closed)
-    }
-}
-
-async fn session(
-    config: &Config,
-    batches: mpsc::Receiver<Item>,
-    single: bool,
-) -> Result<Ending, AgencyError> {
-    let mut link = Link::connect(&config.server_address).await?;
-    let rejected = upload(config, &mut link, batches, single).await?;
-
-    pause(config.loop_period).await;
-    link.writer.send(&Message::Finished { agency: config.id }).await?;
-    match link.reply().await? {
-        Message::FinishedAck => {}
-        other => return Err(refusal(other)),
-    }
-
-    for query in 1..=config.loop_amount {
-        let interval =
-            if query == 1 { config.loop_period } else { config.loop_period.max(MIN_QUERY_INTERVAL) };
-        pause(interval).await;
-        match ask_winners(config.id, &mut link).await {
-            Ok(Some(documents)) => return Ok(Ending::Winners { documents, rejected }),
-            Ok(None) => debug!("the draw is not done yet (query {query} of {})", config.loop_amount),
-            // An idle server may have closed the connection between two
-            // slow queries: connect again and go on counting.
-            Err(AgencyError::Closed | AgencyError::Io(_)) => {
-                debug!("reconnecting to ask for the winners");
-                link = Link::connect(&config.server_address).await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Ending::GaveUp { queries: config.loop_amount, rejected })
-}
-
-/// Sends every batch and reads every ack; returns how many batches and rows
-/// were rejected.
-async fn upload(
-    config: &Config,
-    link: &mut Link,
-    mut items: mpsc::Receiver<Item>,
-    single: bool,
-) -> Result<usize, AgencyError> {
-    let (in_flight, mut awaiting) = mpsc::channel::<Batch>(WINDOW);
-    let Link { reader, writer } = link;
-    let send = async {
-        let mut unusable = 0;
-        let mut first = true;
-        while let Some(item) = items.recv().await {
-            let batch = match item {
-                Item::Batch(batch) => batch,
-                Item::Unusable { line, reason } => {
-                    error!("{}", Action::fail("apuesta_enviada").field("line", line).field("error", reason));
-                    unusable += 1;
-                    continue;
-                }
+            let mut connected = false;
+            let fault = match self.attempt(&mut connected).await {
+                Ok(ending) => return Ok(ending),
+                Err(Fault::Fatal(reason)) => return Err(AgencyError::Fatal(reason)),
+                Err(Fault::Retry(reason)) => reason,
             };
-            if !first {
-                pause(config.loop_period).await;
+            self.join_reader().await;
+            if self.progress_at.elapsed() > self.config.retry_timeout {
+                return Err(AgencyError::GaveUp { after: self.config.retry_timeout, last: fault });
             }
-            first = false;
-            let slot = in_flight.reserve().await.map_err(|_| AgencyError::Closed)?;
-            writer.queue_frame(&batch.frame);
-            writer.flush().await?;
-            slot.send(batch);
+            let delay = self.next_backoff();
+            connected_before |= connected;
+            let line = Action::in_progress("reconnect")
+                .field("client_id", self.config.id)
+                .field("in", lottery::duration::GoDuration(delay))
+                .field("error", &fault);
+            // Until the server is first reached, retrying is routine
+            // (Compose starts everything at once).
+            if connected_before {
+                info!("{line}");
+            } else {
+                debug!("{line}");
+            }
+            tokio::time::sleep(delay).await;
         }
-        drop(in_flight);
-        Ok::<usize, AgencyError>(unusable)
-    };
-    let receive = async {
-        let mut rejected = 0;
-        while let Some(batch) = awaiting.recv().await {
-            match reader.read().await?.ok_or(AgencyError::Closed)? {
-                Message::BatchAck { seq, .. } if seq == batch.seq => log_sent(&batch, single),
-                Message::Error { code, seq, bet, reason } if seq == batch.seq && batch_error(code) => {
-                    let mut line = Action::fail("apuesta_enviada")
-                        .field("lines", format!("{}-{}", batch.lines[0], batch.lines[batch.lines.len() - 1]))
-                        .field("cantidad", batch.lines.len());
-                    if let Some(index) = bet.and_then(|i| batch.lines.get(usize::from(i))) {
-                        line = line.field("bet_line", index);
+    }
+
+    /// One connection: from `Hello` to the winners, as far as it gets.
+    async fn attempt(&mut self, connected: &mut bool) -> Result<Ending, Fault> {
+        let mut link = Link::connect(&self.config.server_address, self.config.reply_timeout).await?;
+        let welcome = link.hello(self.config.id).await?;
+        *connected = true;
+        self.backoff = FIRST_BACKOFF;
+        debug!(
+            "agency {}: the server holds {} (finished: {})",
+            self.config.id, welcome.progress, welcome.finished
+        );
+        self.finished |= welcome.finished;
+
+        if self.total != Some(welcome.progress.bets()) {
+            if let Some(total) = self.total.filter(|total| welcome.progress.bets() > *total) {
+                return Err(Fault::Fatal(format!(
+                    "the server holds {} bets of agency {}, more than the {total} of its file",
+                    welcome.progress.bets(),
+                    self.config.id
+                )));
+            }
+            let total = self.upload(&mut link, welcome).await?;
+            self.total = Some(total);
+        }
+        if !self.finished {
+            self.finish(&mut link).await?;
+        }
+        self.winners(&mut link).await
+    }
+
+    async fn upload(&mut self, link: &mut Link, welcome: Welcome) -> Result<u64, Fault> {
+        self.join_reader().await;
+        let (items, mut batches) = mpsc::channel::<Item>(4);
+        let from = ReadFrom { resume: welcome.progress.bets(), reported_up_to: self.reported.up_to_line };
+        let single = matches!(self.source, BetSource::Single(_));
+        let source = self.source.clone();
+        self.reader = Some(spawn_reader(source, self.config.id, self.config.batch_max_amount, from, items));
+        upload(self.config, link, &mut batches, welcome, single, &mut self.reported, &mut self.progress_at)
+            .await
+    }
+
+    async fn finish(&mut self, link: &mut Link) -> Result<(), Fault> {
+        let bets = self.total.expect("the upload ends knowing every bet");
+        pause(self.config.loop_period).await;
+        match link.ask(&Message::Finished { bets }).await? {
+            Message::FinishedAck => {
+                self.finished = true;
+                self.progress_at = Instant::now();
+                Ok(())
+            }
+            other => Err(Fault::from_reply(other)),
+        }
+    }
+
+    async fn winners(&mut self, link: &mut Link) -> Result<Ending, Fault> {
+        let rejected = self.reported.rows;
+        while self.queries < self.config.loop_amount {
+            let interval = if self.queries == 0 {
+                self.config.loop_period
+            } else {
+                self.config.loop_period.max(MIN_QUERY_INTERVAL)
+            };
+            pause(interval).await;
+            let mut documents = Vec::new();
+            let mut reply = link.ask(&Message::WinnersQuery).await?;
+            loop {
+                self.progress_at = Instant::now();
+                match reply {
+                    Message::NotReady { finished, expected } => {
+                        self.queries += 1;
+                        debug!(
+                            "the draw is not done yet ({finished}/{expected} finished; query {} of {})",
+                            self.queries, self.config.loop_amount
+                        );
+                        break;
                     }
-                    error!("{}", line.field("error", reason));
-                    rejected += 1;
+                    Message::Winners { last: true, documents: more } => {
+                        documents.extend(more);
+                        return Ok(Ending::Winners { documents, rejected });
+                    }
+                    Message::Winners { last: false, documents: more } => documents.extend(more),
+                    other => return Err(Fault::from_reply(other)),
                 }
-                other => return Err(refusal(other)),
+                reply = link.reader.next().await?;
             }
         }
-        Ok::<usize, AgencyError>(rejected)
-    };
-    let (unusable, rejected) = tokio::try_join!(send, receive)?;
-    Ok(unusable + rejected)
-}
-
-/// Errors that reject one batch and leave the session going.
-fn batch_error(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::InvalidBet | ErrorCode::DuplicateBatch | ErrorCode::StorageFailure)
-}
-
-/// `apuesta_enviada` per confirmed bet: INFO for the single bet of the
-/// environment, DEBUG for the bets of a file. The bets are decoded again
-/// from the frame only when the line will be written.
-fn log_sent(batch: &Batch, single: bool) {
-    if !single && !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
+        Ok(Ending::GaveUp { queries: self.queries, rejected })
     }
-    for bet in &batch.bets() {
-        let line =
-            Action::success("apuesta_enviada").field("dni", &bet.document).field("numero", &bet.number);
-        if single {
-            info!("{line}");
-        } else {
-            debug!("{line}");
-        }
-    }
-}
 
-/// One winners query: `Some(documents)` once the draw is done.
-async fn ask_winners(agency: u32, link: &mut Link) -> Result<Option<Vec<String>>, AgencyError> {
-    link.writer.send(&Message::WinnersQuery { agency }).await?;
-    let mut documents = Vec::new();
-    loop {
-        match link.reply().await? {
-            Message::NotReady { .. } => return Ok(None),
-            Message::Winners { last, documents: more } => {
-                documents.extend(more);
-                if last {
-                    return Ok(Some(documents));
-                }
+    /// The pause before the next attempt: doubling, with jitter so that
+    /// agencies cut off together do not all come back at once.
+    fn next_backoff(&mut self) -> Duration {
+        let delay = self.backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        delay
+    }
+
+    async fn join_reader(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            if let Err(e) = reader.await {
+                warn!("the bet reader failed: {e}");
             }
-            other => return Err(refusal(other)),
         }
-    }
-}
-
-fn refusal(message: Message) -> AgencyError {
-    match message {
-        Message::Error { reason, .. } => AgencyError::Refused(reason),
-        other => AgencyError::Unexpected(format!("{other:?}")),
-    }
-}
-
-async fn pause(period: Duration) {
-    if !period.is_zero() {
-        sleep(period).await;
     }
 }

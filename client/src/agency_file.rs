@@ -19,7 +19,16 @@ use protocol::BetFields;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row<'a> {
     pub line: u64,
-    pub bet: Result<BetFields<'a>, String>,
+    pub bet: Result<BetFields<'a>, RowError>,
+}
+
+/// Why a row gives no bet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowError {
+    /// This row cannot be a bet (wrong number of fields, invalid UTF-8).
+    Unusable(String),
+    /// The file could not be read any further.
+    Unreadable(String),
 }
 
 /// The rows of an agency file, read lazily.
@@ -100,11 +109,12 @@ impl<R: Read> AgencyFile<R> {
                     let r = &self.record;
                     Ok([&r[0], &r[1], &r[2], &r[3], &r[4]])
                 }
-                n => Err(format!("expected 5 fields, found {n}")),
+                n => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
             },
             Err(e) => Err(match e.kind() {
-                csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_owned(),
-                _ => e.to_string(),
+                csv::ErrorKind::Utf8 { .. } => RowError::Unusable("not valid UTF-8".to_owned()),
+                csv::ErrorKind::Io(io) => RowError::Unreadable(io.to_string()),
+                _ => RowError::Unusable(e.to_string()),
             }),
         };
         Some(Row { line, bet })
@@ -116,7 +126,7 @@ mod tests {
     use super::*;
 
     /// Every row, with owned fields.
-    fn rows(text: &[u8]) -> Vec<(u64, Result<Vec<String>, String>)> {
+    fn rows(text: &[u8]) -> Vec<(u64, Result<Vec<String>, RowError>)> {
         let mut file = AgencyFile::from_reader(text);
         let mut rows = Vec::new();
         while let Some(row) = file.next_row() {
@@ -142,8 +152,8 @@ mod tests {
     fn unusable_rows_are_reported_with_their_line_and_reading_goes_on() {
         let rows = rows(b"a,b,1,1990-01-01,1\na,b,1\n\xff,b,1,1990-01-01,1\nc,d,2,1990-01-01,2\n");
         assert!(rows[0].1.is_ok());
-        assert_eq!(rows[1], (2, Err("expected 5 fields, found 3".into())));
-        assert_eq!(rows[2], (3, Err("not valid UTF-8".into())));
+        assert_eq!(rows[1], (2, Err(RowError::Unusable("expected 5 fields, found 3".into()))));
+        assert_eq!(rows[2], (3, Err(RowError::Unusable("not valid UTF-8".into()))));
         assert_eq!(rows[3].0, 4);
         assert!(rows[3].1.is_ok());
     }

@@ -2,9 +2,10 @@
 //!
 //! A batch holds at most `max_amount` bets and its frame is at most
 //! [`MAX_FRAME_LEN`] bytes, headers included: a batch is cut early when the
-//! next bet would cross that size. A bet too large for a frame of its own
-//! is set aside with its line. Bets go from the file's fields straight into
-//! the frame, never through owned strings.
+//! next bet would cross that size. Bets go from the file's fields straight
+//! into the frame, never through owned strings. Each batch carries the
+//! ordinal of its first bet; a bet too large for a frame of its own never
+//! gets one (see [`fits_a_frame`]): the reader sets it aside first.
 
 use bytes::{Bytes, BytesMut};
 use protocol::{
@@ -14,9 +15,15 @@ use protocol::{
 /// One `BetBatch` frame, ready to send, with the file line of each bet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    pub seq: u32,
+    /// Ordinal of its first bet.
+    pub first: u64,
     pub frame: Bytes,
     pub lines: Vec<u64>,
+}
+
+/// Whether a bet fits in a batch frame of its own.
+pub fn fits_a_frame(bet: BetFields<'_>) -> bool {
+    BATCH_HEADER_LEN + bet_wire_len(bet) <= MAX_FRAME_LEN
 }
 
 impl Batch {
@@ -30,51 +37,38 @@ impl Batch {
     }
 }
 
-/// What [`BatchCutter::push`] may hand back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cut {
-    /// A full batch, ready to send.
-    Batch(Batch),
-    /// A bet that cannot fit in a frame of its own.
-    TooLarge { line: u64, size: usize },
-}
-
 /// Collects bets and hands back batches as they fill.
 #[derive(Debug)]
 pub struct BatchCutter {
-    agency: u32,
     max_amount: usize,
-    /// Sequence number of the batch being filled; batches count from 1.
-    seq: u32,
+    /// Ordinal of the first bet of the batch being filled.
+    first: u64,
     current: BetBatchBuilder,
     lines: Vec<u64>,
 }
 
 impl BatchCutter {
-    /// `max_amount` is at least 1 (the configuration makes sure).
-    pub fn new(agency: u32, max_amount: usize) -> BatchCutter {
+    /// Batches from ordinal `first` on; `max_amount` is at least 1 (the
+    /// configuration makes sure).
+    pub fn new(first: u64, max_amount: usize) -> BatchCutter {
         BatchCutter {
-            agency,
             max_amount: max_amount.max(1),
-            seq: 1,
-            current: BetBatchBuilder::new(agency, 1),
+            first,
+            current: BetBatchBuilder::new(first),
             lines: Vec::new(),
         }
     }
 
-    /// Adds a bet; returns what that completes: the batch it closed, or a
-    /// refusal for a bet that fits no frame.
-    pub fn push(&mut self, bet: BetFields<'_>, line: u64) -> Option<Cut> {
+    /// Adds a bet that fits a frame; returns the batch that closes, if any.
+    pub fn push(&mut self, bet: BetFields<'_>, line: u64) -> Option<Batch> {
+        assert!(fits_a_frame(bet), "bets too large for a frame are set aside before they get an ordinal");
         let len = bet_wire_len(bet);
-        if BATCH_HEADER_LEN + len > MAX_FRAME_LEN {
-            return Some(Cut::TooLarge { line, size: BATCH_HEADER_LEN + len });
-        }
         let full = (self.current.wire_len() + len > MAX_FRAME_LEN).then(|| self.take()).flatten();
         self.current.push(bet);
         self.lines.push(line);
         match full {
-            Some(batch) => Some(Cut::Batch(batch)),
-            None if self.lines.len() == self.max_amount => self.take().map(Cut::Batch),
+            Some(batch) => Some(batch),
+            None if self.lines.len() == self.max_amount => self.take(),
             None => None,
         }
     }
@@ -88,13 +82,14 @@ impl BatchCutter {
         if self.lines.is_empty() {
             return None;
         }
-        let next = BetBatchBuilder::new(self.agency, self.seq + 1);
+        let first = self.first;
+        self.first += self.lines.len() as u64;
         let batch = Batch {
-            seq: self.seq,
-            frame: std::mem::replace(&mut self.current, next).finish(),
+            first,
+            frame: std::mem::replace(&mut self.current, BetBatchBuilder::new(self.first)).finish(),
             lines: std::mem::take(&mut self.lines),
         };
-        self.seq += 1;
+        assert!(batch.frame.len() <= MAX_FRAME_LEN, "a batch fits in a frame");
         Some(batch)
     }
 }
@@ -114,45 +109,41 @@ mod tests {
         }
     }
 
-    fn cut_all(bets: &[BetRecord], max_amount: usize) -> (Vec<Batch>, Vec<u64>) {
-        let mut cutter = BatchCutter::new(1, max_amount);
+    fn cut_all(bets: &[BetRecord], max_amount: usize) -> Vec<Batch> {
+        let mut cutter = BatchCutter::new(0, max_amount);
         let mut batches = Vec::new();
-        let mut too_large = Vec::new();
         for (i, bet) in bets.iter().enumerate() {
-            match cutter.push(bet.fields(), i as u64 + 1) {
-                Some(Cut::Batch(b)) => batches.push(b),
-                Some(Cut::TooLarge { line, .. }) => too_large.push(line),
-                None => {}
-            }
+            batches.extend(cutter.push(bet.fields(), i as u64 + 1));
         }
         batches.extend(cutter.finish());
-        (batches, too_large)
+        batches
     }
 
     #[test]
     fn every_batch_but_the_last_has_exactly_max_amount() {
-        let (batches, _) = cut_all(&vec![bet(5); 991], 10);
+        let batches = cut_all(&vec![bet(5); 991], 10);
         assert_eq!(batches.len(), 100);
         assert!(batches[..99].iter().all(|b| b.bets().len() == 10));
         assert_eq!(batches[99].bets().len(), 1);
         assert_eq!(batches[99].lines, [991]);
-        assert_eq!(batches.iter().map(|b| b.seq).collect::<Vec<_>>(), (1..=100).collect::<Vec<_>>());
+        let firsts: Vec<u64> = batches.iter().map(|b| b.first).collect();
+        assert_eq!(firsts, (0..100).map(|i| i * 10).collect::<Vec<_>>());
     }
 
     #[test]
     fn long_names_cut_the_batch_at_8_kib() {
-        let (batches, _) = cut_all(&vec![bet(1000); 30], 100);
+        let batches = cut_all(&vec![bet(1000); 30], 100);
         assert!(batches.len() > 1);
         assert!(batches.iter().all(|b| b.frame.len() <= MAX_FRAME_LEN));
         assert_eq!(batches.iter().map(|b| b.bets().len()).sum::<usize>(), 30);
     }
 
     #[test]
-    fn a_bet_too_large_for_any_frame_is_set_aside_with_its_line() {
-        let (batches, too_large) = cut_all(&[bet(3), bet(9000), bet(3)], 10);
-        assert_eq!(too_large, [2]);
-        assert_eq!(batches.len(), 1);
-        assert_eq!(batches[0].lines, [1, 3]);
+    fn a_bet_fits_a_frame_up_to_exactly_its_size() {
+        let fixed = bet_wire_len(bet(0).fields());
+        let largest = MAX_FRAME_LEN - BATCH_HEADER_LEN - fixed;
+        assert!(fits_a_frame(bet(largest).fields()));
+        assert!(!fits_a_frame(bet(largest + 1).fields()));
     }
 
     proptest! {
@@ -162,11 +153,11 @@ mod tests {
             max_amount in 1usize..150,
         ) {
             let bets: Vec<BetRecord> = lens.iter().map(|&n| bet(n)).collect();
-            let (batches, too_large) = cut_all(&bets, max_amount);
-            prop_assert!(too_large.is_empty());
+            let batches = cut_all(&bets, max_amount);
             let mut lines: Vec<u64> = Vec::new();
             let mut decoded = Vec::new();
             for b in &batches {
+                prop_assert_eq!(b.first, decoded.len() as u64);
                 let these = b.bets();
                 prop_assert!(!these.is_empty() && these.len() <= max_amount);
                 prop_assert_eq!(these.len(), b.lines.len());

@@ -27,7 +27,18 @@ pub struct Config {
     /// The agency's bets; when it does not exist the agency sends the
     /// single bet of its environment.
     pub data_file: PathBuf,
+    /// Longest wait for a connection or for any reply.
+    pub reply_timeout: Duration,
+    /// How long the agency keeps connecting again without any progress
+    /// before it gives up.
+    pub retry_timeout: Duration,
 }
+
+/// [`Config::reply_timeout`] unless `CLI_REPLY_TIMEOUT` says otherwise.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// [`Config::retry_timeout`] unless `CLI_RETRY_TIMEOUT` says otherwise.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Config {
     /// Reads `path` (a missing file is fine when the environment provides
@@ -61,6 +72,13 @@ impl Config {
             "CLI_DATA_FILE",
             PathBuf::from(format!(".data/agency-{id}.csv")),
         )?;
+        let GoDuration(reply_timeout) =
+            sources.optional("reply.timeout", "CLI_REPLY_TIMEOUT", GoDuration(DEFAULT_REPLY_TIMEOUT))?;
+        let GoDuration(retry_timeout) =
+            sources.optional("retry.timeout", "CLI_RETRY_TIMEOUT", GoDuration(DEFAULT_RETRY_TIMEOUT))?;
+        if reply_timeout.is_zero() {
+            return Err(SettingError::new("reply.timeout", "CLI_REPLY_TIMEOUT", "must be above 0s").into());
+        }
         let at_least_one = |key: &str, env: &str| SettingError::new(key, env, "must be at least 1");
         if batch_max_amount == 0 {
             return Err(at_least_one("batch.maxAmount", "CLI_BATCH_MAXAMOUNT").into());
@@ -77,6 +95,8 @@ impl Config {
             log_level_name,
             batch_max_amount,
             data_file,
+            reply_timeout,
+            retry_timeout,
         })
     }
 }
@@ -106,6 +126,10 @@ mod tests {
         assert_eq!(config.log_level, Level::Info);
         assert_eq!(config.batch_max_amount, 10);
         assert_eq!(config.data_file, PathBuf::from(".data/agency-3.csv"));
+        assert_eq!(
+            (config.reply_timeout, config.retry_timeout),
+            (DEFAULT_REPLY_TIMEOUT, DEFAULT_RETRY_TIMEOUT)
+        );
     }
 
     #[test]
@@ -118,9 +142,15 @@ mod tests {
                 ("CLI_BATCH_MAXAMOUNT", "64"),
                 ("CLI_LOG_LEVEL", "debug"),
                 ("CLI_DATA_FILE", "/data/agency-1.csv"),
+                ("CLI_REPLY_TIMEOUT", "2s"),
+                ("CLI_RETRY_TIMEOUT", "1m30s"),
             ],
         )
         .unwrap();
+        assert_eq!(
+            (config.reply_timeout, config.retry_timeout),
+            (Duration::from_secs(2), Duration::from_secs(90))
+        );
         assert_eq!(config.loop_period, Duration::from_millis(150));
         assert_eq!(config.batch_max_amount, 64);
         assert_eq!(config.log_level_name, "debug");

@@ -1,15 +1,23 @@
 //! An agency (agencia de quiniela): it uploads its bets to the central
-//! server in batches, says when it has finished, and asks for its winners.
+//! server in batches, says when it has finished, and asks for its winners,
+//! riding out whatever faults come in between.
 //!
 //! - [`config`]: `config.yaml` and the environment.
 //! - [`agency_file`]: the agency's bets file, read as a stream.
+//! - [`source`]: the bets in order, validated and numbered, on a thread.
 //! - [`batch`]: cutting bets into batches that fit a packet.
-//! - [`agency`]: the session with the server.
+//! - [`link`]: one connection to the server, every wait bounded.
+//! - [`upload`]: sending the batches of one read, pipelined.
+//! - [`agency`]: the whole session: resume, retry, finish, winners.
 
 pub mod agency;
 pub mod agency_file;
 pub mod batch;
 pub mod config;
+pub mod link;
+pub mod source;
+pub mod upload;
 
-pub use agency::{run, BetSource, Ending};
+pub use agency::{run, AgencyError, Ending};
 pub use config::Config;
+pub use source::BetSource;

@@ -13,7 +13,8 @@ use tracing::{error, info};
 ///
 /// Settings come from the configuration file, overridden by the environment
 /// (CLI_ID, CLI_SERVER_ADDRESS, CLI_LOOP_AMOUNT, CLI_LOOP_PERIOD,
-/// CLI_LOG_LEVEL, CLI_BATCH_MAXAMOUNT, CLI_DATA_FILE). Without an agency
+/// CLI_LOG_LEVEL, CLI_BATCH_MAXAMOUNT, CLI_DATA_FILE, CLI_REPLY_TIMEOUT,
+/// CLI_RETRY_TIMEOUT). Without an agency
 /// file the agency sends the single bet of NOMBRE, APELLIDO, DOCUMENTO,
 /// NACIMIENTO and NUMERO.
 #[derive(Parser)]
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
 }
 
 /// Logs how the session ended and picks the exit code.
-fn report(config: &Config, ending: Result<Ending, client::agency::AgencyError>) -> ExitCode {
+fn report(config: &Config, ending: Result<Ending, client::AgencyError>) -> ExitCode {
     let finished = |rejected: usize| {
         if rejected == 0 {
             info!("{}", Action::success("loop_finished").field("client_id", config.id));

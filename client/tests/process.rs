@@ -1,12 +1,13 @@
 //! The real `client` binary against a scripted server: its log lines, how
-//! it cuts batches, and its exit on SIGTERM in every state.
+//! it cuts batches, how it rides out faults, and its exit on SIGTERM in
+//! every state.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protocol::{Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
+use protocol::{ErrorCode, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
 use testkit::{free_port, Process, Signal};
 use tokio::net::TcpListener;
 
@@ -19,20 +20,37 @@ struct Seen {
     batches: Vec<usize>,
     /// Size on the wire of each batch frame.
     frame_sizes: Vec<usize>,
+    hellos: usize,
     queries: usize,
     finished: usize,
 }
 
-/// A server that speaks the protocol from a script: it acks batches or
-/// never does, and answers queries with one winner or "not ready".
-async fn scripted_server(ack_batches: bool, draw_done: bool) -> (SocketAddr, Arc<Mutex<Seen>>) {
+/// How the scripted server behaves.
+#[derive(Clone, Copy)]
+struct Script {
+    /// Acknowledge batches (else say nothing to them).
+    ack_batches: bool,
+    /// Answer winners queries with one winner (else "not ready").
+    draw_done: bool,
+    /// Answer the first this many batches with StorageFailure.
+    storage_failures: usize,
+    /// Accept connections, read, and never answer anything.
+    silent: bool,
+}
+
+const HEALTHY: Script = Script { ack_batches: true, draw_done: true, storage_failures: 0, silent: false };
+
+/// A server that speaks the protocol from a script, keeping every bet it
+/// acknowledged, as the real one does.
+async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let record = seen.clone();
+    let stored = Arc::new(Mutex::new(0u64));
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
+            let (record, stored) = (record.clone(), stored.clone());
             tokio::spawn(async move {
                 let (r, w) = stream.into_split();
                 let mut reader = MessageReader::new(r, MAX_FRAME_LEN);
@@ -40,19 +58,46 @@ async fn scripted_server(ack_batches: bool, draw_done: bool) -> (SocketAddr, Arc
                 while let Ok(Some(message)) = reader.read().await {
                     let reply = {
                         let mut seen = record.lock().unwrap();
+                        let mut stored = stored.lock().unwrap();
                         match &message {
-                            Message::BetBatch { seq, bets, .. } => {
+                            _ if script.silent => None,
+                            Message::Hello { .. } => {
+                                seen.hellos += 1;
+                                // Digests are the real server's business: this one
+                                // is only right for a fresh start.
+                                Some(Message::Welcome { stored: *stored, digest: 0, finished: false })
+                            }
+                            Message::BetBatch { first, bets } => {
                                 seen.batches.push(bets.len());
                                 seen.frame_sizes.push(message.wire_len());
-                                ack_batches.then(|| Message::BatchAck { seq: *seq, count: bets.len() as u16 })
+                                if seen.batches.len() <= script.storage_failures {
+                                    Some(Message::Error {
+                                        code: ErrorCode::StorageFailure,
+                                        first: *first,
+                                        bet: None,
+                                        reason: "disk full".into(),
+                                    })
+                                } else if script.ack_batches && *first == *stored {
+                                    *stored += bets.len() as u64;
+                                    Some(Message::BatchAck { first: *first, count: bets.len() as u16 })
+                                } else if script.ack_batches {
+                                    Some(Message::Error {
+                                        code: ErrorCode::OutOfSequence,
+                                        first: *first,
+                                        bet: None,
+                                        reason: format!("{stored} stored"),
+                                    })
+                                } else {
+                                    None
+                                }
                             }
                             Message::Finished { .. } => {
                                 seen.finished += 1;
                                 Some(Message::FinishedAck)
                             }
-                            Message::WinnersQuery { .. } => {
+                            Message::WinnersQuery => {
                                 seen.queries += 1;
-                                Some(if draw_done {
+                                Some(if script.draw_done {
                                     Message::Winners { last: true, documents: vec!["30904465".into()] }
                                 } else {
                                     Message::NotReady { finished: 0, expected: 1 }
@@ -142,7 +187,7 @@ async fn stop_when(
 
 #[tokio::test]
 async fn the_single_bet_of_the_environment_goes_through_and_every_line_parses() {
-    let (addr, seen) = scripted_server(true, true).await;
+    let (addr, seen) = scripted_server(HEALTHY).await;
     let dir = tempfile::tempdir().unwrap();
     let (client, ok) = run_to_end(
         dir.path(),
@@ -177,7 +222,7 @@ async fn every_batch_but_the_last_holds_exactly_max_amount() {
         (64, 10, [vec![10; 6], vec![4]].concat()),
         (991, 40, [vec![40; 24], vec![31]].concat()),
     ] {
-        let (addr, seen) = scripted_server(true, true).await;
+        let (addr, seen) = scripted_server(HEALTHY).await;
         let dir = tempfile::tempdir().unwrap();
         write_rows(dir.path(), rows, 10);
         let (client, ok) = run_to_end(
@@ -195,7 +240,7 @@ async fn every_batch_but_the_last_holds_exactly_max_amount() {
 
 #[tokio::test]
 async fn batches_are_cut_at_8_kib_when_names_are_long() {
-    let (addr, seen) = scripted_server(true, true).await;
+    let (addr, seen) = scripted_server(HEALTHY).await;
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path(), 50, 1500);
     let (client, ok) =
@@ -212,7 +257,7 @@ async fn batches_are_cut_at_8_kib_when_names_are_long() {
 
 #[tokio::test]
 async fn a_bet_too_large_for_a_packet_is_reported_with_its_line() {
-    let (addr, seen) = scripted_server(true, true).await;
+    let (addr, seen) = scripted_server(HEALTHY).await;
     let dir = tempfile::tempdir().unwrap();
     let huge = "x".repeat(9000);
     std::fs::write(
@@ -231,7 +276,7 @@ async fn a_bet_too_large_for_a_packet_is_reported_with_its_line() {
 
 #[tokio::test]
 async fn after_loop_amount_queries_the_client_gives_up_with_one_fail_line() {
-    let (addr, seen) = scripted_server(true, false).await;
+    let (addr, seen) = scripted_server(Script { draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
     let (client, ok) =
         run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_AMOUNT", "3".into())])).await;
@@ -244,7 +289,7 @@ async fn after_loop_amount_queries_the_client_gives_up_with_one_fail_line() {
 
 #[tokio::test]
 async fn a_zero_period_still_paces_the_winners_queries() {
-    let (addr, seen) = scripted_server(true, false).await;
+    let (addr, seen) = scripted_server(Script { draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
     let (_, ok) = run_to_end(
@@ -267,7 +312,7 @@ async fn sigterm_while_the_server_is_not_up_exits_zero() {
 
 #[tokio::test]
 async fn sigterm_mid_upload_exits_zero() {
-    let (addr, seen) = scripted_server(false, false).await;
+    let (addr, seen) = scripted_server(Script { ack_batches: false, draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path(), 5000, 10);
     let client =
@@ -280,7 +325,7 @@ async fn sigterm_mid_upload_exits_zero() {
 
 #[tokio::test]
 async fn sigterm_while_waiting_for_the_draw_exits_zero() {
-    let (addr, seen) = scripted_server(true, false).await;
+    let (addr, seen) = scripted_server(Script { draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
     stop_when(dir.path(), env(&addr.to_string(), &[]), move || seen.lock().unwrap().queries >= 2).await;
 }
@@ -297,4 +342,34 @@ async fn a_bad_setting_is_one_clear_line_and_a_failure() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(key) && !stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_storage_failure_is_retried_not_counted_as_rejected() {
+    let (addr, seen) = scripted_server(Script { storage_failures: 3, ..HEALTHY }).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_rows(dir.path(), 95, 10);
+    let (client, ok) =
+        run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "0s".into())])).await;
+    assert!(ok, "{}", client.seen.join("\n"));
+    assert!(!client.actions().iter().any(|a| a.result == "fail"), "{}", client.seen.join("\n"));
+    assert!(client.has_action("reconnect", "in_progress"));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.finished, 1, "finished once, after every bet was stored");
+    assert!(seen.hellos >= 2, "it said Hello again to resume");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_costs_the_reply_timeout_then_the_client_gives_up() {
+    let (addr, _) = scripted_server(Script { silent: true, ..HEALTHY }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let extra = [("CLI_REPLY_TIMEOUT", "200ms".to_string()), ("CLI_RETRY_TIMEOUT", "1s".to_string())];
+    let (client, ok) = run_to_end(dir.path(), env(&addr.to_string(), &extra)).await;
+    assert!(!ok);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let fails: Vec<_> = client.actions().into_iter().filter(|a| a.result == "fail").collect();
+    assert_eq!(fails.len(), 1, "{fails:?}");
+    let error = fails[0].get("error").unwrap();
+    assert!(error.contains("giving up") && error.contains("no reply within 200ms"), "{error}");
 }

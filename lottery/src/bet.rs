@@ -30,6 +30,58 @@ pub enum InvalidBet {
     Number(String),
 }
 
+/// A valid bet whose text fields are borrowed from wherever they were
+/// read (a frame, a CSV record): validating and storing a bet need no copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BetRef<'a> {
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    /// The DNI as written: digits only, leading zeros kept.
+    pub document: &'a str,
+    pub birthdate: Date,
+    pub number: u32,
+}
+
+impl<'a> BetRef<'a> {
+    /// Checks the five text fields of a bet (first name, last name,
+    /// document, birthdate, number) and parses the last two.
+    pub fn parse(fields: [&'a str; 5]) -> Result<BetRef<'a>, InvalidBet> {
+        let [first_name, last_name, document, birthdate, number] = fields;
+        if first_name.trim().is_empty() {
+            return Err(InvalidBet::Empty("nombre"));
+        }
+        if last_name.trim().is_empty() {
+            return Err(InvalidBet::Empty("apellido"));
+        }
+        if !is_digits(document) {
+            return Err(InvalidBet::Document(document.to_owned()));
+        }
+        let birthdate = parse_date(birthdate).ok_or_else(|| InvalidBet::Birthdate(birthdate.to_owned()))?;
+        let number = is_digits(number)
+            .then(|| number.parse::<u32>().ok())
+            .flatten()
+            .ok_or_else(|| InvalidBet::Number(number.to_owned()))?;
+        Ok(BetRef { first_name, last_name, document, birthdate, number })
+    }
+
+    /// Whether this bet wins the draw.
+    pub fn has_won(&self) -> bool {
+        self.number == WINNING_NUMBER
+    }
+
+    /// The same bet, owning its text, as a bet of `agency`.
+    pub fn to_bet(&self, agency: u32) -> Bet {
+        Bet {
+            agency,
+            first_name: self.first_name.to_owned(),
+            last_name: self.last_name.to_owned(),
+            document: self.document.to_owned(),
+            birthdate: self.birthdate,
+            number: self.number,
+        }
+    }
+}
+
 impl Bet {
     /// Builds a bet from its text fields, checking each one.
     pub fn parse(
@@ -40,34 +92,18 @@ impl Bet {
         birthdate: &str,
         number: &str,
     ) -> Result<Bet, InvalidBet> {
-        Bet::from_fields(agency, first_name.into(), last_name.into(), document.into(), birthdate, number)
+        BetRef::parse([first_name, last_name, document, birthdate, number]).map(|bet| bet.to_bet(agency))
     }
 
-    /// Like [`Bet::parse`], keeping the strings it is given instead of
-    /// copying them.
-    pub fn from_fields(
-        agency: u32,
-        first_name: String,
-        last_name: String,
-        document: String,
-        birthdate: &str,
-        number: &str,
-    ) -> Result<Bet, InvalidBet> {
-        if first_name.trim().is_empty() {
-            return Err(InvalidBet::Empty("nombre"));
+    /// This bet, borrowed.
+    pub fn as_ref(&self) -> BetRef<'_> {
+        BetRef {
+            first_name: &self.first_name,
+            last_name: &self.last_name,
+            document: &self.document,
+            birthdate: self.birthdate,
+            number: self.number,
         }
-        if last_name.trim().is_empty() {
-            return Err(InvalidBet::Empty("apellido"));
-        }
-        if !is_digits(&document) {
-            return Err(InvalidBet::Document(document));
-        }
-        let birthdate = parse_date(birthdate).ok_or_else(|| InvalidBet::Birthdate(birthdate.to_owned()))?;
-        let number = is_digits(number)
-            .then(|| number.parse::<u32>().ok())
-            .flatten()
-            .ok_or_else(|| InvalidBet::Number(number.to_owned()))?;
-        Ok(Bet { agency, first_name, last_name, document, birthdate, number })
     }
 }
 

@@ -129,7 +129,7 @@ mod tests {
     #[tokio::test]
     async fn messages_cross_a_stream_delivered_one_byte_at_a_time() {
         let messages = vec![
-            Message::Finished { agency: 4 },
+            Message::Finished { bets: 4 },
             Message::Echo(bytes::Bytes::from_static(b"hello")),
             Message::NotReady { finished: 1, expected: 5 },
         ];
@@ -146,7 +146,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_closed_mid_frame_is_an_error() {
         let mut bytes = BytesMut::new();
-        Message::Finished { agency: 4 }.encode(&mut bytes);
+        Message::Finished { bets: 4 }.encode(&mut bytes);
         let mut mock = tokio_test_stream(&bytes[..7]);
         let mut reader = MessageReader::new(&mut mock, MAX_FRAME_LEN);
         assert!(matches!(reader.read().await, Err(ReadError::Truncated(7))));

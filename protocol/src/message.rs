@@ -2,15 +2,26 @@
 //!
 //! | kind   | message         | direction       | payload                                              |
 //! |--------|-----------------|-----------------|------------------------------------------------------|
-//! | `0x01` | `BetBatch`      | agency → server | agency u32, seq u32, count u16, count × bet          |
-//! | `0x02` | `Finished`      | agency → server | agency u32                                           |
-//! | `0x03` | `WinnersQuery`  | agency → server | agency u32                                           |
+//! | `0x01` | `BetBatch`      | agency → server | first u64, count u16, count × bet                    |
+//! | `0x02` | `Finished`      | agency → server | bets u64                                             |
+//! | `0x03` | `WinnersQuery`  | agency → server | (empty)                                              |
 //! | `0x04` | `Echo`          | both            | any bytes; the reply is the identical frame          |
-//! | `0x81` | `BatchAck`      | server → agency | seq u32, count u16                                   |
-//! | `0x82` | `Error`         | server → agency | code u8, seq u32, bet index u16 (`0xffff`: none), reason str |
+//! | `0x05` | `Hello`         | agency → server | agency u32                                           |
+//! | `0x81` | `BatchAck`      | server → agency | first u64, count u16                                 |
+//! | `0x82` | `Error`         | server → agency | code u8, first u64, bet index u16 (`0xffff`: none), reason str |
 //! | `0x83` | `FinishedAck`   | server → agency | (empty)                                              |
 //! | `0x84` | `Winners`       | server → agency | last u8 (0 or 1), count u16, count × document str    |
 //! | `0x85` | `NotReady`      | server → agency | finished u32, expected u32                           |
+//! | `0x86` | `Welcome`       | server → agency | stored u64, digest u128, finished u8 (0 or 1)        |
+//!
+//! A connection speaks for one agency, named by its `Hello`; the server
+//! answers with `Welcome`: how many of the agency's bets it holds, their
+//! digest (see `lottery::progress`) and whether the agency has finished.
+//!
+//! An agency's valid bets have ordinals 0, 1, 2… in the order of its file.
+//! A `BetBatch` carries consecutive bets and the ordinal of the first; the
+//! server stores it only if it starts exactly where the agency's stored
+//! bets end, so a batch sent twice is never stored twice.
 //!
 //! A bet is five `str`: first name, last name, document, birthdate and
 //! number; a `str` is a `u16` byte length and that many bytes of UTF-8. The
@@ -22,7 +33,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::frame::{write_header, Frame, HEADER_LEN, VERSION};
 
 /// Bytes of a `BetBatch` frame before its first bet.
-pub const BATCH_HEADER_LEN: usize = HEADER_LEN + 4 + 4 + 2;
+pub const BATCH_HEADER_LEN: usize = HEADER_LEN + 8 + 2;
 
 /// Bytes of a `Winners` frame before its first document.
 pub const WINNERS_HEADER_LEN: usize = HEADER_LEN + 1 + 2;
@@ -35,11 +46,13 @@ mod kind {
     pub const FINISHED: u8 = 0x02;
     pub const WINNERS_QUERY: u8 = 0x03;
     pub const ECHO: u8 = 0x04;
+    pub const HELLO: u8 = 0x05;
     pub const BATCH_ACK: u8 = 0x81;
     pub const ERROR: u8 = 0x82;
     pub const FINISHED_ACK: u8 = 0x83;
     pub const WINNERS: u8 = 0x84;
     pub const NOT_READY: u8 = 0x85;
+    pub const WELCOME: u8 = 0x86;
 }
 
 /// One bet as it travels: text fields exactly as the agency read them.
@@ -93,11 +106,11 @@ pub struct BetBatchBuilder {
 }
 
 impl BetBatchBuilder {
-    pub fn new(agency: u32, seq: u32) -> BetBatchBuilder {
+    /// A batch whose first bet has ordinal `first`.
+    pub fn new(first: u64) -> BetBatchBuilder {
         let mut buf = BytesMut::with_capacity(crate::MAX_FRAME_LEN);
         write_header(&mut buf, VERSION, kind::BET_BATCH, 0);
-        buf.put_u32(agency);
-        buf.put_u32(seq);
+        buf.put_u64(first);
         buf.put_u16(0);
         BetBatchBuilder { buf, count: 0 }
     }
@@ -146,14 +159,19 @@ pub enum ErrorCode {
     UnknownAgency = 6,
     /// The agency already said it finished.
     AlreadyFinished = 7,
-    /// The batch's sequence number is not above the agency's last one.
-    DuplicateBatch = 8,
-    /// The bets could not be written to disk. Nothing of the batch was stored.
+    /// A batch does not start where the agency's stored bets end, or a
+    /// `Finished` counts other bets than the server holds. Nothing was
+    /// stored; the agency should say `Hello` again and resume from there.
+    OutOfSequence = 8,
+    /// The bets could not be written to disk. Nothing of the batch was
+    /// stored; it may be sent again later.
     StorageFailure = 9,
-    /// A connection spoke for a second agency, or sent a reply.
+    /// A request before `Hello`, a second `Hello`, or a reply sent to the server.
     UnexpectedMessage = 10,
     /// The server is shutting down.
     ShuttingDown = 11,
+    /// A newer connection of the same agency said `Hello`; this one is over.
+    Superseded = 12,
     /// A code this version does not know (only ever decoded, never sent).
     Unknown = 255,
 }
@@ -169,10 +187,11 @@ impl ErrorCode {
             InvalidBet,
             UnknownAgency,
             AlreadyFinished,
-            DuplicateBatch,
+            OutOfSequence,
             StorageFailure,
             UnexpectedMessage,
             ShuttingDown,
+            Superseded,
         ]
         .into_iter()
         .find(|c| *c as u8 == code)
@@ -183,15 +202,17 @@ impl ErrorCode {
 /// Every message of the protocol, both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    BetBatch { agency: u32, seq: u32, bets: Vec<BetRecord> },
-    Finished { agency: u32 },
-    WinnersQuery { agency: u32 },
+    BetBatch { first: u64, bets: Vec<BetRecord> },
+    Finished { bets: u64 },
+    WinnersQuery,
     Echo(Bytes),
-    BatchAck { seq: u32, count: u16 },
-    Error { code: ErrorCode, seq: u32, bet: Option<u16>, reason: String },
+    Hello { agency: u32 },
+    BatchAck { first: u64, count: u16 },
+    Error { code: ErrorCode, first: u64, bet: Option<u16>, reason: String },
     FinishedAck,
     Winners { last: bool, documents: Vec<String> },
     NotReady { finished: u32, expected: u32 },
+    Welcome { stored: u64, digest: u128, finished: bool },
 }
 
 /// Why a frame does not hold a valid message.
@@ -231,8 +252,7 @@ impl Message {
         let mut src = frame.payload;
         let message = match frame.kind {
             kind::BET_BATCH => {
-                let agency = get_u32(&mut src, "agency")?;
-                let seq = get_u32(&mut src, "seq")?;
+                let first = get_u64(&mut src, "first")?;
                 let count = get_u16(&mut src, "count")?;
                 // Every bet takes at least 10 bytes, so `count` cannot make us
                 // reserve more than the frame itself could hold.
@@ -240,27 +260,24 @@ impl Message {
                 for _ in 0..count {
                     bets.push(BetRecord::decode(&mut src)?);
                 }
-                Message::BetBatch { agency, seq, bets }
+                Message::BetBatch { first, bets }
             }
-            kind::FINISHED => Message::Finished { agency: get_u32(&mut src, "agency")? },
-            kind::WINNERS_QUERY => Message::WinnersQuery { agency: get_u32(&mut src, "agency")? },
+            kind::FINISHED => Message::Finished { bets: get_u64(&mut src, "bets")? },
+            kind::WINNERS_QUERY => Message::WinnersQuery,
             kind::ECHO => Message::Echo(src.split_off(0)),
+            kind::HELLO => Message::Hello { agency: get_u32(&mut src, "agency")? },
             kind::BATCH_ACK => {
-                Message::BatchAck { seq: get_u32(&mut src, "seq")?, count: get_u16(&mut src, "count")? }
+                Message::BatchAck { first: get_u64(&mut src, "first")?, count: get_u16(&mut src, "count")? }
             }
             kind::ERROR => Message::Error {
                 code: ErrorCode::from_u8(get_u8(&mut src, "code")?),
-                seq: get_u32(&mut src, "seq")?,
+                first: get_u64(&mut src, "first")?,
                 bet: Some(get_u16(&mut src, "bet")?).filter(|i| *i != NO_BET),
                 reason: get_str(&mut src, "reason")?,
             },
             kind::FINISHED_ACK => Message::FinishedAck,
             kind::WINNERS => {
-                let last = match get_u8(&mut src, "last")? {
-                    0 => false,
-                    1 => true,
-                    other => return Err(DecodeError::InvalidValue { field: "last", value: other.into() }),
-                };
+                let last = get_bool(&mut src, "last")?;
                 let count = get_u16(&mut src, "count")?;
                 let mut documents = Vec::with_capacity((count as usize).min(src.len() / 2));
                 for _ in 0..count {
@@ -271,6 +288,11 @@ impl Message {
             kind::NOT_READY => Message::NotReady {
                 finished: get_u32(&mut src, "finished")?,
                 expected: get_u32(&mut src, "expected")?,
+            },
+            kind::WELCOME => Message::Welcome {
+                stored: get_u64(&mut src, "stored")?,
+                digest: get_u128(&mut src, "digest")?,
+                finished: get_bool(&mut src, "finished")?,
             },
             other => return Err(DecodeError::UnknownKind(other)),
         };
@@ -287,23 +309,24 @@ impl Message {
     pub fn encode(&self, dst: &mut BytesMut) {
         write_header(dst, VERSION, self.kind(), self.wire_len() - HEADER_LEN);
         match self {
-            Message::BetBatch { agency, seq, bets } => {
-                dst.put_u32(*agency);
-                dst.put_u32(*seq);
+            Message::BetBatch { first, bets } => {
+                dst.put_u64(*first);
                 dst.put_u16(u16::try_from(bets.len()).expect("a batch holds at most 65535 bets"));
                 for bet in bets {
                     put_bet(dst, bet.fields());
                 }
             }
-            Message::Finished { agency } | Message::WinnersQuery { agency } => dst.put_u32(*agency),
+            Message::Finished { bets } => dst.put_u64(*bets),
+            Message::WinnersQuery => {}
             Message::Echo(payload) => dst.put_slice(payload),
-            Message::BatchAck { seq, count } => {
-                dst.put_u32(*seq);
+            Message::Hello { agency } => dst.put_u32(*agency),
+            Message::BatchAck { first, count } => {
+                dst.put_u64(*first);
                 dst.put_u16(*count);
             }
-            Message::Error { code, seq, bet, reason } => {
+            Message::Error { code, first, bet, reason } => {
                 dst.put_u8(*code as u8);
-                dst.put_u32(*seq);
+                dst.put_u64(*first);
                 dst.put_u16(bet.unwrap_or(NO_BET));
                 put_str(dst, reason);
             }
@@ -319,6 +342,11 @@ impl Message {
                 dst.put_u32(*finished);
                 dst.put_u32(*expected);
             }
+            Message::Welcome { stored, digest, finished } => {
+                dst.put_u64(*stored);
+                dst.put_u128(*digest);
+                dst.put_u8(u8::from(*finished));
+            }
         }
     }
 
@@ -329,15 +357,18 @@ impl Message {
                 Message::BetBatch { bets, .. } => {
                     BATCH_HEADER_LEN - HEADER_LEN + bets.iter().map(BetRecord::encoded_len).sum::<usize>()
                 }
-                Message::Finished { .. } | Message::WinnersQuery { .. } => 4,
+                Message::Finished { .. } => 8,
+                Message::WinnersQuery => 0,
                 Message::Echo(payload) => payload.len(),
-                Message::BatchAck { .. } => 6,
-                Message::Error { reason, .. } => 7 + 2 + reason.len(),
+                Message::Hello { .. } => 4,
+                Message::BatchAck { .. } => 10,
+                Message::Error { reason, .. } => 11 + 2 + reason.len(),
                 Message::FinishedAck => 0,
                 Message::Winners { documents, .. } => {
                     WINNERS_HEADER_LEN - HEADER_LEN + documents.iter().map(|d| 2 + d.len()).sum::<usize>()
                 }
                 Message::NotReady { .. } => 8,
+                Message::Welcome { .. } => 25,
             }
     }
 
@@ -345,14 +376,38 @@ impl Message {
         match self {
             Message::BetBatch { .. } => kind::BET_BATCH,
             Message::Finished { .. } => kind::FINISHED,
-            Message::WinnersQuery { .. } => kind::WINNERS_QUERY,
+            Message::WinnersQuery => kind::WINNERS_QUERY,
             Message::Echo(_) => kind::ECHO,
+            Message::Hello { .. } => kind::HELLO,
             Message::BatchAck { .. } => kind::BATCH_ACK,
             Message::Error { .. } => kind::ERROR,
             Message::FinishedAck => kind::FINISHED_ACK,
             Message::Winners { .. } => kind::WINNERS,
             Message::NotReady { .. } => kind::NOT_READY,
+            Message::Welcome { .. } => kind::WELCOME,
         }
+    }
+
+    /// The message's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::BetBatch { .. } => "BetBatch",
+            Message::Finished { .. } => "Finished",
+            Message::WinnersQuery => "WinnersQuery",
+            Message::Echo(_) => "Echo",
+            Message::Hello { .. } => "Hello",
+            Message::BatchAck { .. } => "BatchAck",
+            Message::Error { .. } => "Error",
+            Message::FinishedAck => "FinishedAck",
+            Message::Winners { .. } => "Winners",
+            Message::NotReady { .. } => "NotReady",
+            Message::Welcome { .. } => "Welcome",
+        }
+    }
+
+    /// Whether only the server sends this message.
+    pub fn is_reply(&self) -> bool {
+        self.kind() & 0x80 != 0
     }
 }
 
@@ -383,6 +438,22 @@ fn get_u16(src: &mut Bytes, field: &'static str) -> Result<u16, DecodeError> {
 
 fn get_u32(src: &mut Bytes, field: &'static str) -> Result<u32, DecodeError> {
     src.try_get_u32().map_err(|_| DecodeError::Truncated(field))
+}
+
+fn get_u64(src: &mut Bytes, field: &'static str) -> Result<u64, DecodeError> {
+    src.try_get_u64().map_err(|_| DecodeError::Truncated(field))
+}
+
+fn get_u128(src: &mut Bytes, field: &'static str) -> Result<u128, DecodeError> {
+    src.try_get_u128().map_err(|_| DecodeError::Truncated(field))
+}
+
+fn get_bool(src: &mut Bytes, field: &'static str) -> Result<bool, DecodeError> {
+    match get_u8(src, field)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(DecodeError::InvalidValue { field, value: other.into() }),
+    }
 }
 
 fn get_str(src: &mut Bytes, field: &'static str) -> Result<String, DecodeError> {
@@ -423,16 +494,17 @@ mod tests {
 
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u32>(), any::<u32>(), prop::collection::vec(bet(), 0..20))
-                .prop_map(|(agency, seq, bets)| Message::BetBatch { agency, seq, bets }),
-            any::<u32>().prop_map(|agency| Message::Finished { agency }),
-            any::<u32>().prop_map(|agency| Message::WinnersQuery { agency }),
+            (any::<u64>(), prop::collection::vec(bet(), 0..20))
+                .prop_map(|(first, bets)| Message::BetBatch { first, bets }),
+            any::<u64>().prop_map(|bets| Message::Finished { bets }),
+            Just(Message::WinnersQuery),
             prop::collection::vec(any::<u8>(), 0..100).prop_map(|b| Message::Echo(b.into())),
-            (any::<u32>(), any::<u16>()).prop_map(|(seq, count)| Message::BatchAck { seq, count }),
-            (1u8..=11, any::<u32>(), prop::option::of(0u16..u16::MAX), ".{0,40}").prop_map(
-                |(code, seq, bet, reason)| Message::Error {
+            any::<u32>().prop_map(|agency| Message::Hello { agency }),
+            (any::<u64>(), any::<u16>()).prop_map(|(first, count)| Message::BatchAck { first, count }),
+            (1u8..=12, any::<u64>(), prop::option::of(0u16..u16::MAX), ".{0,40}").prop_map(
+                |(code, first, bet, reason)| Message::Error {
                     code: ErrorCode::from_u8(code),
-                    seq,
+                    first,
                     bet,
                     reason
                 }
@@ -442,6 +514,8 @@ mod tests {
                 .prop_map(|(last, documents)| Message::Winners { last, documents }),
             (any::<u32>(), any::<u32>())
                 .prop_map(|(finished, expected)| Message::NotReady { finished, expected }),
+            (any::<u64>(), any::<u128>(), any::<bool>())
+                .prop_map(|(stored, digest, finished)| Message::Welcome { stored, digest, finished }),
         ]
     }
 
@@ -465,7 +539,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let mut buf = BytesMut::new();
-            Message::BetBatch { agency: 1, seq: 1, bets }.encode(&mut buf);
+            Message::BetBatch { first: 1, bets }.encode(&mut buf);
             let payload = buf.split_off(HEADER_LEN).freeze();
             let cut = cut.index(payload.len());
             let frame = Frame { version: VERSION, kind: kind::BET_BATCH, payload: payload.slice(..cut) };
@@ -476,18 +550,17 @@ mod tests {
     proptest! {
         #[test]
         fn the_batch_builder_writes_the_same_frame_as_the_message(
-            agency in any::<u32>(),
-            seq in any::<u32>(),
+            first in any::<u64>(),
             bets in prop::collection::vec(bet(), 0..20),
         ) {
-            let mut builder = BetBatchBuilder::new(agency, seq);
+            let mut builder = BetBatchBuilder::new(first);
             for b in &bets {
                 let before = builder.wire_len();
                 builder.push(b.fields());
                 prop_assert_eq!(builder.wire_len() - before, bet_wire_len(b.fields()));
             }
             prop_assert_eq!(builder.count(), bets.len());
-            let message = Message::BetBatch { agency, seq, bets };
+            let message = Message::BetBatch { first, bets };
             let mut expected = BytesMut::new();
             message.encode(&mut expected);
             prop_assert_eq!(builder.finish(), expected.freeze());
@@ -497,8 +570,7 @@ mod tests {
     #[test]
     fn accents_travel_as_utf8() {
         let m = Message::BetBatch {
-            agency: 3,
-            seq: 9,
+            first: 9,
             bets: vec![BetRecord {
                 first_name: "María José".into(),
                 last_name: "Núñez, \"el\" Peña".into(),
@@ -520,7 +592,7 @@ mod tests {
             birthdate: "2000-01-01".into(),
             number: "1".into(),
         };
-        Message::BetBatch { agency: 1, seq: 1, bets: vec![bet] }.encode(&mut buf);
+        Message::BetBatch { first: 1, bets: vec![bet] }.encode(&mut buf);
         let at = BATCH_HEADER_LEN + 2; // first byte of first_name
         buf[at] = 0xff;
         let frame = Frame::parse(&mut buf, MAX_FRAME_LEN).unwrap().unwrap();
@@ -530,13 +602,13 @@ mod tests {
     #[test]
     fn trailing_bytes_are_refused() {
         let frame =
-            Frame { version: VERSION, kind: kind::FINISHED, payload: Bytes::from_static(&[0, 0, 0, 1, 0]) };
+            Frame { version: VERSION, kind: kind::HELLO, payload: Bytes::from_static(&[0, 0, 0, 1, 0]) };
         assert_eq!(Message::from_frame(frame), Err(DecodeError::TrailingBytes(1)));
     }
 
     #[test]
     fn another_version_is_refused() {
-        let frame = Frame { version: 2, kind: kind::FINISHED, payload: Bytes::new() };
+        let frame = Frame { version: 1, kind: kind::FINISHED, payload: Bytes::new() };
         assert_eq!(Message::from_frame(frame).unwrap_err().code(), ErrorCode::UnsupportedVersion);
     }
 

@@ -1,29 +1,34 @@
-//! What the server knows of each agency, and the queue into the writer.
+//! Which connection speaks for each agency, and the queue into the writer.
 //!
-//! One mutex guards both, so that "check the agency's state, then queue
-//! its job" is a single step: a batch can never be queued behind its
-//! agency's "finished", and no two batches of an agency are accepted with
-//! the same sequence number. The lock is held only for those checks and a
-//! non-blocking send; the disk work happens in the writer, outside it.
+//! One mutex guards both, so that "check this connection still speaks for
+//! its agency, then queue its job" is a single step. A connection claims
+//! its agency with `Hello`; a newer claim of the same agency supersedes the
+//! older one (Kafka's producer fencing, with the connection in the role of
+//! the producer epoch): the older connection is told to stop, and nothing
+//! it sends afterwards is queued. The newer claim's `Hello` is queued under
+//! the same lock, behind every job of the older connection, so the writer
+//! answers it only once those are settled: an agency that reconnects learns
+//! exactly what is durable, with nothing of its old connection still in
+//! flight.
+//!
+//! The lock covers no I/O: checks and a non-blocking send.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lottery::Bet;
 use protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::draw::DrawBarrier;
-use crate::writer::{Job, StoreResult};
+use crate::writer::{EncodedBatch, FinishOutcome, Job, StoreOutcome, Welcome};
 
-/// Why a request about an agency is refused.
+/// Why a request about an agency is refused before it reaches the writer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("agency {agency} is not one of 1..={expected}")]
     UnknownAgency { agency: u32, expected: u32 },
-    #[error("agency {0} has already finished")]
-    AlreadyFinished(u32),
-    #[error("batch {seq} of agency {agency} is not above its last batch {last}")]
-    DuplicateBatch { agency: u32, seq: u32, last: u32 },
+    #[error("a newer connection of agency {0} took over")]
+    Superseded(u32),
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -32,40 +37,34 @@ impl Refusal {
     pub fn code(&self) -> ErrorCode {
         match self {
             Refusal::UnknownAgency { .. } => ErrorCode::UnknownAgency,
-            Refusal::AlreadyFinished(_) => ErrorCode::AlreadyFinished,
-            Refusal::DuplicateBatch { .. } => ErrorCode::DuplicateBatch,
+            Refusal::Superseded(_) => ErrorCode::Superseded,
             Refusal::ShuttingDown => ErrorCode::ShuttingDown,
         }
     }
-
-    /// Whether the connection is closed after this refusal. A replayed
-    /// batch is only refused; everything else means the peer is confused.
-    pub fn closes_connection(&self) -> bool {
-        !matches!(self, Refusal::DuplicateBatch { .. })
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct AgencyState {
-    /// Sequence number of the last batch accepted for storage.
-    last_seq: Option<u32>,
-    /// "Finished" was received; no batch is accepted after it.
-    finished: bool,
-}
-
-#[derive(Debug)]
-struct Inner {
-    /// Index `K - 1` is agency K.
-    agencies: Vec<AgencyState>,
-    /// `None` once the server shuts down: the writer then drains and stops.
-    jobs: Option<mpsc::UnboundedSender<Job>>,
 }
 
 /// Bets queued for the writer at most, all connections together: about
 /// 2.5 MiB of bets in memory, however many agencies upload at once.
 pub const QUEUE_BUDGET: usize = 16 * 1024;
 
-/// The agencies' state, shared by every session.
+/// A connection, as the registry knows it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Unique for the server's life.
+    pub id: u64,
+    /// Cancelled when a newer connection claims the same agency.
+    pub superseded: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The connection speaking for agency K, at index K − 1.
+    claims: Vec<Option<Connection>>,
+    /// `None` once the server shuts down: the writer then drains and stops.
+    jobs: Option<mpsc::UnboundedSender<Job>>,
+}
+
+/// The agencies' connections and the writer's queue, shared by every session.
 #[derive(Debug)]
 pub struct Agencies {
     inner: Mutex<Inner>,
@@ -77,9 +76,9 @@ pub struct Agencies {
 
 impl Agencies {
     pub fn new(jobs: mpsc::UnboundedSender<Job>, barrier: Arc<DrawBarrier>) -> Agencies {
-        let agencies = vec![AgencyState::default(); barrier.expected() as usize];
+        let claims = vec![None; barrier.expected() as usize];
         Agencies {
-            inner: Mutex::new(Inner { agencies, jobs: Some(jobs) }),
+            inner: Mutex::new(Inner { claims, jobs: Some(jobs) }),
             barrier,
             budget: Arc::new(Semaphore::new(QUEUE_BUDGET)),
         }
@@ -95,53 +94,76 @@ impl Agencies {
         }
     }
 
+    /// Makes `connection` the one that speaks for `agency`, superseding any
+    /// other; the receiver resolves with what the round holds of it.
+    pub fn hello(&self, agency: u32, connection: &Connection) -> Result<oneshot::Receiver<Welcome>, Refusal> {
+        self.check(agency)?;
+        let mut inner = self.lock();
+        let (done, welcome) = oneshot::channel();
+        inner.send(Job::Hello { agency, done })?;
+        let claim = &mut inner.claims[agency as usize - 1];
+        if let Some(older) = claim.replace(connection.clone()) {
+            assert_ne!(older.id, connection.id, "a connection says Hello once");
+            older.superseded.cancel();
+        }
+        Ok(welcome)
+    }
+
     /// Waits until `bets` more bets fit in the writer's queue.
     pub async fn reserve(&self, bets: usize) -> OwnedSemaphorePermit {
         let bets = bets.clamp(1, QUEUE_BUDGET) as u32;
         self.budget.clone().acquire_many_owned(bets).await.expect("the budget is never closed")
     }
 
-    /// Queues a batch of valid bets for storage. The receiver resolves
-    /// once the batch is on disk (or could not be written).
-    pub fn submit_batch(
+    /// Queues a batch of valid bets, encoded, for storage.
+    pub fn store(
         &self,
         agency: u32,
-        seq: u32,
-        bets: Vec<Bet>,
+        connection: &Connection,
+        batch: EncodedBatch,
         permit: OwnedSemaphorePermit,
-    ) -> Result<oneshot::Receiver<StoreResult>, Refusal> {
-        self.check(agency)?;
-        let mut inner = self.lock();
-        let state = inner.agencies[agency as usize - 1];
-        if state.finished {
-            return Err(Refusal::AlreadyFinished(agency));
-        }
-        if let Some(last) = state.last_seq.filter(|last| seq <= *last) {
-            return Err(Refusal::DuplicateBatch { agency, seq, last });
-        }
-        let (done, receiver) = oneshot::channel();
-        inner.send(Job::Store { bets, done, permit })?;
-        inner.agencies[agency as usize - 1].last_seq = Some(seq);
-        Ok(receiver)
+    ) -> Result<oneshot::Receiver<StoreOutcome>, Refusal> {
+        let inner = self.claimed(agency, connection)?;
+        let (done, outcome) = oneshot::channel();
+        inner.send(Job::Store { agency, batch, done, permit })?;
+        Ok(outcome)
     }
 
-    /// Records that `agency` has finished. The receiver resolves once every
-    /// batch queued before is on disk and the barrier has counted it.
-    pub fn finish(&self, agency: u32) -> Result<oneshot::Receiver<()>, Refusal> {
-        self.check(agency)?;
+    /// Queues the agency's "finished", with the bets it says it has.
+    pub fn finish(
+        &self,
+        agency: u32,
+        connection: &Connection,
+        bets: u64,
+    ) -> Result<oneshot::Receiver<FinishOutcome>, Refusal> {
+        let inner = self.claimed(agency, connection)?;
+        let (done, outcome) = oneshot::channel();
+        inner.send(Job::Finish { agency, bets, done })?;
+        Ok(outcome)
+    }
+
+    /// Forgets `connection`'s claim, if it still holds one.
+    pub fn release(&self, agency: u32, connection: &Connection) {
         let mut inner = self.lock();
-        if inner.agencies[agency as usize - 1].finished {
-            return Err(Refusal::AlreadyFinished(agency));
+        let claim = &mut inner.claims[agency as usize - 1];
+        if claim.as_ref().is_some_and(|c| c.id == connection.id) {
+            *claim = None;
         }
-        let (done, receiver) = oneshot::channel();
-        inner.send(Job::Finish { agency, done })?;
-        inner.agencies[agency as usize - 1].finished = true;
-        Ok(receiver)
     }
 
     /// Stops accepting jobs; the writer finishes the queued ones and stops.
     pub fn close(&self) {
         self.lock().jobs = None;
+    }
+
+    /// The lock, if `connection` still speaks for `agency`.
+    fn claimed(&self, agency: u32, connection: &Connection) -> Result<MutexGuard<'_, Inner>, Refusal> {
+        self.check(agency)?;
+        let inner = self.lock();
+        match &inner.claims[agency as usize - 1] {
+            Some(claim) if claim.id == connection.id => Ok(inner),
+            _ => Err(Refusal::Superseded(agency)),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

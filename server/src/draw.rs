@@ -1,25 +1,25 @@
-//! The draw and the barrier in front of it.
+//! The draw's result and the barrier in front of it.
 //!
-//! [`DrawBarrier`] counts the agencies that have finished. Only the writer
-//! task moves it forward, and only after every bet queued before an
-//! agency's "finished" is on disk, so when the count reaches the number of
-//! expected agencies the bets file is complete. The writer then runs
-//! [`run_draw`] once and publishes the winners; from then on sessions
-//! answer winners queries from that result. Before it, they answer "not
-//! ready": nobody ever sees a partial result.
+//! [`DrawBarrier`] counts the agencies that have finished and holds the
+//! winners once the draw ran. Only the writer moves it forward, and only
+//! with what is durable: an agency counts once its "finished" is in the
+//! journal, and the winners are published only after the draw is recorded.
+//! Sessions read it: before the draw they answer "not ready", so nobody
+//! ever sees a partial result; after it, each agency gets its own winners.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-
-use lottery::storage::{self, StorageError};
 
 /// The winners' DNIs of each agency.
 #[derive(Debug, Default)]
 pub struct Winners(HashMap<u32, Vec<String>>);
 
 impl Winners {
+    pub fn new(by_agency: HashMap<u32, Vec<String>>) -> Winners {
+        Winners(by_agency)
+    }
+
     /// The DNIs of `agency`'s winners, in the order they were stored.
     pub fn of(&self, agency: u32) -> &[String] {
         self.0.get(&agency).map_or(&[], Vec::as_slice)
@@ -59,35 +59,17 @@ impl DrawBarrier {
         }
     }
 
-    /// Records one more finished agency (the caller guarantees each agency
-    /// counts once). Returns whether every expected agency has finished.
-    pub(crate) fn agency_finished(&self) -> bool {
-        self.finished.fetch_add(1, Ordering::AcqRel) + 1 >= self.expected
-    }
-
-    /// Whether every expected agency has finished.
-    pub(crate) fn complete(&self) -> bool {
-        self.finished.load(Ordering::Acquire) >= self.expected
+    /// How many agencies have durably finished.
+    pub(crate) fn set_finished(&self, finished: usize) {
+        let finished = u32::try_from(finished).expect("at most `expected` agencies finish");
+        assert!(finished <= self.expected, "no more agencies finish than are expected");
+        self.finished.store(finished, Ordering::Release);
     }
 
     /// Makes the result visible to every session.
     pub(crate) fn publish(&self, winners: Winners) {
-        // Only the writer publishes, once: a second call would be a bug
-        // that keeps the first result.
-        let _ = self.winners.set(winners);
+        assert!(self.winners.set(winners).is_ok(), "the draw is published once");
     }
-}
-
-/// Reads the bets file back, one bet at a time, and keeps the winners.
-pub fn run_draw(path: &Path) -> Result<Winners, StorageError> {
-    let mut winners: HashMap<u32, Vec<String>> = HashMap::new();
-    for bet in storage::load_bets(path)? {
-        let bet = bet?;
-        if storage::has_won(&bet) {
-            winners.entry(bet.agency).or_default().push(bet.document);
-        }
-    }
-    Ok(Winners(winners))
 }
 
 #[cfg(test)]
@@ -95,28 +77,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_barrier_opens_with_the_last_expected_agency() {
+    fn the_result_shows_only_once_published() {
         let barrier = DrawBarrier::new(2);
-        assert!(!barrier.agency_finished());
+        barrier.set_finished(1);
         assert!(matches!(barrier.status(), DrawStatus::Pending { finished: 1, expected: 2 }));
-        assert!(barrier.agency_finished());
-        assert!(matches!(barrier.status(), DrawStatus::Pending { .. }), "open, not yet drawn");
-        barrier.publish(Winners::default());
-        assert!(matches!(barrier.status(), DrawStatus::Done(_)));
-    }
-
-    #[test]
-    fn the_draw_groups_winners_by_agency() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        std::fs::write(
-            &path,
-            "1,A,B,111,1990-01-01,7574\n2,A,B,222,1990-01-01,7574\n1,A,B,333,1990-01-01,7575\n1,A,B,0444,1990-01-01,7574\n",
-        )
-        .unwrap();
-        let winners = run_draw(&path).unwrap();
-        assert_eq!(winners.of(1), ["111", "0444"]);
-        assert_eq!(winners.of(2), ["222"]);
-        assert!(winners.of(3).is_empty());
+        barrier.set_finished(2);
+        assert!(matches!(barrier.status(), DrawStatus::Pending { .. }), "all finished, not yet drawn");
+        barrier.publish(Winners::new(HashMap::from([(1, vec!["111".to_owned()])])));
+        let DrawStatus::Done(winners) = barrier.status() else { panic!("not done") };
+        assert_eq!((winners.of(1), winners.of(2)), (&["111".to_owned()][..], &[][..]));
     }
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use lottery::log::Action;
 use lottery::settings::process_env;
+use server::server::StartError;
 use server::{Config, Server};
 use tracing::{error, info};
 
@@ -56,13 +57,20 @@ fn main() -> ExitCode {
         };
         let server = match Server::bind(config).await {
             Ok(server) => server,
+            Err(e @ StartError::Round(_)) => {
+                error!("{}", Action::fail("open_round").field("error", e));
+                return ExitCode::FAILURE;
+            }
             Err(e) => {
                 error!("{}", Action::fail("accept_connections").field("error", e));
                 return ExitCode::FAILURE;
             }
         };
         info!("{}", Action::in_progress("accept_connections"));
-        server.run(shutdown).await;
-        ExitCode::SUCCESS
+        server.log_round();
+        match server.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        }
     })
 }

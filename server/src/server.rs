@@ -1,10 +1,16 @@
 //! The listener and the life of the server: accept, serve, shut down.
 //!
+//! [`Server::bind`] opens the round first (see `lottery::round`): it takes
+//! the storage's lock, then starts a new round or resumes the one it finds,
+//! before it listens; a second server on the same storage stops there.
+//!
 //! Shutdown reaches every task through one [`CancellationToken`]: the
 //! accept loop stops and closes the listener; each session stops reading,
 //! sends the replies it owes and closes its socket; once every session has
 //! ended (or after [`SESSION_GRACE`], when the rest are aborted) the job
-//! queue closes and the writer drains it, syncs and closes the file.
+//! queue closes and the writer drains it, syncs and closes the file. If the
+//! writer stops on its own (storage it cannot bring back to a known
+//! state), the server shuts down the same way and reports the failure.
 
 use std::future::Future;
 use std::io;
@@ -13,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lottery::log::Action;
-use lottery::storage::{BetFile, StorageError};
+use lottery::round::{self, Opened, RoundError, RoundFiles, RoundState};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -23,6 +29,7 @@ use tracing::{error, info};
 use crate::agencies::Agencies;
 use crate::config::Config;
 use crate::draw::DrawBarrier;
+use crate::writer::WriterFailed;
 use crate::{session, writer};
 
 /// How long sessions get to finish their replies at shutdown.
@@ -34,24 +41,50 @@ pub enum StartError {
     #[error("cannot listen on port {port}: {source}")]
     Listen { port: u16, source: io::Error },
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Round(#[from] RoundError),
 }
 
-/// A server that listens and has its bets file, ready to run.
+/// A server that listens and owns its round, ready to run.
 pub struct Server {
     listener: TcpListener,
     config: Config,
-    file: BetFile,
+    files: RoundFiles,
+    state: RoundState,
+    opened: Opened,
 }
 
 impl Server {
-    /// Opens the bets file and listens on `0.0.0.0:port` with the
-    /// configured backlog.
+    /// Opens the round at the configured storage path, then listens on
+    /// `0.0.0.0:port` with the configured backlog.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        let file = BetFile::create(&config.storage_path)?;
+        let (files, state, opened) = round::open(&config.storage_path, config.agencies)?;
         let listener = listen(config.port, config.listen_backlog)
             .map_err(|source| StartError::Listen { port: config.port, source })?;
-        Ok(Server { listener, config, file })
+        Ok(Server { listener, config, files, state, opened })
+    }
+
+    /// Logs what [`Server::bind`] found in the storage: one line.
+    pub fn log_round(&self) {
+        let state = &self.state;
+        match &self.opened {
+            Opened::New => info!(
+                "{}",
+                Action::success("new_round").field("round", state.id).field("agencies", state.agencies.len())
+            ),
+            Opened::Resumed { cut_bets, cut_journal, why } => {
+                let mut line = Action::success("recover")
+                    .field("round", state.id)
+                    .field("bets", state.bets())
+                    .field("finished", state.finished())
+                    .field("agencies", state.agencies.len())
+                    .field("drawn", if state.drawn { "yes" } else { "no" })
+                    .field("cut_bytes", cut_bets + cut_journal);
+                if !why.is_empty() {
+                    line = line.field("cut_because", why.join("; "));
+                }
+                info!("{line}");
+            }
+        }
     }
 
     /// Where the server listens (tests bind port 0 and ask).
@@ -59,29 +92,38 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then closes everything.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, config, file } = self;
+    /// Serves until `shutdown` completes, then closes everything. Fails if
+    /// the writer stopped on a storage failure.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WriterFailed> {
+        let Server { listener, config, files, state, opened: _ } = self;
         let barrier = Arc::new(DrawBarrier::new(config.agencies));
         let (jobs, queue) = mpsc::unbounded_channel();
         let agencies = Arc::new(Agencies::new(jobs, barrier.clone()));
-        let writer = writer::spawn(file, queue, barrier);
+        let mut writer = writer::spawn(files, state, queue, barrier);
         let stop = CancellationToken::new();
         let limit = Arc::new(Semaphore::new(config.max_connections));
         let mut sessions = JoinSet::new();
+        let mut connections: u64 = 0;
+        let mut writer_result = None;
 
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                result = &mut writer => {
+                    writer_result = Some(result);
+                    break;
+                }
                 Some(_) = sessions.join_next() => {}
                 accepted = accept(&listener, &limit) => match accepted {
                     Ok((stream, peer, permit)) => {
                         let agencies = agencies.clone();
                         let stop = stop.clone();
                         let idle = config.idle_timeout;
+                        connections += 1;
+                        let id = connections;
                         sessions.spawn(async move {
-                            session::serve(stream, peer, agencies, idle, stop).await;
+                            session::serve(stream, peer, id, agencies, idle, stop).await;
                             drop(permit);
                         });
                     }
@@ -112,11 +154,23 @@ impl Server {
                 .field("aborted", if drained.is_err() { "yes" } else { "no" })
         );
         agencies.close();
-        match writer.await {
-            Ok(()) => info!("{}", Action::success("join_writer")),
-            Err(e) => error!("{}", Action::fail("join_writer").field("error", e)),
+        let result = match writer_result {
+            Some(result) => result,
+            None => writer.await,
+        };
+        let result = match result {
+            Ok(result) => {
+                info!("{}", Action::success("join_writer"));
+                result
+            }
+            // The writer panics only on a broken invariant: pass it on.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        match &result {
+            Ok(()) => info!("{}", Action::success("shutdown")),
+            Err(e) => error!("{}", Action::fail("shutdown").field("error", e)),
         }
-        info!("{}", Action::success("shutdown"));
+        result
     }
 }
 

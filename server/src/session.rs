@@ -7,10 +7,15 @@
 //! them together. Requests that can be answered at once join the same
 //! queue, which keeps the order.
 //!
-//! A session speaks for at most one agency. It ends when the peer closes,
-//! after a protocol error (answered first, where the protocol allows), when
-//! the peer stays silent for the idle timeout, or at shutdown; in every
-//! case it first sends the replies it owes.
+//! A session speaks for at most one agency, the one its `Hello` names; a
+//! newer connection of that agency supersedes it (see [`crate::agencies`]).
+//! It validates and encodes each batch it receives (in parallel with every
+//! other session), so that the writer only writes.
+//!
+//! A session ends when the peer closes, after a protocol error (answered
+//! first, where the protocol allows), when the peer stays silent for the
+//! idle timeout, when it is superseded, or at shutdown; in every case it
+//! first sends the replies it owes.
 
 use std::future::{ready, Future};
 use std::net::SocketAddr;
@@ -21,17 +26,19 @@ use std::time::Duration;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use lottery::log::Action;
-use lottery::Bet;
+use lottery::storage::write_row;
+use lottery::{BetRef, InvalidBet, Share};
 use protocol::message::WINNERS_HEADER_LEN;
 use protocol::{BetRecord, ErrorCode, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, enabled, error, info, warn, Level};
 
-use crate::agencies::{Agencies, Refusal};
+use crate::agencies::{Agencies, Connection, Refusal};
 use crate::draw::DrawStatus;
+use crate::writer::{EncodedBatch, FinishOutcome, StoreOutcome};
 
 /// Requests of one connection awaiting their reply at most.
 pub const WINDOW: usize = 64;
@@ -47,7 +54,15 @@ type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
 
 impl Reply {
     fn now(message: Message) -> PendingReply {
-        Box::pin(ready(Reply { messages: vec![message], close: false }))
+        Box::pin(ready(Reply::open(message)))
+    }
+
+    fn open(message: Message) -> Reply {
+        Reply { messages: vec![message], close: false }
+    }
+
+    fn last(message: Message) -> Reply {
+        Reply { messages: vec![message], close: true }
     }
 
     /// Use [`Handler::close_with`] inside the handler, so reading stops.
@@ -60,7 +75,7 @@ impl Reply {
 /// and a reply must stay far inside a frame.
 const MAX_REASON_LEN: usize = 512;
 
-fn error_message(code: ErrorCode, seq: u32, bet: Option<u16>, reason: impl ToString) -> Message {
+fn error_message(code: ErrorCode, first: u64, bet: Option<u16>, reason: impl ToString) -> Message {
     let mut reason = reason.to_string();
     if reason.len() > MAX_REASON_LEN {
         let mut end = MAX_REASON_LEN;
@@ -70,13 +85,14 @@ fn error_message(code: ErrorCode, seq: u32, bet: Option<u16>, reason: impl ToStr
         reason.truncate(end);
         reason.push('…');
     }
-    Message::Error { code, seq, bet, reason }
+    Message::Error { code, first, bet, reason }
 }
 
 /// Serves `stream` until it ends; see the module documentation.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    id: u64,
     agencies: Arc<Agencies>,
     idle_timeout: Duration,
     shutdown: CancellationToken,
@@ -84,7 +100,9 @@ pub async fn serve(
     let (read_half, write_half) = stream.into_split();
     let mut reader = MessageReader::new(read_half, MAX_FRAME_LEN);
     let mut writer = MessageWriter::new(write_half);
-    let mut handler = Handler { peer, agencies, agency: None, closing: false };
+    let connection = Connection { id, superseded: CancellationToken::new() };
+    let superseded = connection.superseded.clone();
+    let mut handler = Handler { peer, agencies, connection, agency: None, closing: false };
     let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
     let mut reading = true;
     let mut why = "peer closed the connection";
@@ -118,6 +136,12 @@ pub async fn serve(
                 reading = false;
                 why = "server shutting down";
             }
+            () = superseded.cancelled(), if reading => {
+                let refusal = Refusal::Superseded(handler.agency.unwrap_or_default());
+                pending.push_back(Reply::closing(error_message(refusal.code(), 0, None, &refusal)));
+                reading = false;
+                why = "superseded by a newer connection of its agency";
+            }
             read = reader.read(), if reading && pending.len() < WINDOW => {
                 deadline = Instant::now() + idle_timeout;
                 match read {
@@ -149,6 +173,7 @@ pub async fn serve(
     let _ = writer.shutdown().await;
     let mut line = Action::success("close_connection").field("ip", peer.ip());
     if let Some(agency) = handler.agency {
+        handler.agencies.release(agency, &handler.connection);
         line = line.field("agency", agency);
     }
     info!("{}", line.field("reason", why));
@@ -158,7 +183,8 @@ pub async fn serve(
 struct Handler {
     peer: SocketAddr,
     agencies: Arc<Agencies>,
-    /// The agency this connection speaks for, from its first request on.
+    connection: Connection,
+    /// The agency this connection speaks for, from its `Hello` on.
     agency: Option<u32>,
     /// A reply that closes the connection was given: read nothing more.
     closing: bool,
@@ -168,58 +194,70 @@ impl Handler {
     /// Only a batch makes this wait: for room in the writer's queue (see
     /// [`Agencies::reserve`]); this session alone waits.
     async fn handle(&mut self, message: Message) -> PendingReply {
+        if message.is_reply() {
+            let reason = format!("{} is a reply, not a request", message.name());
+            return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
+        }
+        if let Message::Echo(payload) = message {
+            let text = String::from_utf8_lossy(&payload);
+            info!(
+                "{}",
+                Action::success("receive_message").field("ip", self.peer.ip()).field("msg", text.trim_end())
+            );
+            return Reply::now(Message::Echo(payload));
+        }
+        if let Message::Hello { agency } = message {
+            return self.hello(agency);
+        }
+        let Some(agency) = self.agency else {
+            let reason = format!(
+                "{} before Hello: a connection first says which agency it speaks for",
+                message.name()
+            );
+            return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
+        };
         match message {
-            Message::Echo(payload) => {
-                let text = String::from_utf8_lossy(&payload);
-                info!(
-                    "{}",
-                    Action::success("receive_message")
-                        .field("ip", self.peer.ip())
-                        .field("msg", text.trim_end())
-                );
-                Reply::now(Message::Echo(payload))
+            Message::BetBatch { first, bets } => {
+                let batch = match encode(agency, first, &bets) {
+                    Ok(batch) => batch,
+                    Err(reply) => return reply,
+                };
+                let permit = self.agencies.reserve(bets.len()).await;
+                self.store(agency, batch, bets, permit)
             }
-            Message::BetBatch { agency, seq, bets } => match self.claim(agency, seq) {
-                Ok(()) => {
-                    let permit = self.agencies.reserve(bets.len()).await;
-                    self.batch(agency, seq, bets, permit)
-                }
-                Err(reply) => reply,
-            },
-            Message::Finished { agency } => match self.claim(agency, 0) {
-                Ok(()) => self.finish(agency),
-                Err(reply) => reply,
-            },
-            Message::WinnersQuery { agency } => match self.claim(agency, 0) {
-                Ok(()) => self.winners(agency),
-                Err(reply) => reply,
-            },
-            other => self.close_with(error_message(
-                ErrorCode::UnexpectedMessage,
-                0,
-                None,
-                format!("{} is a reply, not a request", kind_name(&other)),
-            )),
+            Message::Finished { bets } => self.finish(agency, bets),
+            Message::WinnersQuery => self.winners(agency),
+            _ => unreachable!("replies, Echo and Hello are handled above"),
         }
     }
 
-    /// Binds the connection to `agency`, or says why it cannot speak for it.
-    fn claim(&mut self, agency: u32, seq: u32) -> Result<(), PendingReply> {
-        if let Err(refusal) = self.agencies.check(agency) {
-            return Err(self.refuse(refusal, seq));
+    fn hello(&mut self, agency: u32) -> PendingReply {
+        if let Some(bound) = self.agency {
+            let reason = format!("this connection already speaks for agency {bound}");
+            return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
         }
-        match self.agency {
-            Some(bound) if bound != agency => Err(self.close_with(error_message(
-                ErrorCode::UnexpectedMessage,
-                seq,
-                None,
-                format!("this connection speaks for agency {bound}, not {agency}"),
-            ))),
-            _ => {
-                self.agency = Some(agency);
-                Ok(())
+        let welcome = match self.agencies.hello(agency, &self.connection) {
+            Ok(welcome) => welcome,
+            Err(refusal) => return self.refuse(refusal),
+        };
+        self.agency = Some(agency);
+        Box::pin(async move {
+            let Ok(welcome) = welcome.await else { return shutting_down() };
+            let line = Action::success("agency_connected")
+                .field("agency", agency)
+                .field("stored", welcome.progress.bets())
+                .field("finished", if welcome.finished { "yes" } else { "no" });
+            if welcome.progress.bets() > 0 || welcome.finished {
+                info!("{line}");
+            } else {
+                debug!("{line}");
             }
-        }
+            Reply::open(Message::Welcome {
+                stored: welcome.progress.bets(),
+                digest: welcome.progress.digest(),
+                finished: welcome.finished,
+            })
+        })
     }
 
     /// A reply after which the connection closes.
@@ -228,94 +266,85 @@ impl Handler {
         Reply::closing(message)
     }
 
-    fn refuse(&mut self, refusal: Refusal, seq: u32) -> PendingReply {
+    fn refuse(&mut self, refusal: Refusal) -> PendingReply {
         warn!("{}", Action::fail("request").field("ip", self.peer.ip()).field("error", &refusal));
-        let message = error_message(refusal.code(), seq, None, &refusal);
-        if refusal.closes_connection() {
-            self.close_with(message)
-        } else {
-            Reply::now(message)
-        }
+        self.close_with(error_message(refusal.code(), 0, None, &refusal))
     }
 
-    fn batch(
+    fn store(
         &mut self,
         agency: u32,
-        seq: u32,
+        batch: EncodedBatch,
         records: Vec<BetRecord>,
         permit: OwnedSemaphorePermit,
     ) -> PendingReply {
-        let count = records.len();
-        let rejected = |index: Option<u16>, code: ErrorCode, reason: String| {
-            error!(
-                "{}",
-                Action::fail("apuesta_recibida")
-                    .field("cantidad", count)
-                    .field("agency", agency)
-                    .field("error", &reason)
-            );
-            Reply::now(error_message(code, seq, index, reason))
-        };
-        if count == 0 {
-            return rejected(None, ErrorCode::InvalidBet, "a batch holds at least one bet".into());
-        }
-        let mut bets = Vec::with_capacity(count);
-        for (index, r) in records.into_iter().enumerate() {
-            match Bet::from_fields(agency, r.first_name, r.last_name, r.document, &r.birthdate, &r.number) {
-                Ok(bet) => bets.push(bet),
-                Err(e) => {
-                    // `count` fits in u16: a frame of 8 KiB holds far fewer bets.
-                    let index = index as u16;
-                    return rejected(Some(index), ErrorCode::InvalidBet, format!("bet {index}: {e}"));
-                }
-            }
-        }
-        let stored = match self.agencies.submit_batch(agency, seq, bets, permit) {
+        let first = batch.share.first();
+        let stored = match self.agencies.store(agency, &self.connection, batch, permit) {
             Ok(stored) => stored,
-            Err(refusal) => return self.refuse(refusal, seq),
+            Err(refusal) => return self.refuse(refusal),
         };
+        let count = records.len();
         Box::pin(async move {
-            match stored.await {
-                Ok(Ok(())) => {
+            let Ok(outcome) = stored.await else { return shutting_down() };
+            let refused = |code: ErrorCode, reason: String, close: bool| {
+                warn!("{}", Action::fail("request").field("agency", agency).field("error", &reason));
+                Reply { messages: vec![error_message(code, first, None, reason)], close }
+            };
+            match outcome {
+                StoreOutcome::Stored => {
                     info!("{}", Action::success("apuesta_recibida").field("cantidad", count));
-                    Reply { messages: vec![Message::BatchAck { seq, count: count as u16 }], close: false }
+                    log_stored(&records);
+                    Reply::open(Message::BatchAck { first, count: count as u16 })
                 }
-                Ok(Err(e)) => {
+                StoreOutcome::AlreadyStored => {
+                    debug!("agency {agency}: bets {first}.. of a batch of {count} were stored before");
+                    Reply::open(Message::BatchAck { first, count: count as u16 })
+                }
+                StoreOutcome::OutOfSequence { stored } => refused(
+                    ErrorCode::OutOfSequence,
+                    format!("agency {agency} has {stored} bets stored; this batch starts at bet {first}"),
+                    false,
+                ),
+                StoreOutcome::AlreadyFinished => {
+                    refused(ErrorCode::AlreadyFinished, format!("agency {agency} has already finished"), true)
+                }
+                StoreOutcome::Failed(e) => {
                     error!(
                         "{}",
                         Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e)
                     );
-                    Reply {
-                        messages: vec![error_message(ErrorCode::StorageFailure, seq, None, e)],
-                        close: false,
-                    }
+                    Reply::open(error_message(ErrorCode::StorageFailure, first, None, e))
                 }
-                Err(_) => Reply {
-                    messages: vec![error_message(ErrorCode::ShuttingDown, seq, None, Refusal::ShuttingDown)],
-                    close: true,
-                },
             }
         })
     }
 
-    fn finish(&mut self, agency: u32) -> PendingReply {
-        match self.agencies.finish(agency) {
-            Ok(counted) => Box::pin(async move {
-                match counted.await {
-                    Ok(()) => Reply { messages: vec![Message::FinishedAck], close: false },
-                    Err(_) => Reply {
-                        messages: vec![error_message(
-                            ErrorCode::ShuttingDown,
-                            0,
-                            None,
-                            Refusal::ShuttingDown,
-                        )],
-                        close: true,
-                    },
+    fn finish(&mut self, agency: u32, bets: u64) -> PendingReply {
+        let counted = match self.agencies.finish(agency, &self.connection, bets) {
+            Ok(counted) => counted,
+            Err(refusal) => return self.refuse(refusal),
+        };
+        Box::pin(async move {
+            let Ok(outcome) = counted.await else { return shutting_down() };
+            match outcome {
+                FinishOutcome::Counted => Reply::open(Message::FinishedAck),
+                FinishOutcome::OutOfSequence { claimed, stored } => {
+                    let reason =
+                        format!("agency {agency} says it has {claimed} bets; the server holds {stored}");
+                    warn!("{}", Action::fail("request").field("agency", agency).field("error", &reason));
+                    Reply::open(error_message(ErrorCode::OutOfSequence, 0, None, reason))
                 }
-            }),
-            Err(refusal) => self.refuse(refusal, 0),
-        }
+                FinishOutcome::AlreadyFinished => {
+                    let reason = format!("agency {agency} has already finished");
+                    warn!("{}", Action::fail("request").field("agency", agency).field("error", &reason));
+                    Reply::last(error_message(ErrorCode::AlreadyFinished, 0, None, reason))
+                }
+                FinishOutcome::Failed(e) => {
+                    error!("{}", Action::fail("finish").field("agency", agency).field("error", &e));
+                    Reply::open(error_message(ErrorCode::StorageFailure, 0, None, e))
+                }
+            }
+        })
     }
 
     fn winners(&self, agency: u32) -> PendingReply {
@@ -327,6 +356,66 @@ impl Handler {
             DrawStatus::Done(winners) => winners_frames(winners.of(agency)),
         };
         Box::pin(ready(Reply { messages, close: false }))
+    }
+}
+
+fn shutting_down() -> Reply {
+    Reply::last(error_message(ErrorCode::ShuttingDown, 0, None, Refusal::ShuttingDown))
+}
+
+/// Validates every bet of a batch and writes their rows: the batch the
+/// writer stores, or the reply that refuses it (nothing of it is stored).
+fn encode(agency: u32, first: u64, records: &[BetRecord]) -> Result<EncodedBatch, PendingReply> {
+    let invalid = |index: Option<u16>, reason: String| {
+        error!(
+            "{}",
+            Action::fail("apuesta_recibida")
+                .field("cantidad", records.len())
+                .field("agency", agency)
+                .field("error", &reason)
+        );
+        Reply::now(error_message(ErrorCode::InvalidBet, first, index, reason))
+    };
+    if records.is_empty() {
+        return Err(invalid(None, "a batch holds at least one bet".into()));
+    }
+    if first.checked_add(records.len() as u64).is_none() {
+        let reason = format!("a batch starting at bet {first} would end past the last ordinal");
+        return Err(Reply::now(error_message(ErrorCode::OutOfSequence, first, None, reason)));
+    }
+    let mut batch = EncodedBatch {
+        share: Share::starting_at(first),
+        rows: Vec::with_capacity(records.len() * 64),
+        winners: Vec::new(),
+    };
+    for (index, record) in records.iter().enumerate() {
+        let bet = BetRef::parse(record.fields()).map_err(|e: InvalidBet| {
+            // `index` fits in u16: a frame of 8 KiB holds far fewer bets.
+            let index = index as u16;
+            invalid(Some(index), format!("bet {index}: {e}"))
+        })?;
+        let start = batch.rows.len();
+        write_row(&mut batch.rows, agency, &bet);
+        batch.share.push(&batch.rows[start..]);
+        if bet.has_won() {
+            batch.winners.push(bet.document.to_owned());
+        }
+    }
+    assert_eq!(batch.share.bets(), records.len() as u64, "every bet of the batch is in its share");
+    Ok(batch)
+}
+
+/// Logs `apuesta_almacenada` per bet: at INFO for a batch of one bet (the
+/// single bet an agency sends from its environment), at DEBUG for the bets
+/// of a file, which get one INFO `apuesta_recibida` per batch instead.
+fn log_stored(records: &[BetRecord]) {
+    let line = |bet: &BetRecord| {
+        Action::success("apuesta_almacenada").field("dni", &bet.document).field("numero", &bet.number)
+    };
+    match records {
+        [bet] => info!("{}", line(bet)),
+        _ if enabled!(Level::DEBUG) => records.iter().for_each(|bet| debug!("{}", line(bet))),
+        _ => {}
     }
 }
 
@@ -347,17 +436,6 @@ fn winners_frames(documents: &[String]) -> Vec<Message> {
     }
     frames.push(Message::Winners { last: true, documents: current });
     frames
-}
-
-fn kind_name(message: &Message) -> &'static str {
-    match message {
-        Message::BatchAck { .. } => "BatchAck",
-        Message::Error { .. } => "Error",
-        Message::FinishedAck => "FinishedAck",
-        Message::Winners { .. } => "Winners",
-        Message::NotReady { .. } => "NotReady",
-        _ => "request",
-    }
 }
 
 #[cfg(test)]

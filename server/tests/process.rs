@@ -1,12 +1,13 @@
 //! The real `server` binary: its log lines, its configuration errors, its
-//! listen backlog and its shutdown on SIGTERM / SIGINT in every state.
+//! listen backlog, its shutdown on SIGTERM / SIGINT in every state, and
+//! its round across a `kill -9` and a second server on the same storage.
 
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::{batch, bet, Raw};
+use common::{ack, batch, bet, Raw};
 use protocol::Message;
 use testkit::{free_port, Process, Signal};
 
@@ -48,12 +49,13 @@ fn addr(port: u16) -> std::net::SocketAddr {
 #[test]
 fn the_first_lines_are_config_and_accept_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), free_port(), &[]);
-    assert_eq!(server.seen.len(), 2);
+    let mut server = start(dir.path(), free_port(), &[]);
     let config = &server.actions()[0];
     assert_eq!(config.get("listen_backlog"), Some("7"));
     assert_eq!(config.get("logging_level"), Some("INFO"));
     assert!(server.seen[1].ends_with("INFO     action: accept_connections | result: in_progress"));
+    let round = server.wait_for("action: new_round", Duration::from_secs(5));
+    assert!(round.contains("| agencies: 2"), "{round}");
 }
 
 #[test]
@@ -73,14 +75,14 @@ async fn sigterm_mid_upload_exits_zero_and_keeps_every_acked_batch() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start(dir.path(), port, &[]);
-    let mut agency = Raw::connect(addr(port)).await;
-    for seq in 1..=3 {
-        let reply = agency.ask(&batch(1, seq, vec![bet(&seq.to_string(), 1)])).await;
-        assert_eq!(reply, Message::BatchAck { seq, count: 1 });
+    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    for first in 0..3 {
+        let reply = agency.ask(&batch(first, vec![bet(&(first + 1).to_string(), 1)])).await;
+        assert_eq!(reply, ack(first, 1));
     }
     // Half of the next frame, then silence.
     let mut frame = bytes::BytesMut::new();
-    batch(1, 4, vec![bet("4", 1)]).encode(&mut frame);
+    batch(3, vec![bet("4", 1)]).encode(&mut frame);
     agency.send_bytes(&frame[..12]).await;
     let mut stalled = Raw::connect(addr(port)).await;
     stalled.send_bytes(&frame[..3]).await;
@@ -97,10 +99,10 @@ async fn sigterm_while_agencies_wait_for_the_draw_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = start(dir.path(), port, &[]);
-    let mut waiting = Raw::connect(addr(port)).await;
-    assert_eq!(waiting.ask(&batch(1, 1, vec![bet("1", 7574)])).await, Message::BatchAck { seq: 1, count: 1 });
-    assert_eq!(waiting.ask(&Message::Finished { agency: 1 }).await, Message::FinishedAck);
-    assert!(matches!(waiting.ask(&Message::WinnersQuery { agency: 1 }).await, Message::NotReady { .. }));
+    let (mut waiting, _) = Raw::agency(addr(port), 1).await;
+    assert_eq!(waiting.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
+    assert_eq!(waiting.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
+    assert!(matches!(waiting.ask(&Message::WinnersQuery).await, Message::NotReady { .. }));
 
     tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
     waiting.expect_closed().await;
@@ -159,4 +161,72 @@ fn the_config_file_is_read_from_the_working_directory() {
     assert!(line.ends_with(&format!("port: {port} | listen_backlog: 3 | logging_level: debug")), "{line}");
     server.wait_for("accept_connections", Duration::from_secs(5));
     assert_clean_stop(server, Signal::SIGTERM);
+}
+
+#[tokio::test]
+async fn after_a_kill_9_the_server_resumes_its_round_and_says_what_it_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port, &[]);
+    let (mut one, _) = Raw::agency(addr(port), 1).await;
+    assert_eq!(one.ask(&batch(0, vec![bet("1", 7574), bet("2", 2)])).await, ack(0, 2));
+    assert_eq!(one.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
+    let (mut two, _) = Raw::agency(addr(port), 2).await;
+    assert_eq!(two.ask(&batch(0, vec![bet("3", 3)])).await, ack(0, 1));
+    server.signal(Signal::SIGKILL);
+    server.wait_exit(Duration::from_secs(3));
+    // A torn row, as a crash in the middle of a write leaves it.
+    let bets = dir.path().join("bets.csv");
+    let mut text = std::fs::read(&bets).unwrap();
+    text.extend_from_slice("2,Noelia,Ál".as_bytes());
+    std::fs::write(&bets, &text).unwrap();
+
+    let port = free_port();
+    let mut server = start(dir.path(), port, &[]);
+    let line = server.wait_for("action: recover", Duration::from_secs(5));
+    for field in ["| bets: 3 |", "| finished: 1 |", "| drawn: no |", "| cut_bytes: 12 |"] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    let (mut two, welcome) = Raw::agency(addr(port), 2).await;
+    assert!(matches!(welcome, Message::Welcome { stored: 1, finished: false, .. }), "{welcome:?}");
+    assert_eq!(two.ask(&batch(1, vec![bet("4", 7574)])).await, ack(1, 1));
+    assert_eq!(two.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
+    let winners = two.ask(&Message::WinnersQuery).await;
+    assert_eq!(winners, Message::Winners { last: true, documents: vec!["4".into()] });
+    server.wait_for("action: sorteo", Duration::from_secs(5));
+    let stored: Vec<String> = common::stored(&bets).into_iter().map(|b| b.document).collect();
+    assert_eq!(stored, ["1", "2", "3", "4"]);
+    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+}
+
+#[test]
+fn a_second_server_on_the_same_storage_refuses_with_one_line_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), free_port(), &[]);
+    let files = || -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let before = files();
+    let env = [
+        ("SERVER_PORT", free_port().to_string()),
+        ("SERVER_LISTEN_BACKLOG", "7".into()),
+        ("LOGGING_LEVEL", "INFO".into()),
+        ("SERVER_AGENCIES", "3".into()),
+    ];
+    let mut second = Process::start(Path::new(SERVER), dir.path(), &env);
+    let (status, _) = second.wait_exit(Duration::from_secs(5));
+    assert!(!status.success());
+    let refusals: Vec<_> = second.actions().into_iter().filter(|a| a.result == "fail").collect();
+    assert_eq!(refusals.len(), 1, "{:?}", second.seen);
+    assert_eq!(refusals[0].name, "open_round");
+    assert!(refusals[0].get("error").unwrap().contains("another server is using this storage"));
+    assert!(!second.has_action("accept_connections", "in_progress"), "it never listens");
+    assert_eq!(files(), before);
+    assert_clean_stop(first, Signal::SIGTERM);
 }

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lottery::Bet;
@@ -16,13 +17,14 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A server on `127.0.0.1:<free port>` with its bets file in a temp dir.
+/// A server on `127.0.0.1:<free port>` with its round in a temp dir.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub storage: PathBuf,
+    agencies: u32,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    task: JoinHandle<Result<(), server::writer::WriterFailed>>,
+    dir: Arc<tempfile::TempDir>,
 }
 
 pub fn config(agencies: u32, storage: &Path) -> Config {
@@ -44,7 +46,14 @@ impl TestServer {
     }
 
     pub async fn start_with(agencies: u32, tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_in(Arc::new(tempfile::tempdir().unwrap()), agencies, tweak).await
+    }
+
+    async fn start_in(
+        dir: Arc<tempfile::TempDir>,
+        agencies: u32,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let storage = dir.path().join("bets.csv");
         let mut config = config(agencies, &storage);
         tweak(&mut config);
@@ -57,17 +66,31 @@ impl TestServer {
         TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             storage,
+            agencies,
             stop: Some(stop),
             task,
-            _dir: dir,
+            dir,
         }
     }
 
     /// Stops the server and waits for it; returns the bets it stored.
-    pub async fn stop(mut self) -> Vec<Bet> {
+    pub async fn stop(self) -> Vec<Bet> {
+        let (storage, _keep) = (self.storage.clone(), self.dir.clone());
+        self.shut_down().await;
+        stored(&storage)
+    }
+
+    /// Stops the server and starts another on the same storage.
+    pub async fn restart(self) -> TestServer {
+        let (dir, agencies) = (self.dir.clone(), self.agencies);
+        self.shut_down().await;
+        TestServer::start_in(dir, agencies, |_| {}).await
+    }
+
+    async fn shut_down(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(3), &mut self.task).await.unwrap().unwrap();
-        stored(&self.storage)
+        let result = tokio::time::timeout(Duration::from_secs(3), &mut self.task).await.unwrap().unwrap();
+        result.unwrap();
     }
 
     pub fn stored(&self) -> Vec<Bet> {
@@ -89,6 +112,14 @@ impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
         let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
         Raw { reader: MessageReader::new(r, MAX_FRAME_LEN), writer: MessageWriter::new(w) }
+    }
+
+    /// A connection that has said Hello for `agency`; returns it and the Welcome.
+    pub async fn agency(addr: SocketAddr, agency: u32) -> (Raw, Message) {
+        let mut raw = Raw::connect(addr).await;
+        let welcome = raw.ask(&Message::Hello { agency }).await;
+        assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+        (raw, welcome)
     }
 
     pub async fn send(&mut self, message: &Message) {
@@ -142,8 +173,14 @@ pub fn bet(document: &str, number: u32) -> BetRecord {
     }
 }
 
-pub fn batch(agency: u32, seq: u32, bets: Vec<BetRecord>) -> Message {
-    Message::BetBatch { agency, seq, bets }
+/// A batch whose first bet has ordinal `first`.
+pub fn batch(first: u64, bets: Vec<BetRecord>) -> Message {
+    Message::BetBatch { first, bets }
+}
+
+/// The ack of a batch of `count` bets from ordinal `first`.
+pub fn ack(first: u64, count: u16) -> Message {
+    Message::BatchAck { first, count }
 }
 
 /// A client configuration for agency `id` against `addr`.
@@ -157,5 +194,7 @@ pub fn client_config(id: u32, addr: SocketAddr, data_file: &Path) -> client::Con
         log_level_name: "INFO".into(),
         batch_max_amount: 80,
         data_file: data_file.to_path_buf(),
+        reply_timeout: Duration::from_secs(5),
+        retry_timeout: Duration::from_secs(20),
     }
 }

@@ -1,0 +1,159 @@
+//! A file that only grows, by whole groups, each durable before it counts.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::StorageError;
+
+/// Why a group could not be appended.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Nothing of the group is in the file, which is as it was before: the
+    /// same group may be tried again later (a full disk, say).
+    #[error("{0} (nothing of it was kept; it may be tried again)")]
+    Transient(StorageError),
+    /// The group failed and the file could not be cut back to where it
+    /// was: what the file holds is unknown, and nobody may write to it
+    /// again before a recovery has read it.
+    #[error("{0} (the file could not be brought back to its last durable state)")]
+    Fatal(StorageError),
+}
+
+/// An append-only file with a single owner: each [`AppendFile::append`]
+/// writes a group of byte slices and makes it durable, or leaves the file
+/// exactly as it was.
+#[derive(Debug)]
+pub struct AppendFile {
+    file: File,
+    path: PathBuf,
+    /// Bytes up to the end of the last durable group: the file's length.
+    len: u64,
+}
+
+impl AppendFile {
+    /// Opens an existing file whose `len` bytes are all durable and wanted
+    /// (a caller that found more cut them beforehand).
+    pub fn open(path: &Path, len: u64) -> Result<AppendFile, StorageError> {
+        let io_err = |source| StorageError::io(path, source);
+        let mut file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
+        let actual = file.metadata().map_err(io_err)?.len();
+        if actual != len {
+            let reason = format!("holds {actual} bytes where {len} were expected");
+            return Err(StorageError::Corrupt { path: path.into(), reason });
+        }
+        file.seek(SeekFrom::Start(len)).map_err(io_err)?;
+        Ok(AppendFile { file, path: path.into(), len })
+    }
+
+    /// Appends `parts` as one group: written, then synced to disk. On
+    /// failure the file is cut back to its previous length.
+    pub fn append(&mut self, parts: &[&[u8]]) -> Result<(), AppendError> {
+        let group: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if group == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.write_durably(parts) {
+            return match self.cut_back() {
+                Ok(()) => Err(AppendError::Transient(StorageError::io(&self.path, e))),
+                Err(cut) => Err(AppendError::Fatal(StorageError::io(
+                    &self.path,
+                    io::Error::new(cut.kind(), format!("{e}; then cutting back failed: {cut}")),
+                ))),
+            };
+        }
+        self.len += group;
+        Ok(())
+    }
+
+    fn write_durably(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.file.write_vectored(slices) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the file took no bytes")),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.sync_data()
+    }
+
+    /// Brings the file back to its last durable length, durably.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.seek(SeekFrom::Start(self.len))?;
+        self.file.sync_data()
+    }
+
+    /// Bytes in the file, all durable.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Makes the entries of `dir` durable (a file just created or renamed).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()
+}
+
+/// Cuts `path` to its first `len` bytes, durably.
+pub fn cut(path: &Path, len: u64) -> Result<(), StorageError> {
+    let io_err = |source| StorageError::io(path, source);
+    let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
+    file.set_len(len).map_err(io_err)?;
+    file.sync_all().map_err(io_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_append_in_order_and_count_only_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        let mut file = AppendFile::open(&path, 0).unwrap();
+        file.append(&[b"ab", b"", b"c"]).unwrap();
+        file.append(&[b"de"]).unwrap();
+        assert_eq!(file.len(), 5);
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcde");
+    }
+
+    #[test]
+    fn opening_a_file_of_another_length_than_expected_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        assert!(matches!(AppendFile::open(&path, 2), Err(StorageError::Corrupt { .. })));
+        assert!(AppendFile::open(&path, 3).is_ok());
+    }
+
+    /// /dev/full takes no byte (every write fails with "no space left") and
+    /// cannot be cut: a failure whose clean-up fails too is fatal.
+    #[test]
+    fn a_failed_group_that_cannot_be_cut_back_is_fatal() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            eprintln!("skipped: no /dev/full here");
+            return;
+        }
+        let file = OpenOptions::new().write(true).open(full).unwrap();
+        let mut file = AppendFile { file, path: full.into(), len: 0 };
+        match file.append(&[b"abc"]) {
+            Err(AppendError::Fatal(e)) => assert!(e.to_string().contains("cutting back failed"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(file.len(), 0);
+    }
+}

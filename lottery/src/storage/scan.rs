@@ -1,0 +1,262 @@
+//! Reading `bets.csv` back when a server starts on a round in progress.
+//!
+//! The server appends whole groups and acknowledges a group only after
+//! `fdatasync`. After a crash the file is therefore its acknowledged rows,
+//! possibly followed by rows (or part of a row) that were written but
+//! never acknowledged. And since a sync makes every earlier byte of the
+//! file durable too, anything unreadable means that nothing after it was
+//! ever synced. [`scan`] reads the longest run of whole, valid rows from
+//! the start, rebuilds each agency's [`Progress`] and winners from it, and
+//! says where that run ends: the caller cuts the rest.
+//!
+//! A row counts only if it is exactly what the server would write for the
+//! bet it holds (checked by writing it again), so a row cut short that
+//! still parses, `…,1999-03-17,75` for `…,7574`, cannot pass.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use super::row::{read_row, write_row, ReadRow, FIELDS};
+use super::StorageError;
+use crate::bet::BetRef;
+use crate::progress::Progress;
+
+/// Longest row the scan waits for; rows the server writes are far shorter
+/// (a bet fits in an 8 KiB frame, and quoting at most doubles it).
+const MAX_ROW_LEN: usize = 64 * 1024;
+
+/// Bytes read from the file at a time.
+const CHUNK: usize = 1024 * 1024;
+
+const _: () = assert!(MAX_ROW_LEN < CHUNK, "a whole row always fits in the buffer");
+
+/// What the bets file holds.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Bytes of whole, valid rows from the start of the file.
+    pub valid_len: u64,
+    /// Bytes in the file.
+    pub file_len: u64,
+    /// Why the valid rows end before the file does, when they do.
+    pub stopped: Option<String>,
+    /// The stored bets of agency K at index K − 1.
+    pub agencies: Vec<AgencyBets>,
+}
+
+impl Scan {
+    /// Every bet counted, all agencies together.
+    pub fn bets(&self) -> u64 {
+        self.agencies.iter().map(|a| a.progress.bets()).sum()
+    }
+}
+
+/// What one agency has in the file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AgencyBets {
+    pub progress: Progress,
+    /// Documents of its winning bets, in file order.
+    pub winners: Vec<String>,
+}
+
+/// Reads the bets file of a round of `agencies` agencies; a missing file
+/// holds nothing.
+pub fn scan(path: &Path, agencies: u32) -> Result<Scan, StorageError> {
+    let io_err = |source| StorageError::io(path, source);
+    let mut scan = Scan { agencies: vec![AgencyBets::default(); agencies as usize], ..Scan::default() };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
+        Err(e) => return Err(io_err(e)),
+    };
+    scan.file_len = file.metadata().map_err(io_err)?.len();
+
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+    let mut start = 0; // of the unread part of `buf`
+    let mut eof = false;
+    let mut again = Vec::with_capacity(512);
+    loop {
+        match read_row(&buf[start..]) {
+            ReadRow::Row { fields, len } => {
+                let raw = &buf[start..start + len];
+                match check_row(&fields, raw, agencies, &mut again) {
+                    Ok((agency, winner)) => {
+                        let bets = &mut scan.agencies[agency as usize - 1];
+                        bets.progress.push(raw);
+                        if let Some(document) = winner {
+                            bets.winners.push(document);
+                        }
+                        scan.valid_len += len as u64;
+                        start += len;
+                    }
+                    Err(reason) => {
+                        scan.stopped = Some(format!("byte {}: {reason}", scan.valid_len));
+                        break;
+                    }
+                }
+            }
+            ReadRow::Incomplete if eof => {
+                if start < buf.len() {
+                    let torn = buf.len() - start;
+                    scan.stopped =
+                        Some(format!("byte {}: the last {torn} bytes are not a whole row", scan.valid_len));
+                }
+                break;
+            }
+            ReadRow::Incomplete if buf.len() - start > MAX_ROW_LEN => {
+                scan.stopped =
+                    Some(format!("byte {}: no line end within {MAX_ROW_LEN} bytes", scan.valid_len));
+                break;
+            }
+            ReadRow::Incomplete => {
+                buf.drain(..start);
+                start = 0;
+                let before = buf.len();
+                buf.resize(CHUNK, 0);
+                let n = read_some(&mut file, &mut buf[before..]).map_err(io_err)?;
+                buf.truncate(before + n);
+                eof = n == 0;
+            }
+            ReadRow::Malformed(reason) => {
+                scan.stopped = Some(format!("byte {}: {reason}", scan.valid_len));
+                break;
+            }
+        }
+    }
+    assert!(scan.valid_len <= scan.file_len, "the rows read lie inside the file");
+    assert_eq!(scan.stopped.is_none(), scan.valid_len == scan.file_len, "rows stop early only with a reason");
+    Ok(scan)
+}
+
+fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Checks that `raw` is the row the server writes for the bet it holds;
+/// returns its agency and, for a winning bet, its document.
+fn check_row(
+    fields: &[Cow<'_, [u8]>],
+    raw: &[u8],
+    agencies: u32,
+    again: &mut Vec<u8>,
+) -> Result<(u32, Option<String>), String> {
+    let fields: Vec<&str> = fields
+        .iter()
+        .map(|f| std::str::from_utf8(f))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "a field is not valid UTF-8".to_owned())?;
+    let &[agency, first, last, document, birthdate, number] = fields.as_slice() else {
+        return Err(format!("{} fields where a row has {FIELDS}", fields.len()));
+    };
+    let agency = agency
+        .parse::<u32>()
+        .ok()
+        .filter(|a| (1..=agencies).contains(a))
+        .ok_or_else(|| format!("agency {agency:?} is not one of 1..={agencies}"))?;
+    let bet = BetRef::parse([first, last, document, birthdate, number]).map_err(|e| e.to_string())?;
+    again.clear();
+    write_row(again, agency, &bet);
+    if again.as_slice() != raw {
+        return Err("the row is not written the way the server writes it".into());
+    }
+    Ok((agency, bet.has_won().then(|| bet.document.to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(agency: u32, document: &str, number: u32) -> Vec<u8> {
+        let number = number.to_string();
+        let bet = BetRef::parse(["Zoë \"la\"", "Pérez, Jr.\nII", document, "1999-03-17", &number]).unwrap();
+        let mut out = Vec::new();
+        write_row(&mut out, agency, &bet);
+        out
+    }
+
+    fn file_of(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn whole_rows_rebuild_each_agencys_progress_and_winners() {
+        let rows = [row(1, "111", 7574), row(2, "222", 1), row(1, "0333", 7574)];
+        let (_dir, path) = file_of(&rows.concat());
+        let scan = scan(&path, 3).unwrap();
+        assert_eq!((scan.valid_len, scan.stopped.as_deref()), (scan.file_len, None));
+        let mut one = Progress::default();
+        one.push(&rows[0]);
+        one.push(&rows[2]);
+        assert_eq!(
+            scan.agencies[0],
+            AgencyBets { progress: one, winners: vec!["111".into(), "0333".into()] }
+        );
+        assert_eq!(scan.agencies[1].progress.bets(), 1);
+        assert_eq!(scan.agencies[2], AgencyBets::default());
+        assert_eq!(scan.bets(), 3);
+    }
+
+    /// A crash can cut the last group at any byte: the scan keeps exactly
+    /// the rows that are whole and stops at the first byte of the rest.
+    #[test]
+    fn a_file_cut_at_any_byte_keeps_exactly_its_whole_rows() {
+        let rows = [row(1, "1", 7574), row(2, "22", 3), row(3, "333", 7574)];
+        let all = rows.concat();
+        let ends: Vec<usize> =
+            rows.iter().scan(0, |end, r| Some(*end + r.len()).inspect(|e| *end = *e)).collect();
+        for cut in 0..=all.len() {
+            let (_dir, path) = file_of(&all[..cut]);
+            let scan = scan(&path, 3).unwrap();
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            let expected_len = if whole == 0 { 0 } else { ends[whole - 1] };
+            assert_eq!(scan.valid_len as usize, expected_len, "cut at {cut}");
+            assert_eq!(scan.bets() as usize, whole, "cut at {cut}");
+            assert_eq!(scan.stopped.is_some(), cut != expected_len, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_rows_stop_at_the_first_that_is_not_the_servers_own() {
+        for bad in [
+            &b"1,A,B,1,1999-03-17,75"[..],  // torn: no line end
+            b"\0\0\0\0\0\0\0\0\n",          // zeros of a block never written
+            b"4,A,B,1,1999-03-17,1\n",      // no agency 4
+            b"1,A,B,1,1999-02-30,1\n",      // no such date
+            b"1,A,B,1,1999-03-17,007574\n", // not how the server writes numbers
+            b"1,\"A\",B,1,1999-03-17,1\n",  // needless quotes
+            b"1,A,B,1,1999-03-17\n",        // five fields
+        ] {
+            let good = row(1, "1", 1);
+            let (_dir, path) = file_of(&[good.as_slice(), bad, &row(2, "2", 2)].concat());
+            let scan = scan(&path, 3).unwrap();
+            assert_eq!(scan.valid_len as usize, good.len(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(scan.stopped.is_some());
+            assert_eq!(scan.bets(), 1, "nothing after a bad row counts");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let scan = scan(&dir.path().join("none.csv"), 2).unwrap();
+        assert_eq!((scan.file_len, scan.bets(), scan.agencies.len()), (0, 0, 2));
+    }
+
+    #[test]
+    fn rows_across_read_chunks_are_read_whole() {
+        let one = row(1, "123", 5);
+        let count = CHUNK / one.len() * 3 + 7;
+        let (_dir, path) = file_of(&one.repeat(count));
+        let scan = scan(&path, 1).unwrap();
+        assert_eq!((scan.bets() as usize, scan.stopped.as_deref()), (count, None));
+    }
+}
