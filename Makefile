@@ -2,6 +2,7 @@
 #
 #   make demo                the main job: five agencies on sample data, end to end
 #   make test                unit, integration and end-to-end tests
+#   make chaos               a long fault campaign (natively)
 #   make bench               the benchmark (natively, over loopback)
 
 SHELL := /bin/bash
@@ -16,7 +17,7 @@ BIN := target/$(TARGET)/release
 SAMPLE_ROWS := 26936,25518,16014,9238,991
 
 .PHONY: build docker-image busybox-image host-deps sample-data docker-compose-up \
-        docker-compose-down docker-compose-logs demo test lint e2e bench
+        docker-compose-down docker-compose-logs demo test lint e2e chaos bench
 
 # Static binaries, so that the images need no base at all.
 build:
@@ -83,6 +84,12 @@ lint:
 # The end-to-end suite: the real images through Compose.
 e2e: docker-image busybox-image
 	cargo test --locked -p e2e --tests -- --test-threads=1
+
+# A long fault campaign, natively: rounds of the real binaries under random
+# kills, cuts and half-open connections, each checked byte for byte.
+# CHAOS_ARGS="--rounds 3" for a shorter one (see --help).
+chaos:
+	cargo run --release --locked -p testkit --bin chaos -- $(CHAOS_ARGS)
 
 # BENCH_ARGS="--agencies 50 --rows 200000 --runs 1" for the scale run.
 bench:

@@ -36,7 +36,7 @@ use lottery::storage::{AppendError, StorageError};
 use lottery::{Progress, Share};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
 use crate::draw::{DrawBarrier, Winners};
 
@@ -244,8 +244,13 @@ impl Writer {
         };
         if recorded.is_ok() {
             for entry in &finishing {
-                if let Entry::Finished { agency, .. } = entry {
-                    debug!("agency {agency} finished");
+                if let Entry::Finished { agency, progress } = entry {
+                    info!(
+                        "{}",
+                        Action::success("agency_finished")
+                            .field("agency", agency)
+                            .field("bets", progress.bets())
+                    );
                     self.state.agencies[*agency as usize - 1].finished = true;
                 }
             }

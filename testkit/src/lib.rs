@@ -1,5 +1,16 @@
-//! Running a real binary of the project the way Docker would, and reading
-//! its log as the course's suite does.
+//! Running the project's real binaries the way Docker would, reading their
+//! logs as the course's suite does, and breaking things on purpose:
+//!
+//! - [`Process`]: a binary in its own process, its stdout line by line.
+//! - [`binaries`]: where the real `server` and `client` are (built if needed).
+//! - [`check`]: a round's bets file against the agencies' files.
+//! - [`proxy`]: a TCP proxy that cuts or freezes connections.
+//! - [`chaos`]: whole rounds with faults injected at random moments.
+
+pub mod binaries;
+pub mod chaos;
+pub mod check;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -72,16 +83,47 @@ impl Process {
         }
     }
 
+    /// Like [`Process::wait_for`], but says `false` instead of panicking.
+    pub fn wait_for_line(&mut self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Takes every line written so far into `seen`.
+    pub fn drain(&mut self) {
+        self.seen.extend(self.lines.try_iter());
+    }
+
     pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        // The process may have exited already: nothing to signal then.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    /// The exit status, if the process has exited; then its whole stdout
+    /// is in `seen`.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        let status = self.child.try_wait().unwrap()?;
+        self.seen.extend(self.lines.iter());
+        Some(status)
     }
 
     /// Waits for the exit, at most `within`; then reads the rest of stdout.
     pub fn wait_exit(&mut self, within: Duration) -> (ExitStatus, Duration) {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.seen.extend(self.lines.iter());
+            if let Some(status) = self.try_exit() {
                 return (status, started.elapsed());
             }
             if started.elapsed() > within {
