@@ -79,7 +79,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut results = Vec::new();
     for run in 0..args.runs {
-        let result = runtime.block_on(one_run(&args, &dir, &agencies, total))?;
+        let last = run + 1 == args.runs;
+        let result = runtime.block_on(one_run(&args, &dir, &agencies, total, last))?;
         eprintln!(
             "run {:>2}: {:>8.1} ms  {:>10.0} bets/s  server peak RSS {:.1} MiB, CPU {:.0} ms",
             run + 1,
@@ -90,11 +91,13 @@ fn main() -> anyhow::Result<()> {
         );
         results.push(result);
     }
+    // Recovery: a server started on the last run's round reads it all back.
+    let recovery = measure_recovery(&args, &dir, agencies.len())?;
     results.sort_by_key(|r| r.elapsed);
     let median = results[results.len() / 2].elapsed;
     let peak = results.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
     println!(
-        "{} agencies, {total} bets, batches of {}, {} runs: median {:.1} ms (min {:.1}, max {:.1}), {:.0} bets/s at the median, server peak RSS {:.1} MiB",
+        "{} agencies, {total} bets, batches of {}, {} runs: median {:.1} ms (min {:.1}, max {:.1}), {:.0} bets/s at the median, server peak RSS {:.1} MiB; recovering the round: {:.1} ms",
         args.agencies,
         args.max_amount,
         results.len(),
@@ -102,7 +105,8 @@ fn main() -> anyhow::Result<()> {
         ms(results[0].elapsed),
         ms(results[results.len() - 1].elapsed),
         total as f64 / median.as_secs_f64(),
-        peak as f64 / 1024.0
+        peak as f64 / 1024.0,
+        ms(recovery)
     );
     Ok(())
 }
@@ -111,15 +115,24 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Where a run keeps its round; the last one is kept for [`measure_recovery`].
+fn round_dir(dir: &Path) -> PathBuf {
+    dir.join("round")
+}
+
 async fn one_run(
     args: &Args,
     dir: &Path,
     agencies: &[GeneratedAgency],
     total: usize,
+    keep: bool,
 ) -> anyhow::Result<RunResult> {
     let port = free_port()?;
     // Every run is a new round: a fresh storage folder, nothing carried over.
-    let round = dir.join(format!("round-{port}"));
+    let round = round_dir(dir);
+    if round.exists() {
+        std::fs::remove_dir_all(&round)?;
+    }
     std::fs::create_dir(&round)?;
     let storage = round.join("bets.csv");
     let mut server = Server::start(args, port, agencies.len(), &storage)?;
@@ -156,7 +169,9 @@ async fn one_run(
     server.stop()?;
     let stored = lottery::storage::load_bets(&storage)?.count();
     ensure!(stored == total, "{stored} bets stored of {total}");
-    std::fs::remove_dir_all(&round)?;
+    if !keep {
+        std::fs::remove_dir_all(&round)?;
+    }
     Ok(RunResult { elapsed, peak_rss_kib, server_cpu })
 }
 
@@ -171,6 +186,19 @@ async fn futures_join(
         });
     }
     out
+}
+
+/// Time from starting a server on the kept round to its listening: the
+/// recovery of the whole round (the lock, the journal, every row read back
+/// and checked).
+fn measure_recovery(args: &Args, dir: &Path, agencies: usize) -> anyhow::Result<Duration> {
+    let port = free_port()?;
+    let started = Instant::now();
+    let mut server = Server::start(args, port, agencies, &round_dir(dir).join("bets.csv"))?;
+    let took = started.elapsed();
+    server.stop()?;
+    std::fs::remove_dir_all(round_dir(dir))?;
+    Ok(took)
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -197,7 +225,7 @@ impl Server {
             .spawn()
             .with_context(|| format!("cannot start {}", args.server.display()))?;
         let server = Server { child };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(300);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             ensure!(Instant::now() < deadline, "the server did not listen on port {port}");
             std::thread::sleep(Duration::from_millis(2));

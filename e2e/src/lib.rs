@@ -164,6 +164,27 @@ impl Project {
         std::fs::write(self.path().join(format!(".data/agency-{agency}.csv")), rows).unwrap();
     }
 
+    /// Writes sample agency files with `rows` bets each and 3 winners;
+    /// returns what the round must end with.
+    pub fn sample_files(&self, rows: &[usize], seed: u64) -> testkit::check::Expected {
+        let data = self.path().join(".data");
+        let agencies = lottery::sample::generate(&data, rows, &vec![3; rows.len()], seed).unwrap();
+        let files: Vec<(u32, &Path)> = agencies.iter().map(|a| (a.agency, a.path.as_path())).collect();
+        testkit::check::expected(&files)
+    }
+
+    /// The bets file as it is in the server's storage now.
+    pub fn bets_file(&self) -> Vec<u8> {
+        let to = self.path().join("bets.csv.copy");
+        run_ok("docker", &["cp", "server:/data/bets.csv", to.to_str().unwrap()], self.path());
+        std::fs::read(&to).unwrap()
+    }
+
+    /// `docker inspect -f FORMAT container`, trimmed.
+    pub fn inspect(&self, container: &str, format: &str) -> String {
+        run_ok("docker", &["inspect", "-f", format, container], self.path()).trim().to_owned()
+    }
+
     /// `compose up -d`, for every service or only those named.
     pub fn up(&self, services: &[&str]) {
         let mut args = vec!["up", "-d"];
@@ -191,6 +212,12 @@ impl Project {
         self.poll(container, within, &format!("a line with {needle:?}"), || {
             self.logs(container).into_iter().find(|l| l.text.contains(needle))
         })
+    }
+
+    /// Waits until `check` says yes; panics with `container`'s log after
+    /// `within`.
+    pub fn wait_until(&self, container: &str, within: Duration, what: &str, check: impl Fn() -> bool) {
+        self.poll(container, within, what, || check().then_some(()))
     }
 
     /// Waits until `container` has exited; returns its exit code.

@@ -67,17 +67,19 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// `(server kill -9: …, agency kill -9: …, connections cut: …, frozen: …)`
+    pub fn breakdown(&self) -> String {
+        format!(
+            "(server kill -9: {}, agency kill -9: {}, connections cut: {}, frozen: {})",
+            self.server_kills, self.client_kills, self.cuts, self.freezes
+        )
+    }
+}
+
 impl fmt::Display for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} faults (server kill -9: {}, agency kill -9: {}, connections cut: {}, frozen: {})",
-            self.total(),
-            self.server_kills,
-            self.client_kills,
-            self.cuts,
-            self.freezes
-        )
+        write!(f, "{} faults {}", self.total(), self.breakdown())
     }
 }
 
@@ -257,9 +259,9 @@ impl fmt::Display for Totals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "faults injected: {} ({}), rounds completed: {}/{}, bets lost: {}, bets duplicated: {}",
+            "faults injected: {} {}, rounds completed: {}/{}, bets lost: {}, bets duplicated: {}",
             self.faults.total(),
-            self.faults,
+            self.faults.breakdown(),
             self.completed,
             self.rounds,
             self.lost,
