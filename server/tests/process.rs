@@ -230,3 +230,66 @@ fn a_second_server_on_the_same_storage_refuses_with_one_line_and_touches_nothing
     assert_eq!(files(), before);
     assert_clean_stop(first, Signal::SIGTERM);
 }
+
+/// `chattr` on `path`; false where the filesystem or the user cannot.
+fn chattr(flag: &str, path: &Path) -> bool {
+    let out = std::process::Command::new("chattr").arg(flag).arg(path).output();
+    out.is_ok_and(|o| o.status.success())
+}
+
+/// Storage that fails and cannot be cut back to its last durable state
+/// (an immutable file: writes and truncation both refused) stops the
+/// server with a non-zero exit; a restart recovers what was acknowledged.
+/// Both files: the bets file mid-upload, the journal at the draw.
+#[tokio::test]
+async fn storage_that_cannot_be_brought_back_stops_the_server_and_a_restart_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bets = dir.path().join("bets.csv");
+    let journal = dir.path().join("bets.csv.journal");
+    let port = free_port();
+    let server = start(dir.path(), port, &[("SERVER_AGENCIES", "1".into())]);
+    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
+    if !chattr("+i", &bets) {
+        eprintln!("skipped: chattr +i needs root and a filesystem with the immutable flag (ext4, say)");
+        return;
+    }
+    let reply = agency.ask(&batch(1, vec![bet("2", 2)])).await;
+    chattr("-i", &bets);
+    assert!(matches!(reply, Message::Error { code: protocol::ErrorCode::ShuttingDown, .. }), "{reply:?}");
+    let server = stops_with_failure(server).await;
+    assert!(server.seen.iter().any(|l| l.contains("action: store_bets | result: fail")), "{:?}", server.seen);
+
+    let port = free_port();
+    let server = start(dir.path(), port, &[("SERVER_AGENCIES", "1".into())]);
+    let (mut agency, welcome) = Raw::agency(addr(port), 1).await;
+    assert!(matches!(welcome, Message::Welcome { stored: 1, finished: false, .. }), "{welcome:?}");
+    assert_eq!(agency.ask(&batch(1, vec![bet("2", 2)])).await, ack(1, 1));
+    assert!(chattr("+i", &journal));
+    let reply = agency.ask(&Message::Finished { bets: 2 }).await;
+    chattr("-i", &journal);
+    assert!(matches!(reply, Message::Error { code: protocol::ErrorCode::ShuttingDown, .. }), "{reply:?}");
+    stops_with_failure(server).await;
+
+    let port = free_port();
+    let server = start(dir.path(), port, &[("SERVER_AGENCIES", "1".into())]);
+    let (mut agency, welcome) = Raw::agency(addr(port), 1).await;
+    assert!(matches!(welcome, Message::Welcome { stored: 2, finished: false, .. }), "{welcome:?}");
+    assert_eq!(agency.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
+    let winners = agency.ask(&Message::WinnersQuery).await;
+    assert_eq!(winners, Message::Winners { last: true, documents: vec!["1".into()] });
+    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+}
+
+/// Waits for the server to stop on its own with a failure; returns it.
+async fn stops_with_failure(server: Process) -> Process {
+    tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        let (status, _) = server.wait_exit(Duration::from_secs(5));
+        assert!(!status.success(), "exit status {status}");
+        assert!(server.has_action("shutdown", "fail"), "{:?}", server.seen);
+        server
+    })
+    .await
+    .unwrap()
+}
