@@ -172,4 +172,37 @@ mod tests {
         let err = load(Some("server: [unclosed"), &[("CLI_ID", "1")]).unwrap_err().to_string();
         assert!(err.starts_with("cannot read"), "{err}");
     }
+
+    const KEYS: [&str; 9] = [
+        "CLI_ID",
+        "CLI_SERVER_ADDRESS",
+        "CLI_LOOP_AMOUNT",
+        "CLI_LOOP_PERIOD",
+        "CLI_LOG_LEVEL",
+        "CLI_BATCH_MAXAMOUNT",
+        "CLI_DATA_FILE",
+        "CLI_REPLY_TIMEOUT",
+        "CLI_RETRY_TIMEOUT",
+    ];
+
+    proptest::proptest! {
+        /// Whatever a setting holds, loading never panics, and a refusal
+        /// names the setting.
+        #[test]
+        fn no_value_of_any_setting_panics_or_goes_unnamed(
+            key in proptest::sample::select(KEYS.to_vec()),
+            value in proptest::prop_oneof![
+                "\\PC{0,30}",
+                "[0-9]{1,40}",
+                "-?[0-9]{1,12}(\\.[0-9]{0,40})?(ns|us|µs|ms|s|m|h){0,3}",
+            ],
+        ) {
+            let env = [("CLI_ID", "1"), (key, value.as_str())];
+            let env = if key == "CLI_ID" { &env[1..] } else { &env[..] };
+            match load(Some(COURSE_FILE), env) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(e.to_string().contains(key), "{key}={value:?}: {e}"),
+            }
+        }
+    }
 }

@@ -18,6 +18,9 @@ pub struct GoDuration(pub Duration);
 #[error("{0:?} is not a duration like 50ms, 5s or 1m30s")]
 pub struct ParseDurationError(String);
 
+/// Fraction digits read; the rest are below a nanosecond in every unit.
+const MAX_FRACTION_DIGITS: usize = 20;
+
 const UNITS: &[(&str, u128)] = &[
     ("ns", 1),
     ("us", 1_000),
@@ -57,14 +60,16 @@ impl FromStr for GoDuration {
             let scale = UNITS.iter().find(|(u, _)| *u == unit).ok_or_else(error)?.1;
             let whole: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| error())? };
             let mut part = whole.checked_mul(scale).ok_or_else(error)?;
-            // Fractional digits beyond nanoseconds are dropped, as in Go.
+            // Fractional digits below a nanosecond are dropped, as in Go.
+            // The largest unit is 3.6e12 ns, so 13 digits reach below a
+            // nanosecond; 20 keep the product far inside u128.
             let mut divisor = 1u128;
             let mut fraction = 0u128;
-            for d in frac.bytes().take(30) {
+            for d in frac.bytes().take(MAX_FRACTION_DIGITS) {
                 divisor *= 10;
                 fraction = fraction * 10 + u128::from(d - b'0');
             }
-            part += fraction * scale / divisor;
+            part += fraction.checked_mul(scale).ok_or_else(error)? / divisor;
             total_ns = total_ns.checked_add(part).ok_or_else(error)?;
             rest = after;
         }
@@ -159,11 +164,57 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_fraction_longer_than_nanoseconds_is_cut_not_misread() {
+        assert_eq!(parse("0.999999999999999999999999999999s"), Duration::from_nanos(999_999_999));
+        assert_eq!(parse("1.99999999999999999999h"), Duration::from_nanos(7_199_999_999_999));
+    }
+
+    /// `int.frac` of a unit of `unit_ns` nanoseconds, truncated to whole
+    /// nanoseconds: `int × unit + frac × unit / 10^digits`, exact in u128
+    /// for up to 20 fraction digits.
+    fn reference_ns(int: &str, frac: &str, unit_ns: u128) -> Option<u128> {
+        let whole = if int.is_empty() { 0 } else { int.parse::<u128>().ok()?.checked_mul(unit_ns)? };
+        let part = frac.parse::<u128>().unwrap() * unit_ns / 10u128.pow(frac.len() as u32);
+        whole.checked_add(part)
+    }
+
+    fn unit() -> impl Strategy<Value = (&'static str, u128)> {
+        prop::sample::select(vec![
+            ("ns", 1u128),
+            ("us", 1_000),
+            ("ms", 1_000_000),
+            ("s", 1_000_000_000),
+            ("m", 60_000_000_000),
+            ("h", 3_600_000_000_000),
+        ])
+    }
+
     proptest! {
         #[test]
         fn formatting_then_parsing_gives_the_same_duration(ns in 0u64..10_000_000_000_000) {
             let d = GoDuration(Duration::from_nanos(ns));
             prop_assert_eq!(d.to_string().parse::<GoDuration>().unwrap(), d);
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(text in "\\PC{0,40}") {
+            let _ = text.parse::<GoDuration>();
+        }
+
+        #[test]
+        fn decimal_durations_are_read_exactly(int in "[0-9]{0,12}", frac in "[0-9]{1,20}", unit in unit()) {
+            let text = format!("{int}.{frac}{}", unit.0);
+            let expected = reference_ns(&int, &frac, unit.1).filter(|ns| *ns <= u128::from(u64::MAX) * 1_000_000_000);
+            let parsed = text.parse::<GoDuration>().ok().map(|d| d.0.as_nanos());
+            prop_assert_eq!(parsed, expected, "{}", text);
+        }
+
+        #[test]
+        fn fraction_digits_past_the_twentieth_are_dropped(int in "[0-9]{0,6}", frac in "[0-9]{21,60}", unit in unit()) {
+            let long = format!("{int}.{frac}{}", unit.0);
+            let cut = format!("{int}.{}{}", &frac[..20], unit.0);
+            prop_assert_eq!(long.parse::<GoDuration>(), cut.parse::<GoDuration>());
         }
     }
 }

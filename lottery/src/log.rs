@@ -6,6 +6,13 @@
 //! only thing that writes such a line, so the format lives here alone.
 //!
 //! Lines go to stdout as `2024-08-21 22:11:15 INFO     action: ...`.
+//!
+//! Values often carry what a peer sent (an echo, a reason quoting a bad
+//! field), so every value is made safe before it is written: `|` becomes
+//! `/`, control characters, Unicode line and paragraph separators and
+//! bidirectional overrides are escaped (`\n`, `\u{2028}`), and a value is
+//! cut at [`MAX_VALUE_LEN`] bytes. Whatever a value holds, a line stays one
+//! line with the fields it was given.
 
 use std::fmt::{self, Display};
 use std::str::FromStr;
@@ -65,20 +72,18 @@ impl Action {
         Action::new(name, Outcome::InProgress)
     }
 
-    /// Adds `key: value`. A `|` or line break in the value would split the
-    /// line for its readers, so each becomes a `/` or a space.
+    /// Adds `key: value`, made safe (see the module documentation).
     pub fn field(mut self, key: &'static str, value: impl Display) -> Action {
-        let value = value
-            .to_string()
-            .chars()
-            .map(|c| match c {
-                '|' => '/',
-                '\n' | '\r' => ' ',
-                c => c,
-            })
-            .collect();
-        self.fields.push((key, value));
+        self.fields.push((key, sanitize(&value.to_string(), MAX_VALUE_LEN)));
         self
+    }
+
+    /// Adds what a peer sent: `key: <its first MAX_QUOTE_LEN bytes>` and
+    /// `bytes: <its length>`, so a line shows a prefix, never the whole.
+    pub fn quote(mut self, key: &'static str, sent: &[u8]) -> Action {
+        let text = String::from_utf8_lossy(&sent[..sent.len().min(MAX_QUOTE_LEN)]);
+        self.fields.push((key, sanitize(text.trim_end(), MAX_QUOTE_LEN)));
+        self.field("bytes", sent.len())
     }
 }
 
@@ -90,6 +95,71 @@ impl Display for Action {
         }
         Ok(())
     }
+}
+
+/// Longest value written, in bytes; a longer one is cut and ends in `…`.
+pub const MAX_VALUE_LEN: usize = 512;
+
+/// Longest prefix of what a peer sent that a line quotes, in bytes.
+pub const MAX_QUOTE_LEN: usize = 64;
+
+/// `value` safe for a log line: no `|`, no line break, no control or
+/// bidirectional character (each escaped), at most `max` bytes plus `…`,
+/// never empty (a blank value is written in quotes).
+fn sanitize(value: &str, max: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(value.len().min(max) + 4);
+    for c in value.chars() {
+        let before = out.len();
+        match c {
+            '|' => out.push('/'),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push('…');
+            break;
+        }
+    }
+    // An empty (or blank) value would leave `key:` once a reader trims the
+    // field: no longer `key: value`.
+    if out.trim().is_empty() {
+        out = format!("\"{out}\"");
+    }
+    out
+}
+
+/// `message` with every character that [`needs_escape`] escaped, and
+/// nothing else changed: the last guard of every line, Action or not.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write;
+    if !message.chars().any(needs_escape) {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if needs_escape(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// Characters that could break a line for some reader, or make a line read
+/// differently than it is written: C0 and C1 controls (NEL among them),
+/// Unicode line and paragraph separators, bidirectional overrides and
+/// isolates.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// An action line taken apart the way the course's suite reads it.
@@ -177,13 +247,22 @@ impl Level {
 ///
 /// Stdout is written line by line, unbuffered beyond the line, so lines
 /// show in `docker logs` as they happen and in the order they were made.
+///
+/// A line that cannot be written (stdout on a full disk, a closed pipe) is
+/// lost, never a reason to stop: the program goes on, and no error about
+/// it is printed anywhere (printing to stderr could fail the same way, and
+/// `eprintln!` panics when it does).
 pub fn init(level: Level) {
-    // A second call (tests that start several servers) keeps the first.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level.filter())
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let lines = tracing_subscriber::fmt::layer()
         .event_format(LineFormat)
         .with_writer(std::io::stdout)
-        .try_init();
+        .log_internal_errors(false)
+        .with_filter(level.filter());
+    // A second call (tests that start several servers) keeps the first.
+    let _ = tracing_subscriber::registry().with(lines).try_init();
 }
 
 /// `2024-08-21 22:11:15 INFO     message`
@@ -209,8 +288,11 @@ where
             tracing::Level::TRACE => "TRACE",
         };
         write!(writer, "{} {level:<8} ", now.strftime("%Y-%m-%d %H:%M:%S"))?;
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
+        // Action lines are safe already; any other message is made safe
+        // here too, so that no log call anywhere can break a line.
+        let mut message = String::new();
+        ctx.field_format().format_fields(Writer::new(&mut message), event)?;
+        writeln!(writer, "{}", one_line(&message))
     }
 }
 
@@ -220,9 +302,45 @@ mod tests {
 
     #[test]
     fn values_never_split_the_line() {
-        let line = Action::fail("apuesta_recibida").field("reason", "a|b\nc").to_string();
-        assert_eq!(line, "action: apuesta_recibida | result: fail | reason: a/b c");
+        let line = Action::fail("apuesta_recibida").field("reason", "a|b\nc\u{2028}d\0").to_string();
+        assert_eq!(line, "action: apuesta_recibida | result: fail | reason: a/b\\nc\\u{2028}d\\u{0}");
         assert_eq!(line.split('|').count(), 3);
+    }
+
+    #[test]
+    fn long_values_are_cut_and_quotes_are_a_prefix_and_a_length() {
+        let line = Action::success("x").field("v", "ñ".repeat(1000)).to_string();
+        assert!(line.len() < MAX_VALUE_LEN + 40 && line.ends_with('…'), "{line}");
+        let sent = "validar-echo-server: hola\n".repeat(100);
+        let line = Action::success("receive_message").quote("msg", sent.as_bytes()).to_string();
+        let parsed = parse_action(&line).unwrap();
+        assert!(parsed.get("msg").unwrap().starts_with("validar-echo-server: hola\\nvalidar"));
+        assert_eq!(parsed.get("bytes"), Some("2600"));
+        let short = Action::success("receive_message").quote("msg", b"hola, Loteria\n").to_string();
+        assert!(short.ends_with("| msg: hola, Loteria | bytes: 14"), "{short}");
+    }
+
+    /// Every character a reader might take for a line break.
+    const LINE_BREAKS: [char; 7] = ['\n', '\r', '\u{b}', '\u{c}', '\u{85}', '\u{2028}', '\u{2029}'];
+
+    proptest::proptest! {
+        #[test]
+        fn no_value_makes_a_second_line_or_a_field_of_its_own(
+            values in proptest::collection::vec(proptest::prelude::any::<String>(), 1..4),
+            forged in "(\\|)?( result: success)?(\n)?( action: forged)?",
+        ) {
+            let mut action = Action::fail("apuesta_recibida");
+            for value in &values {
+                action = action.field("value", format!("{value}{forged}"));
+            }
+            let line = format!("2024-08-21 22:11:15 ERROR    {action}");
+            proptest::prop_assert!(!line.contains(&LINE_BREAKS[..]), "{line:?}");
+            proptest::prop_assert!(!line.chars().any(needs_escape), "{line:?}");
+            let parsed = parse_action(&line).unwrap();
+            proptest::prop_assert_eq!(parsed.name, "apuesta_recibida");
+            proptest::prop_assert_eq!(parsed.fields.len(), values.len());
+            proptest::prop_assert!(parsed.fields.iter().all(|(k, v)| k == "value" && v.len() <= MAX_VALUE_LEN + 3));
+        }
     }
 
     #[test]

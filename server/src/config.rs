@@ -132,4 +132,34 @@ mod tests {
         let err = load(Some(COURSE_FILE), &[("SERVER_AGENCIES", "4000000000")]).unwrap_err();
         assert!(err.to_string().contains("SERVER_AGENCIES"), "{err}");
     }
+
+    const KEYS: [&str; 8] = [
+        "SERVER_PORT",
+        "SERVER_LISTEN_BACKLOG",
+        "LOGGING_LEVEL",
+        "SERVER_AGENCIES",
+        "SERVER_STORAGE_PATH",
+        "SERVER_IDLE_TIMEOUT",
+        "SERVER_MAX_CONNECTIONS",
+        "SERVER_IP",
+    ];
+
+    proptest::proptest! {
+        /// Whatever a setting holds, loading never panics, and a refusal
+        /// names the setting.
+        #[test]
+        fn no_value_of_any_setting_panics_or_goes_unnamed(
+            key in proptest::sample::select(KEYS.to_vec()),
+            value in proptest::prop_oneof![
+                "\\PC{0,30}",
+                "[0-9]{1,40}",
+                "-?[0-9]{1,12}(\\.[0-9]{0,40})?(ns|us|µs|ms|s|m|h){0,3}",
+            ],
+        ) {
+            match load(Some(COURSE_FILE), &[(key, &value)]) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(e.to_string().contains(key), "{key}={value:?}: {e}"),
+            }
+        }
+    }
 }

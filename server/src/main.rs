@@ -31,13 +31,6 @@ fn main() -> ExitCode {
         }
     };
     lottery::log::init(config.logging_level);
-    info!(
-        "{}",
-        Action::success("config")
-            .field("port", config.port)
-            .field("listen_backlog", config.listen_backlog)
-            .field("logging_level", &config.logging_level_name)
-    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -46,8 +39,8 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        // Signals are caught from before the server says it accepts
-        // connections: a SIGTERM right after that line must not kill it.
+        // Signals are caught from before the first line: a SIGTERM at any
+        // moment after it ends in a clean exit.
         let shutdown = match lottery::signal::shutdown_signal() {
             Ok(shutdown) => shutdown,
             Err(e) => {
@@ -55,6 +48,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        info!(
+            "{}",
+            Action::success("config")
+                .field("port", config.port)
+                .field("listen_backlog", config.listen_backlog)
+                .field("logging_level", &config.logging_level_name)
+        );
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e @ StartError::Round(_)) => {

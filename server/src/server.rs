@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::agencies::Agencies;
 use crate::config::Config;
@@ -72,17 +72,20 @@ impl Server {
                 Action::success("new_round").field("round", state.id).field("agencies", state.agencies.len())
             ),
             Opened::Resumed { cut_bets, cut_journal, why } => {
-                let mut line = Action::success("recover")
+                let line = Action::success("recover")
                     .field("round", state.id)
                     .field("bets", state.bets())
                     .field("finished", state.finished())
                     .field("agencies", state.agencies.len())
                     .field("drawn", if state.drawn { "yes" } else { "no" })
                     .field("cut_bytes", cut_bets + cut_journal);
-                if !why.is_empty() {
-                    line = line.field("cut_because", why.join("; "));
+                if why.is_empty() {
+                    info!("{line}");
+                } else {
+                    // Bytes a crash left unfinished: nothing acknowledged,
+                    // but worth an operator's eye.
+                    warn!("{}", line.field("cut_because", why.join("; ")));
                 }
-                info!("{line}");
             }
         }
     }

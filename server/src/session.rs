@@ -199,10 +199,9 @@ impl Handler {
             return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
         }
         if let Message::Echo(payload) = message {
-            let text = String::from_utf8_lossy(&payload);
             info!(
                 "{}",
-                Action::success("receive_message").field("ip", self.peer.ip()).field("msg", text.trim_end())
+                Action::success("receive_message").field("ip", self.peer.ip()).quote("msg", &payload)
             );
             return Reply::now(Message::Echo(payload));
         }
@@ -402,6 +401,7 @@ fn encode(agency: u32, first: u64, records: &[BetRecord]) -> Result<EncodedBatch
         }
     }
     assert_eq!(batch.share.bets(), records.len() as u64, "every bet of the batch is in its share");
+    assert!(batch.rows.len() <= crate::writer::MAX_BATCH_ROW_BYTES, "a batch's rows fit the writer's bound");
     Ok(batch)
 }
 

@@ -40,9 +40,18 @@ use tracing::{error, info};
 
 use crate::draw::{DrawBarrier, Winners};
 
-/// Largest number of bets committed with one sync; bounds the group.
-pub const MAX_GROUP_BETS: usize = 8192;
+/// Most bets and bytes committed with one sync; recovery relies on them
+/// (a crash can tear at most one group).
+use lottery::round::{MAX_GROUP_BETS, MAX_GROUP_BYTES};
 
+/// Bytes of rows one batch can make, at most: its frame's text with quotes
+/// doubled, plus each bet's separators, quotes, agency and date (a bet
+/// takes at least 10 bytes of a frame, so there are at most a tenth as
+/// many bets as bytes).
+pub const MAX_BATCH_ROW_BYTES: usize = 2 * protocol::MAX_FRAME_LEN + 64 * (protocol::MAX_FRAME_LEN / 10);
+
+const _: () = assert!(MAX_BATCH_ROW_BYTES <= MAX_GROUP_BYTES, "a group always takes a batch");
+const _: () = assert!(protocol::MAX_FRAME_LEN / 10 <= MAX_GROUP_BETS, "a group always takes a batch");
 const _: () = assert!(
     MAX_GROUP_BETS <= crate::agencies::QUEUE_BUDGET,
     "a full group is possible only if the queue may hold that many bets"
@@ -120,6 +129,13 @@ impl Job {
             Job::Hello { .. } | Job::Finish { .. } => 0,
         }
     }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Store { batch, .. } => batch.rows.len(),
+            Job::Hello { .. } | Job::Finish { .. } => 0,
+        }
+    }
 }
 
 /// Why the writer stopped before its queue closed.
@@ -172,18 +188,26 @@ impl Writer {
             self.draw_if_complete()?;
         }
         let mut group = Vec::new();
-        while let Some(job) = jobs.blocking_recv() {
+        // A job that did not fit in the last group starts the next one.
+        let mut carried: Option<Job> = None;
+        while let Some(job) = carried.take().or_else(|| jobs.blocking_recv()) {
             // A Hello closes its group, so that its answer is the state
             // right after the jobs queued before it.
             let mut open = !matches!(job, Job::Hello { .. });
-            let mut bets = job.bets();
+            let (mut bets, mut bytes) = (job.bets(), job.bytes());
             group.push(job);
-            while open && bets < MAX_GROUP_BETS {
+            while open {
                 let Ok(job) = jobs.try_recv() else { break };
+                if bets + job.bets() > MAX_GROUP_BETS || bytes + job.bytes() > MAX_GROUP_BYTES {
+                    carried = Some(job);
+                    break;
+                }
                 open = !matches!(job, Job::Hello { .. });
                 bets += job.bets();
+                bytes += job.bytes();
                 group.push(job);
             }
+            assert!(bets <= MAX_GROUP_BETS && bytes <= MAX_GROUP_BYTES, "a crash tears at most one group");
             self.commit(&mut group)?;
         }
         Ok(())
@@ -236,6 +260,7 @@ impl Writer {
         }
         let recorded = match &stored {
             Err(e) => Err(e.clone()),
+            Ok(()) if finishing.is_empty() && !self.files.checkpoint_due() => Ok(()),
             Ok(()) => match self.files.record(&finishing) {
                 Ok(()) => Ok(()),
                 Err(AppendError::Transient(e)) => Err(Arc::new(e)),

@@ -293,3 +293,37 @@ async fn stops_with_failure(server: Process) -> Process {
     .await
     .unwrap()
 }
+
+/// A log that cannot be written (stdout on a full disk) loses lines, never
+/// the server: it serves, stores and stops cleanly.
+#[tokio::test]
+async fn a_stdout_that_fails_every_write_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut server = std::process::Command::new(SERVER)
+        .current_dir(dir.path())
+        .env_clear()
+        .envs([
+            ("SERVER_PORT", port.to_string()),
+            ("SERVER_LISTEN_BACKLOG", "7".into()),
+            ("LOGGING_LEVEL", "DEBUG".into()),
+            ("SERVER_AGENCIES", "1".into()),
+        ])
+        .stdout(full.try_clone().unwrap())
+        .stderr(full)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr(port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
+    assert_eq!(agency.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
+    testkit::send_signal(server.id(), Signal::SIGTERM);
+    let status = server.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(common::stored(&dir.path().join("bets.csv")).len(), 1);
+}

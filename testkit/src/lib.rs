@@ -24,6 +24,11 @@ use nix::sys::signal::kill;
 pub use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+/// Sends `signal` to the process `pid` (which may have exited already).
+pub fn send_signal(pid: u32, signal: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), signal);
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -107,8 +112,7 @@ impl Process {
     }
 
     pub fn signal(&self, signal: Signal) {
-        // The process may have exited already: nothing to signal then.
-        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
+        send_signal(self.child.id(), signal);
     }
 
     /// The exit status, if the process has exited; then its whole stdout

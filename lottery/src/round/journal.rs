@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! round format=1 id=5f0c…e1 agencies=5 crc=1a2b3c4d
+//! checkpoint bytes=1048602 crc=76a1b2c3
 //! finished agency=3 bets=16014 digest=9d41…07 crc=0badf00d
 //! drawn winners=15 crc=c0ffee00
 //! ```
@@ -10,8 +11,10 @@
 //! Each line ends with the CRC-32 of what comes before ` crc=`, so a line
 //! torn by a crash, or any other damage, is recognised. Lines are appended
 //! in groups and synced before anyone is told about them; like the bets
-//! file, the journal is its valid lines from the start, and anything after
-//! the first bad one was never synced and is cut.
+//! file, the journal is its valid lines from the start, and a torn last
+//! line was never synced and is cut. A line whose CRC holds but whose
+//! meaning this code does not know, or good lines after a bad one, are not
+//! a torn tail: the caller refuses them.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -32,6 +35,9 @@ pub enum Entry {
     Finished { agency: u32, progress: Progress },
     /// The draw ran (its `sorteo` line was logged) and found `winners`.
     Drawn { winners: u64 },
+    /// The first `bytes` bytes of the bets file were synced: a mark the
+    /// file can never again fall below.
+    Checkpoint { bytes: u64 },
 }
 
 impl Entry {
@@ -45,17 +51,18 @@ impl Entry {
                 format!("finished agency={agency} bets={} digest={:032x}", progress.bets(), progress.digest())
             }
             Entry::Drawn { winners } => format!("drawn winners={winners}"),
+            Entry::Checkpoint { bytes } => format!("checkpoint bytes={bytes}"),
         };
         format!("{text} crc={:08x}\n", crc32fast::hash(text.as_bytes()))
     }
 
     /// Reads a line (without its line end).
     pub fn parse(line: &str) -> Result<Entry, String> {
-        let (text, crc) = line.rsplit_once(" crc=").ok_or("no crc")?;
-        let crc = u32::from_str_radix(crc, 16).map_err(|_| format!("crc {crc:?} is not hexadecimal"))?;
-        if crc32fast::hash(text.as_bytes()) != crc {
-            return Err("the crc does not match".into());
-        }
+        Entry::from_text(checked(line)?)
+    }
+
+    /// Reads the text of a line whose CRC was checked.
+    fn from_text(text: &str) -> Result<Entry, String> {
         let mut words = text.split(' ');
         let kind = words.next().unwrap_or_default();
         let fields: Vec<(&str, &str)> = words
@@ -86,10 +93,21 @@ impl Entry {
                 progress: Progress::new(number("bets")?, hex("digest")?),
             },
             "drawn" => Entry::Drawn { winners: number("winners")? },
+            "checkpoint" => Entry::Checkpoint { bytes: number("bytes")? },
             other => return Err(format!("unknown entry {other:?}")),
         };
         Ok(entry)
     }
+}
+
+/// The text of `line` before its CRC, if the CRC holds.
+fn checked(line: &str) -> Result<&str, String> {
+    let (text, crc) = line.rsplit_once(" crc=").ok_or("no crc")?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| format!("crc {crc:?} is not hexadecimal"))?;
+    if crc32fast::hash(text.as_bytes()) != crc {
+        return Err("the crc does not match".into());
+    }
+    Ok(text)
 }
 
 /// What the journal holds.
@@ -101,6 +119,11 @@ pub struct JournalRead {
     pub file_len: u64,
     /// Why the valid lines end before the file does, when they do.
     pub stopped: Option<String>,
+    /// Lines with a good CRC after that point: not a torn tail.
+    pub lines_after_stop: usize,
+    /// A line whose CRC holds but whose meaning is unknown (a newer
+    /// format?), with where it is: never cut, refused.
+    pub unknown: Option<String>,
 }
 
 /// Reads the journal; a missing one holds nothing.
@@ -112,23 +135,31 @@ pub fn read(path: &Path) -> Result<Option<JournalRead>, StorageError> {
         Err(e) => return Err(StorageError::io(path, e)),
     };
     let mut read = JournalRead { file_len: bytes.len() as u64, ..JournalRead::default() };
-    let mut rest = &bytes[..];
-    while !rest.is_empty() {
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+    let mut lines = bytes.split_inclusive(|&b| b == b'\n');
+    for line in lines.by_ref() {
+        let Some(text) = line.strip_suffix(b"\n") else {
             read.stopped = Some(format!("byte {}: a line without its end", read.valid_len));
             break;
         };
-        let parsed =
-            std::str::from_utf8(&rest[..end]).map_err(|_| "not UTF-8".to_owned()).and_then(Entry::parse);
-        match parsed {
-            Ok(entry) => read.entries.push(entry),
+        let text = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_owned()).and_then(checked);
+        match text.map(|text| (text, Entry::from_text(text))) {
+            Ok((_, Ok(entry))) => read.entries.push(entry),
+            Ok((text, Err(reason))) => {
+                read.unknown = Some(format!("byte {}: {text:?}: {reason}", read.valid_len));
+                break;
+            }
             Err(reason) => {
                 read.stopped = Some(format!("byte {}: {reason}", read.valid_len));
                 break;
             }
         }
-        read.valid_len += end as u64 + 1;
-        rest = &rest[end + 1..];
+        read.valid_len += line.len() as u64;
+    }
+    if read.stopped.is_some() {
+        read.lines_after_stop = lines
+            .filter_map(|l| std::str::from_utf8(l.strip_suffix(b"\n")?).ok())
+            .filter(|l| checked(l).is_ok())
+            .count();
     }
     Ok(Some(read))
 }
@@ -137,9 +168,10 @@ pub fn read(path: &Path) -> Result<Option<JournalRead>, StorageError> {
 mod tests {
     use super::*;
 
-    fn entries() -> [Entry; 3] {
+    fn entries() -> [Entry; 4] {
         [
             Entry::Round { id: 0x5f0c_0000_0000_0000_0000_0000_0000_00e1, agencies: 5 },
+            Entry::Checkpoint { bytes: 1_048_602 },
             Entry::Finished { agency: 3, progress: Progress::new(16014, u128::MAX - 7) },
             Entry::Drawn { winners: 15 },
         ]
@@ -152,12 +184,12 @@ mod tests {
             assert!(line.ends_with('\n') && line.matches('\n').count() == 1, "{line}");
             assert_eq!(Entry::parse(line.trim_end()), Ok(entry));
         }
-        assert!(entries()[1].line().starts_with("finished agency=3 bets=16014 digest="));
+        assert!(entries()[2].line().starts_with("finished agency=3 bets=16014 digest="));
     }
 
     #[test]
     fn a_changed_line_fails_its_crc() {
-        let line = entries()[1].line().replace("bets=16014", "bets=16015");
+        let line = entries()[2].line().replace("bets=16014", "bets=16015");
         assert_eq!(Entry::parse(line.trim_end()), Err("the crc does not match".into()));
     }
 
@@ -177,5 +209,23 @@ mod tests {
             assert_eq!(read.entries, entries()[..whole].to_vec(), "cut at {cut}");
             assert_eq!((read.valid_len as usize, read.stopped.is_some()), (len, cut != len), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn good_lines_after_a_bad_one_and_unknown_lines_are_told_apart_from_a_torn_tail() {
+        let lines: Vec<String> = entries().iter().map(Entry::line).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let flipped = lines[1].replace("bytes=1", "bytes=2");
+        std::fs::write(&path, [lines[0].clone(), flipped, lines[2].clone(), lines[3].clone()].concat())
+            .unwrap();
+        let damaged = read(&path).unwrap().unwrap();
+        assert_eq!((damaged.entries.len(), damaged.lines_after_stop), (1, 2));
+
+        let text = "rollback agency=1";
+        let unknown = format!("{text} crc={:08x}\n", crc32fast::hash(text.as_bytes()));
+        std::fs::write(&path, [lines[0].clone(), unknown].concat()).unwrap();
+        let newer = read(&path).unwrap().unwrap();
+        assert!(newer.unknown.unwrap().contains("unknown entry"));
     }
 }

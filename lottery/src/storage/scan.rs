@@ -32,6 +32,10 @@ const CHUNK: usize = 1024 * 1024;
 
 const _: () = assert!(MAX_ROW_LEN < CHUNK, "a whole row always fits in the buffer");
 
+/// The most bytes after the first bad row that the scan reads to count the
+/// valid rows among them; a longer rest is not a torn tail anyway.
+pub const MAX_TAIL_LOOKED_AT: u64 = 16 * 1024 * 1024;
+
 /// What the bets file holds.
 #[derive(Debug, Default)]
 pub struct Scan {
@@ -41,6 +45,11 @@ pub struct Scan {
     pub file_len: u64,
     /// Why the valid rows end before the file does, when they do.
     pub stopped: Option<String>,
+    /// Whole, valid rows found after that point (looked for only when the
+    /// rest of the file is at most [`MAX_TAIL_LOOKED_AT`] bytes). A torn
+    /// last group may hold a few; many mean the bad bytes sit inside data
+    /// that was synced, not at the end of it.
+    pub rows_after_stop: usize,
     /// The stored bets of agency K at index K − 1.
     pub agencies: Vec<AgencyBets>,
 }
@@ -124,9 +133,30 @@ pub fn scan(path: &Path, agencies: u32) -> Result<Scan, StorageError> {
             }
         }
     }
+    if scan.stopped.is_some() && scan.file_len - scan.valid_len <= MAX_TAIL_LOOKED_AT {
+        let mut rest = buf.split_off(start);
+        file.read_to_end(&mut rest).map_err(io_err)?;
+        scan.rows_after_stop = count_rows(&rest, agencies, &mut again);
+    }
     assert!(scan.valid_len <= scan.file_len, "the rows read lie inside the file");
     assert_eq!(scan.stopped.is_none(), scan.valid_len == scan.file_len, "rows stop early only with a reason");
     Ok(scan)
+}
+
+/// Whole, valid rows in `rest`, looked for at every line start after its
+/// first byte.
+fn count_rows(rest: &[u8], agencies: u32, again: &mut Vec<u8>) -> usize {
+    let mut rows = 0;
+    let mut at = 1;
+    while let Some(newline) = rest.get(at..).and_then(|r| r.iter().position(|&b| b == b'\n')) {
+        at += newline + 1;
+        if let ReadRow::Row { fields, len } = read_row(&rest[at..]) {
+            if check_row(&fields, &rest[at..at + len], agencies, again).is_ok() {
+                rows += 1;
+            }
+        }
+    }
+    rows
 }
 
 fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
@@ -242,6 +272,14 @@ mod tests {
             assert!(scan.stopped.is_some());
             assert_eq!(scan.bets(), 1, "nothing after a bad row counts");
         }
+    }
+
+    #[test]
+    fn valid_rows_after_a_bad_one_are_counted() {
+        let good = row(1, "1", 1);
+        let (_dir, path) = file_of(&[good.as_slice(), b"1,A,\0\n", &good, &good, b"1,torn"].concat());
+        let scan = scan(&path, 1).unwrap();
+        assert_eq!((scan.bets(), scan.rows_after_stop), (1, 2));
     }
 
     #[test]
