@@ -48,17 +48,17 @@ fn the_server_killed_from_the_host_mid_upload_comes_back_by_itself_and_the_round
     let expected = slow_round(&p);
     p.up(&[]);
     wait_uploading(&p);
+    let recovered = || p.actions("server").into_iter().filter(|(_, a)| a.name == "recover").count();
     for kill in 1..=3 {
         std::thread::sleep(Duration::from_millis(400));
         let pid = p.inspect("server", "{{.State.Pid}}");
         run_ok("kill", &["-9", &pid], p.path());
-        p.wait_until("server", LONG, "a restart", || {
-            restarts(&p) == kill && p.inspect("server", "{{.State.Running}}") == "true"
-        });
+        // Back and serving again: Docker says Running while it waits to
+        // restart, so wait for the new server's own line.
+        p.wait_until("server", LONG, "a restart", || restarts(&p) == kill && recovered() == kill as usize);
     }
     assert_round_exact(&p, &expected);
-    let recovered = p.actions("server").into_iter().filter(|(_, a)| a.name == "recover").count();
-    assert_eq!(recovered, 3, "one recover line per restart");
+    assert_eq!(recovered(), 3, "one recover line per restart");
 }
 
 #[test]
