@@ -16,11 +16,13 @@ BIN := target/$(TARGET)/release
 # Rows of the five sample agencies: the sizes of the course's dataset.
 SAMPLE_ROWS := 26936,25518,16014,9238,991
 
-.PHONY: build docker-image busybox-image host-deps sample-data docker-compose-up \
+.PHONY: build credentials docker-image busybox-image host-deps sample-data docker-compose-up \
         docker-compose-down docker-compose-logs demo test lint e2e chaos bench
 
-# Static binaries, so that the images need no base at all.
-build:
+# Static binaries, so that the images need no base at all. The TLS
+# credentials of the committed Compose file come with them (the course's
+# flow is build, docker build, compose up); they are never in an image.
+build: credentials
 	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked \
 		--target $(TARGET) -p server -p client -p loteria --bins
 
@@ -36,6 +38,11 @@ busybox-image:
 
 host-deps:
 	@sh scripts/host-deps.sh
+
+# The CA, the server's and five agencies' certificates and keys, and the
+# revocation list, in .credentials/ (kept when they exist; never committed).
+credentials:
+	@bash scripts/credentials.sh .credentials 5
 
 # .data/agency-N.csv when present, else .data/dataset.zip extracted, else
 # generated sample files.

@@ -1,5 +1,7 @@
 #!/bin/bash
 # Writes a Compose file with the server and N agencies: ./generar-compose.sh OUT N
+# Also makes, beside OUT in .credentials/, the TLS credentials they need
+# (scripts/credentials.sh; existing ones are kept), mounted as secrets.
 set -eu
 
 usage() {
@@ -37,6 +39,15 @@ services:
     environment:
       - SERVER_AGENCIES=$clients
       - SERVER_STORAGE_PATH=/data/bets.csv
+      - SERVER_TLS_CA=/run/secrets/ca.pem
+      - SERVER_TLS_CERT=/run/secrets/server.pem
+      - SERVER_TLS_KEY=/run/secrets/server.key
+      - SERVER_TLS_CRL=/run/secrets/crl.pem
+    secrets:
+      - ca.pem
+      - server.pem
+      - server.key
+      - crl.pem
     volumes:
       - ./server/config.ini:/config.ini:ro
       # The round (bets.csv and its journal) lives as long as this
@@ -64,6 +75,13 @@ YAML
       - DOCUMENTO=$((30904465 + k - 1))
       - NACIMIENTO=1999-03-17
       - NUMERO=$((7574 + k - 1))
+      - CLI_TLS_CA=/run/secrets/ca.pem
+      - CLI_TLS_CERT=/run/secrets/agency-$k.pem
+      - CLI_TLS_KEY=/run/secrets/agency-$k.key
+    secrets:
+      - ca.pem
+      - agency-$k.pem
+      - agency-$k.key
     volumes:
       - ./client/config.yaml:/config.yaml:ro
       - ./.data:/data:ro
@@ -81,7 +99,19 @@ networks:
       driver: default
       config:
         - subnet: 172.25.125.0/24
+
+# Each container gets its own credentials only; the CA's key stays on the host.
+secrets:
 YAML
+    local file
+    for file in ca.pem server.pem server.key crl.pem; do
+        printf '  %s:\n    file: ./.credentials/%s\n' "$file" "$file"
+    done
+    for ((k = 1; k <= clients; k++)); do
+        for file in "agency-$k.pem" "agency-$k.key"; do
+            printf '  %s:\n    file: ./.credentials/%s\n' "$file" "$file"
+        done
+    done
 }
 
 # Write to a temporary file first: a failure leaves no file behind.
@@ -89,6 +119,10 @@ dir=$(dirname -- "$out")
 if [ ! -d "$dir" ] || [ ! -w "$dir" ] || [ -d "$out" ] || { [ -e "$out" ] && [ ! -w "$out" ]; }; then
     echo "$0: cannot write '$out'" >&2
     usage
+fi
+if ! bash "$(dirname -- "$0")/scripts/credentials.sh" "$dir/.credentials" "$clients"; then
+    echo "$0: could not make the TLS credentials in $dir/.credentials (see above)" >&2
+    exit 1
 fi
 tmp=$(mktemp "$dir/.generar-compose.XXXXXX") || { echo "$0: cannot write '$out'" >&2; usage; }
 trap 'rm -f -- "$tmp"' EXIT

@@ -13,6 +13,7 @@ missing=""
 installed busybox-static || missing="$missing busybox-static"
 command -v ss >/dev/null 2>&1 || missing="$missing iproute2"
 command -v unzip >/dev/null 2>&1 || missing="$missing unzip"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 [ -n "$missing" ] || exit 0
 
 echo "installing:$missing"

@@ -75,6 +75,8 @@ fn main() -> anyhow::Result<()> {
     let total: usize = rows.iter().sum();
     eprintln!("generating {} agencies, {total} bets in {}", args.agencies, dir.display());
     let agencies = lottery::sample::generate(&dir, &rows, &vec![args.winners; args.agencies], 75_74)?;
+    eprintln!("making TLS credentials for {} agencies", args.agencies);
+    testkit::credentials::make(&credentials_dir(&dir), args.agencies as u32);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut results = Vec::new();
@@ -115,6 +117,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Where the server's and the agencies' TLS credentials are.
+fn credentials_dir(dir: &Path) -> PathBuf {
+    dir.join("credentials")
+}
+
 /// Where a run keeps its round; the last one is kept for [`measure_recovery`].
 fn round_dir(dir: &Path) -> PathBuf {
     dir.join("round")
@@ -137,6 +144,12 @@ async fn one_run(
     let storage = round.join("bets.csv");
     let mut server = Server::start(args, port, agencies.len(), &storage)?;
 
+    // TLS configurations are read before the clock starts: an agency reads
+    // its credentials once, at start, before it connects.
+    let agency_tls: Vec<_> = agencies
+        .iter()
+        .map(|a| protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), a.agency)))
+        .collect::<Result<_, _>>()?;
     let started = Instant::now();
     let runs = agencies.iter().map(|agency| {
         let config = client::Config {
@@ -150,6 +163,8 @@ async fn one_run(
             data_file: agency.path.clone(),
             reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
             retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
+            tls: agency_tls[agency.agency as usize - 1].clone(),
+            server_name: protocol::tls::server_name("127.0.0.1:1").expect("an address is a server name"),
         };
         tokio::spawn(async move {
             let source = BetSource::File(config.data_file.clone());
@@ -219,6 +234,9 @@ impl Server {
             .env("LOGGING_LEVEL", &args.log_level)
             .env("SERVER_AGENCIES", agencies.to_string())
             .env("SERVER_STORAGE_PATH", storage)
+            .envs(testkit::credentials::server_env(&credentials_dir(
+                storage.parent().and_then(Path::parent).context("a round lives in the bench's folder")?,
+            )))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -147,7 +147,7 @@ impl<'a> Agency<'a> {
 
     /// One connection: from `Hello` to the winners, as far as it gets.
     async fn attempt(&mut self, connected: &mut bool) -> Result<Ending, Fault> {
-        let mut link = Link::connect(&self.config.server_address, self.config.reply_timeout).await?;
+        let mut link = Link::connect(self.config).await?;
         let welcome = link.hello(self.config.id).await?;
         *connected = true;
         self.backoff = FIRST_BACKOFF;
@@ -171,7 +171,9 @@ impl<'a> Agency<'a> {
         if !self.finished {
             self.finish(&mut link).await?;
         }
-        self.winners(&mut link).await
+        let ending = self.winners(&mut link).await?;
+        link.close().await;
+        Ok(ending)
     }
 
     async fn upload(&mut self, link: &mut Link, welcome: Welcome) -> Result<u64, Fault> {

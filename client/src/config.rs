@@ -2,11 +2,13 @@
 //! environment (`CLI_*`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lottery::duration::GoDuration;
 use lottery::log::Level;
 use lottery::settings::{ConfigError, SettingError, Sources};
+use protocol::tls::{self, CredentialFile, Credentials, ServerName};
 use serde_norway::Value;
 
 /// Everything an agency needs to run.
@@ -32,7 +34,16 @@ pub struct Config {
     /// How long the agency keeps connecting again without any progress
     /// before it gives up.
     pub retry_timeout: Duration,
+    /// TLS: the CA that signs the server, and this agency's certificate.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must be for: the host of
+    /// `server_address`.
+    pub server_name: ServerName<'static>,
 }
+
+/// Where the credentials are unless the environment says otherwise: the
+/// folder `scripts/credentials.sh` fills.
+pub const CREDENTIALS: &str = ".credentials";
 
 /// [`Config::reply_timeout`] unless `CLI_REPLY_TIMEOUT` says otherwise.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,7 +73,7 @@ impl Config {
         let sources = Sources { env, file: &file };
 
         let (id, _) = sources.required("id", "CLI_ID")?;
-        let (server_address, _) = sources.required("server.address", "CLI_SERVER_ADDRESS")?;
+        let (server_address, _): (String, _) = sources.required("server.address", "CLI_SERVER_ADDRESS")?;
         let (loop_amount, _) = sources.required("loop.amount", "CLI_LOOP_AMOUNT")?;
         let (GoDuration(loop_period), _) = sources.required("loop.period", "CLI_LOOP_PERIOD")?;
         let (log_level, log_level_name) = sources.required("log.level", "CLI_LOG_LEVEL")?;
@@ -79,6 +90,22 @@ impl Config {
         if reply_timeout.is_zero() {
             return Err(SettingError::new("reply.timeout", "CLI_REPLY_TIMEOUT", "must be above 0s").into());
         }
+        let server_name = tls::server_name(&server_address)
+            .map_err(|e| SettingError::new("server.address", "CLI_SERVER_ADDRESS", e.to_string()))?;
+        let path = |key: &str, file: String| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
+        let credentials = Credentials {
+            ca: path("CLI_TLS_CA", "ca.pem".into())?,
+            cert: path("CLI_TLS_CERT", format!("agency-{id}.pem"))?,
+            key: path("CLI_TLS_KEY", format!("agency-{id}.key"))?,
+        };
+        let tls = tls::client_config(&credentials).map_err(|e| {
+            let key = match e.file() {
+                Some(CredentialFile::Ca) => "CLI_TLS_CA",
+                Some(CredentialFile::Key) => "CLI_TLS_KEY",
+                _ => "CLI_TLS_CERT",
+            };
+            SettingError::new(key, key, format!("{e} (scripts/credentials.sh makes the credentials)"))
+        })?;
         let at_least_one = |key: &str, env: &str| SettingError::new(key, env, "must be at least 1");
         if batch_max_amount == 0 {
             return Err(at_least_one("batch.maxAmount", "CLI_BATCH_MAXAMOUNT").into());
@@ -97,6 +124,8 @@ impl Config {
             data_file,
             reply_timeout,
             retry_timeout,
+            tls,
+            server_name,
         })
     }
 }
@@ -107,13 +136,18 @@ mod tests {
 
     const COURSE_FILE: &str = "server:\n  address: \"server:12345\"\nloop:\n  amount: 5\n  period: \"5s\"\nlog:\n  level: \"INFO\"\nbatch:\n  maxAmount: 10";
 
+    /// Loads with `env` over agency 1's test credentials' environment.
     fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         if let Some(text) = file {
             std::fs::write(&path, text).unwrap();
         }
-        Config::load(&path, &lottery::settings::env_of(env))
+        let credentials = testkit::credentials::client_env(&testkit::credentials::shared(3), 1);
+        let mut all: Vec<(&str, &str)> = credentials.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.retain(|(k, _)| !env.iter().any(|(key, _)| key == k));
+        all.extend_from_slice(env);
+        Config::load(&path, &lottery::settings::env_of(&all))
     }
 
     #[test]
@@ -173,7 +207,10 @@ mod tests {
         assert!(err.starts_with("cannot read"), "{err}");
     }
 
-    const KEYS: [&str; 9] = [
+    const KEYS: [&str; 12] = [
+        "CLI_TLS_CA",
+        "CLI_TLS_CERT",
+        "CLI_TLS_KEY",
         "CLI_ID",
         "CLI_SERVER_ADDRESS",
         "CLI_LOOP_AMOUNT",

@@ -10,10 +10,13 @@ use std::io;
 use std::time::Duration;
 
 use lottery::Progress;
+use protocol::tls::{client::TlsStream, TlsConnector};
 use protocol::{ErrorCode, Message, MessageReader, MessageWriter, ReadError, MAX_FRAME_LEN};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+use crate::config::Config;
 
 /// What went wrong, sorted by what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -50,15 +53,17 @@ pub struct Welcome {
     pub finished: bool,
 }
 
+type Tls = TlsStream<TcpStream>;
+
 /// A connection, split so that sending and reading replies can go on at once.
 pub struct Link {
     pub reader: Replies,
-    pub writer: MessageWriter<OwnedWriteHalf>,
+    pub writer: MessageWriter<WriteHalf<Tls>>,
 }
 
 /// The reading half: every reply within the timeout.
 pub struct Replies {
-    reader: MessageReader<OwnedReadHalf>,
+    reader: MessageReader<ReadHalf<Tls>>,
     timeout: Duration,
 }
 
@@ -69,6 +74,12 @@ impl Replies {
             Err(_) => Err(Fault::Retry(format!("no reply within {:?}", self.timeout))),
             Ok(Ok(Some(message))) => Ok(message),
             Ok(Ok(None)) => Err(Fault::Retry("the server closed the connection".into())),
+            // In TLS 1.3 the server judges the agency's certificate after
+            // the agency's side of the handshake is done: a refusal comes
+            // as an alert on the first read.
+            Ok(Err(ReadError::Io(e))) if protocol::tls::tls_failure(&e).is_some() => {
+                Err(tls_fault("the server", &e))
+            }
             Ok(Err(ReadError::Io(e))) => Err(Fault::Retry(format!("connection lost: {e}"))),
             Ok(Err(e @ ReadError::Truncated(_))) => Err(Fault::Retry(e.to_string())),
             Ok(Err(e)) => Err(Fault::Fatal(format!("the server speaks another protocol: {e}"))),
@@ -77,19 +88,26 @@ impl Replies {
 }
 
 impl Link {
-    /// One attempt to connect, within `reply_timeout`.
-    pub async fn connect(address: &str, reply_timeout: Duration) -> Result<Link, Fault> {
-        let stream = match timeout(reply_timeout, TcpStream::connect(address)).await {
-            Err(_) => {
-                return Err(Fault::Retry(format!("cannot connect to {address} within {reply_timeout:?}")))
-            }
+    /// One attempt to connect and do the TLS handshake, within the reply
+    /// timeout. A certificate refused, by either side, is fatal: trying
+    /// again would not change it.
+    pub async fn connect(config: &Config) -> Result<Link, Fault> {
+        let (address, within) = (&config.server_address, config.reply_timeout);
+        let stream = match timeout(within, TcpStream::connect(address)).await {
+            Err(_) => return Err(Fault::Retry(format!("cannot connect to {address} within {within:?}"))),
             Ok(Err(e)) => return Err(Fault::Retry(format!("cannot connect to {address}: {e}"))),
             Ok(Ok(stream)) => stream,
         };
         stream.set_nodelay(true).map_err(io_fault)?;
-        let (read_half, write_half) = stream.into_split();
+        let connector = TlsConnector::from(config.tls.clone());
+        let tls = match timeout(within, connector.connect(config.server_name.clone(), stream)).await {
+            Err(_) => return Err(Fault::Retry(format!("no TLS handshake with {address} within {within:?}"))),
+            Ok(Err(e)) => return Err(tls_fault(address, &e)),
+            Ok(Ok(tls)) => tls,
+        };
+        let (read_half, write_half) = tokio::io::split(tls);
         Ok(Link {
-            reader: Replies { reader: MessageReader::new(read_half, MAX_FRAME_LEN), timeout: reply_timeout },
+            reader: Replies { reader: MessageReader::new(read_half, MAX_FRAME_LEN), timeout: within },
             writer: MessageWriter::new(write_half),
         })
     }
@@ -98,6 +116,12 @@ impl Link {
     pub async fn ask(&mut self, message: &Message) -> Result<Message, Fault> {
         self.writer.send(message).await.map_err(io_fault)?;
         self.reader.next().await
+    }
+
+    /// Ends the connection the way TLS wants it ended (`close_notify`),
+    /// without waiting long for a peer that may be gone.
+    pub async fn close(mut self) {
+        let _ = timeout(self.reader.timeout, self.writer.shutdown()).await;
     }
 
     /// Says which agency this connection speaks for; returns what the
@@ -109,6 +133,21 @@ impl Link {
             }
             other => Err(Fault::from_reply(other)),
         }
+    }
+}
+
+/// A failed TLS handshake: a refused certificate is fatal, a lost
+/// connection is not.
+fn tls_fault(address: &str, e: &io::Error) -> Fault {
+    match protocol::tls::tls_failure(e) {
+        Some(rustls::Error::AlertReceived(alert)) => {
+            Fault::Fatal(format!("the server at {address} refused this agency's certificate ({alert:?})"))
+        }
+        Some(rustls::Error::InvalidCertificate(why)) => Fault::Fatal(format!(
+            "the server at {address} is not who it should be: its certificate is refused ({why:?})"
+        )),
+        Some(other) => Fault::Fatal(format!("TLS with {address} failed: {other}")),
+        None => Fault::Retry(format!("TLS handshake with {address} broken off: {e}")),
     }
 }
 

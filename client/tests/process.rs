@@ -48,11 +48,15 @@ async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let record = seen.clone();
     let stored = Arc::new(Mutex::new(0u64));
+    let dir = testkit::credentials::shared(1);
+    let tls = protocol::tls::server_config(&testkit::credentials::server(&dir), None).unwrap();
+    let acceptor = protocol::tls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (record, stored) = (record.clone(), stored.clone());
+            let (record, stored, acceptor) = (record.clone(), stored.clone(), acceptor.clone());
             tokio::spawn(async move {
-                let (r, w) = stream.into_split();
+                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let (r, w) = tokio::io::split(stream);
                 let mut reader = MessageReader::new(r, MAX_FRAME_LEN);
                 let mut writer = MessageWriter::new(w);
                 while let Ok(Some(message)) = reader.read().await {
@@ -133,6 +137,7 @@ fn env(address: &str, extra: &[(&'static str, String)]) -> Vec<(&'static str, St
         ("NACIMIENTO", "1999-03-17".into()),
         ("NUMERO", "7574".into()),
     ];
+    env.extend(testkit::credentials::client_env(&testkit::credentials::shared(1), 1));
     for (k, v) in extra {
         env.retain(|(key, _)| key != k);
         env.push((k, v.clone()));

@@ -101,6 +101,7 @@ impl Project {
             "generar-compose.sh",
             "validar-echo-server.sh",
             "scripts/busybox-image.sh",
+            "scripts/credentials.sh",
             "server/config.ini",
             "client/config.yaml",
         ] {

@@ -54,12 +54,20 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     }
 
     /// The next message, or `None` when the peer closed between two frames.
+    ///
+    /// A TLS peer that closes without `close_notify` (TLS's own end of
+    /// stream) counts as closed like a TCP peer: between two frames our
+    /// framing already knows that nothing was cut short.
     pub async fn read(&mut self) -> Result<Option<Message>, ReadError> {
         loop {
             if let Some(frame) = Frame::parse(&mut self.buffer, self.max_frame_len)? {
                 return Ok(Some(Message::from_frame(frame)?));
             }
-            if self.inner.read_buf(&mut self.buffer).await? == 0 {
+            let read = match self.inner.read_buf(&mut self.buffer).await {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                read => read?,
+            };
+            if read == 0 {
                 return match self.buffer.len() {
                     0 => Ok(None),
                     n => Err(ReadError::Truncated(n)),

@@ -14,12 +14,14 @@
 //! strings are a `u16` byte length followed by UTF-8.
 //!
 //! The crate is split the way the data flows: [`frame`] cuts a byte stream
-//! into frames (no I/O), [`message`] gives each frame its meaning, and
-//! [`io`] moves whole messages over an async byte stream.
+//! into frames (no I/O), [`message`] gives each frame its meaning,
+//! [`io`] moves whole messages over an async byte stream, and [`tls`]
+//! secures and authenticates the link.
 
 pub mod frame;
 pub mod io;
 pub mod message;
+pub mod tls;
 
 pub use frame::{Frame, FrameError, MAX_FRAME_LEN, VERSION};
 pub use io::{MessageReader, MessageWriter, ReadError};

@@ -172,6 +172,11 @@ pub enum ErrorCode {
     ShuttingDown = 11,
     /// A newer connection of the same agency said `Hello`; this one is over.
     Superseded = 12,
+    /// The request needs an agency's certificate, over TLS, and this
+    /// connection has none: only `Echo` is served without one.
+    Unauthenticated = 13,
+    /// `Hello` named another agency than the one the certificate is for.
+    Forbidden = 14,
     /// A code this version does not know (only ever decoded, never sent).
     Unknown = 255,
 }
@@ -192,6 +197,8 @@ impl ErrorCode {
             UnexpectedMessage,
             ShuttingDown,
             Superseded,
+            Unauthenticated,
+            Forbidden,
         ]
         .into_iter()
         .find(|c| *c as u8 == code)
@@ -501,7 +508,7 @@ mod tests {
             prop::collection::vec(any::<u8>(), 0..100).prop_map(|b| Message::Echo(b.into())),
             any::<u32>().prop_map(|agency| Message::Hello { agency }),
             (any::<u64>(), any::<u16>()).prop_map(|(first, count)| Message::BatchAck { first, count }),
-            (1u8..=12, any::<u64>(), prop::option::of(0u16..u16::MAX), ".{0,40}").prop_map(
+            (1u8..=14, any::<u64>(), prop::option::of(0u16..u16::MAX), ".{0,40}").prop_map(
                 |(code, first, bet, reason)| Message::Error {
                     code: ErrorCode::from_u8(code),
                     first,

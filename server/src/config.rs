@@ -2,11 +2,13 @@
 //! by environment variables of the same names.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lottery::duration::GoDuration;
 use lottery::log::Level;
 use lottery::settings::{ConfigError, SettingError, Sources};
+use protocol::tls::{self, CredentialFile, Credentials};
 
 /// Most agencies one server expects (it keeps a few bytes per agency).
 pub const MAX_AGENCIES: u32 = 1_000_000;
@@ -23,11 +25,24 @@ pub struct Config {
     /// How many agencies must finish before the draw.
     pub agencies: u32,
     pub storage_path: PathBuf,
-    /// A connection that sends nothing for this long is closed.
+    /// An agency's connection that sends nothing for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
-    pub max_connections: usize,
+    /// TLS: the server's certificate, and how agencies are verified.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// A connection must have authenticated (TLS with an agency's
+    /// certificate) within this long, or it is closed.
+    pub auth_timeout: Duration,
+    /// A reply that cannot be written within this long (the peer stopped
+    /// reading) closes the connection.
+    pub write_timeout: Duration,
+    /// Connections not authenticated yet, at most; a new one past it
+    /// pushes out the oldest.
+    pub max_unauthenticated: usize,
 }
+
+/// Where the credentials are unless the environment says otherwise: the
+/// folder `scripts/credentials.sh` fills.
+pub const CREDENTIALS: &str = ".credentials";
 
 impl Config {
     /// Reads `path` (a missing file is fine when the environment provides
@@ -59,11 +74,51 @@ impl Config {
             "SERVER_IDLE_TIMEOUT",
             GoDuration(Duration::from_secs(60)),
         )?;
-        let max_connections = sources.optional("SERVER_MAX_CONNECTIONS", "SERVER_MAX_CONNECTIONS", 256)?;
-        if max_connections == 0 {
-            let problem = "must be at least 1";
-            return Err(SettingError::new("SERVER_MAX_CONNECTIONS", "SERVER_MAX_CONNECTIONS", problem).into());
+        let duration = |key: &str, default: Duration| -> Result<Duration, SettingError> {
+            let GoDuration(value) = sources.optional(key, key, GoDuration(default))?;
+            if value.is_zero() {
+                return Err(SettingError::new(key, key, "must be above 0s"));
+            }
+            Ok(value)
+        };
+        let auth_timeout = duration("SERVER_AUTH_TIMEOUT", Duration::from_secs(5))?;
+        let write_timeout = duration("SERVER_WRITE_TIMEOUT", Duration::from_secs(10))?;
+        if idle_timeout.is_zero() {
+            return Err(
+                SettingError::new("SERVER_IDLE_TIMEOUT", "SERVER_IDLE_TIMEOUT", "must be above 0s").into()
+            );
         }
+        let max_unauthenticated =
+            sources.optional("SERVER_MAX_UNAUTHENTICATED", "SERVER_MAX_UNAUTHENTICATED", 128)?;
+        if max_unauthenticated == 0 {
+            let problem = "must be at least 1";
+            return Err(SettingError::new(
+                "SERVER_MAX_UNAUTHENTICATED",
+                "SERVER_MAX_UNAUTHENTICATED",
+                problem,
+            )
+            .into());
+        }
+        let path = |key: &str, file: &str| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
+        let credentials = Credentials {
+            ca: path("SERVER_TLS_CA", "ca.pem")?,
+            cert: path("SERVER_TLS_CERT", "server.pem")?,
+            key: path("SERVER_TLS_KEY", "server.key")?,
+        };
+        // An empty SERVER_TLS_CRL means: no revocation list.
+        let crl = sources
+            .raw("SERVER_TLS_CRL", "SERVER_TLS_CRL")
+            .unwrap_or_else(|| format!("{CREDENTIALS}/crl.pem"));
+        let crl = (!crl.trim().is_empty()).then(|| PathBuf::from(crl.trim()));
+        let tls = tls::server_config(&credentials, crl.as_deref()).map_err(|e| {
+            let key = match e.file() {
+                Some(CredentialFile::Ca) => "SERVER_TLS_CA",
+                Some(CredentialFile::Key) => "SERVER_TLS_KEY",
+                Some(CredentialFile::Crl) => "SERVER_TLS_CRL",
+                Some(CredentialFile::Cert) | None => "SERVER_TLS_CERT",
+            };
+            SettingError::new(key, key, format!("{e} (scripts/credentials.sh makes the credentials)"))
+        })?;
         Ok(Config {
             port,
             listen_backlog,
@@ -72,7 +127,10 @@ impl Config {
             agencies,
             storage_path,
             idle_timeout,
-            max_connections,
+            tls,
+            auth_timeout,
+            write_timeout,
+            max_unauthenticated,
         })
     }
 }
@@ -84,13 +142,18 @@ mod tests {
     const COURSE_FILE: &str =
         "[DEFAULT]\nSERVER_PORT = 12345\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = 5\nLOGGING_LEVEL = INFO";
 
+    /// Loads with `env` over the test credentials' environment.
     fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.ini");
         if let Some(text) = file {
             std::fs::write(&path, text).unwrap();
         }
-        Config::load(&path, &lottery::settings::env_of(env))
+        let credentials = testkit::credentials::server_env(&testkit::credentials::shared(1));
+        let mut all: Vec<(&str, &str)> = credentials.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        all.retain(|(k, _)| !env.iter().any(|(key, _)| key == k));
+        all.extend_from_slice(env);
+        Config::load(&path, &lottery::settings::env_of(&all))
     }
 
     #[test]
@@ -133,14 +196,30 @@ mod tests {
         assert!(err.to_string().contains("SERVER_AGENCIES"), "{err}");
     }
 
-    const KEYS: [&str; 8] = [
+    #[test]
+    fn credentials_that_cannot_be_read_name_their_setting() {
+        for key in ["SERVER_TLS_CA", "SERVER_TLS_CERT", "SERVER_TLS_KEY", "SERVER_TLS_CRL"] {
+            let err = load(Some(COURSE_FILE), &[(key, "/no/such/file.pem")]).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("/no/such/file.pem"), "{err}");
+        }
+        let config = load(Some(COURSE_FILE), &[("SERVER_TLS_CRL", "")]);
+        assert!(config.is_ok(), "an empty SERVER_TLS_CRL means no revocation list");
+    }
+
+    const KEYS: [&str; 14] = [
         "SERVER_PORT",
         "SERVER_LISTEN_BACKLOG",
         "LOGGING_LEVEL",
         "SERVER_AGENCIES",
         "SERVER_STORAGE_PATH",
         "SERVER_IDLE_TIMEOUT",
-        "SERVER_MAX_CONNECTIONS",
+        "SERVER_AUTH_TIMEOUT",
+        "SERVER_WRITE_TIMEOUT",
+        "SERVER_MAX_UNAUTHENTICATED",
+        "SERVER_TLS_CA",
+        "SERVER_TLS_CERT",
+        "SERVER_TLS_KEY",
+        "SERVER_TLS_CRL",
         "SERVER_IP",
     ];
 

@@ -4,15 +4,19 @@
 //!
 //! Where things live:
 //! - [`config`]: `config.ini` and the environment.
-//! - [`server`]: the listener, the connection limit and shutdown.
-//! - [`session`]: one connection, its requests and replies.
+//! - [`server`]: the round, the listener and shutdown.
+//! - [`connection`]: a connection until it is authenticated (or not).
+//! - [`gate`]: the bound on unauthenticated connections, failure penalties.
+//! - [`session`]: one connection's requests and replies.
 //! - [`agencies`]: the state shared by every session (one mutex).
 //! - [`writer`]: the one owner of `bets.csv` (group commit).
 //! - [`draw`]: the barrier before the draw, and the draw itself.
 
 pub mod agencies;
 pub mod config;
+pub mod connection;
 pub mod draw;
+pub mod gate;
 pub mod server;
 pub mod session;
 pub mod writer;

@@ -20,17 +20,20 @@ use std::time::Duration;
 
 use lottery::log::Action;
 use lottery::round::{self, Opened, RoundError, RoundFiles, RoundState};
+use protocol::tls::TlsAcceptor;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::agencies::Agencies;
 use crate::config::Config;
+use crate::connection::{self, Context};
 use crate::draw::DrawBarrier;
+use crate::gate::{Failures, Gate};
+use crate::writer;
 use crate::writer::WriterFailed;
-use crate::{session, writer};
 
 /// How long sessions get to finish their replies at shutdown.
 pub const SESSION_GRACE: Duration = Duration::from_millis(1000);
@@ -104,7 +107,16 @@ impl Server {
         let agencies = Arc::new(Agencies::new(jobs, barrier.clone()));
         let mut writer = writer::spawn(files, state, queue, barrier);
         let stop = CancellationToken::new();
-        let limit = Arc::new(Semaphore::new(config.max_connections));
+        let ctx = Arc::new(Context {
+            agencies: agencies.clone(),
+            gate: Gate::new(config.max_unauthenticated),
+            failures: Failures::default(),
+            acceptor: TlsAcceptor::from(config.tls.clone()),
+            auth_timeout: config.auth_timeout,
+            idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
+            stop: stop.clone(),
+        });
         let mut sessions = JoinSet::new();
         let mut connections: u64 = 0;
         let mut writer_result = None;
@@ -118,17 +130,13 @@ impl Server {
                     break;
                 }
                 Some(_) = sessions.join_next() => {}
-                accepted = accept(&listener, &limit) => match accepted {
-                    Ok((stream, peer, permit)) => {
-                        let agencies = agencies.clone();
-                        let stop = stop.clone();
-                        let idle = config.idle_timeout;
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
                         connections += 1;
-                        let id = connections;
-                        sessions.spawn(async move {
-                            session::serve(stream, peer, id, agencies, idle, stop).await;
-                            drop(permit);
-                        });
+                        if let Err(e) = stream.set_nodelay(true) {
+                            debug!("{peer}: no TCP_NODELAY: {e}");
+                        }
+                        sessions.spawn(connection::handle(stream, peer, connections, ctx.clone()));
                     }
                     Err(e) => {
                         error!("{}", Action::fail("accept_connections").field("error", &e));
@@ -182,15 +190,4 @@ fn listen(port: u16, backlog: u32) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
     socket.listen(backlog)
-}
-
-/// Waits for a free connection slot, then for a connection.
-async fn accept(
-    listener: &TcpListener,
-    limit: &Arc<Semaphore>,
-) -> io::Result<(tokio::net::TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
-    let permit = limit.clone().acquire_owned().await.map_err(io::Error::other)?;
-    let (stream, peer) = listener.accept().await?;
-    stream.set_nodelay(true)?;
-    Ok((stream, peer, permit))
 }

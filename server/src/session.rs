@@ -7,19 +7,28 @@
 //! them together. Requests that can be answered at once join the same
 //! queue, which keeps the order.
 //!
-//! A session speaks for at most one agency, the one its `Hello` names; a
-//! newer connection of that agency supersedes it (see [`crate::agencies`]).
-//! It validates and encodes each batch it receives (in parallel with every
+//! A session speaks for at most one agency: the one its certificate names
+//! (see [`crate::connection`]), once its `Hello` says so; a newer
+//! connection of that agency supersedes it (see [`crate::agencies`]). An
+//! anonymous session (plain frames) is served `Echo` only. A session
+//! validates and encodes each batch it receives (in parallel with every
 //! other session), so that the writer only writes.
 //!
 //! A session ends when the peer closes, after a protocol error (answered
 //! first, where the protocol allows), when the peer stays silent for the
-//! idle timeout, when it is superseded, or at shutdown; in every case it
-//! first sends the replies it owes.
+//! idle timeout, when a reply cannot be written within the write timeout
+//! (the peer stopped reading), when it is superseded or pushed out, at an
+//! anonymous session's deadline, or at shutdown; in every case it first
+//! tries to send the replies it owes.
+//!
+//! What a session logs is bounded: at most [`LOG_LINES`] lines a peer can
+//! cause (echoes, refusals, errors), then one line saying the rest is not
+//! logged. Lines for stored bets are bounded by the bets themselves.
 
 use std::future::{ready, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +39,14 @@ use lottery::storage::write_row;
 use lottery::{BetRef, InvalidBet, Share};
 use protocol::message::WINNERS_HEADER_LEN;
 use protocol::{BetRecord, ErrorCode, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, enabled, error, info, warn, Level};
 
 use crate::agencies::{Agencies, Connection, Refusal};
+use crate::connection::{CloseLine, Context};
 use crate::draw::DrawStatus;
 use crate::writer::{EncodedBatch, FinishOutcome, StoreOutcome};
 
@@ -88,25 +98,118 @@ fn error_message(code: ErrorCode, first: u64, bet: Option<u16>, reason: impl ToS
     Message::Error { code, first, bet, reason }
 }
 
-/// Serves `stream` until it ends; see the module documentation.
-pub async fn serve(
-    stream: TcpStream,
+/// Who a session speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// The agency its verified certificate names.
+    Agency(u32),
+    /// Nobody: plain frames, Echo only.
+    Anonymous,
+}
+
+/// What ends a session besides its peer.
+pub struct Limits {
+    /// Silence allowed between two requests.
+    idle: Duration,
+    /// Longest a reply may take to be written.
+    write: Duration,
+    /// A hard end: an anonymous session's authentication deadline.
+    until: Option<Instant>,
+    /// Fires when someone else ends the session: a newer connection of its
+    /// agency, or newer connections pushing an anonymous one out.
+    ended: CancellationToken,
+}
+
+impl Limits {
+    /// An agency's session: idle and write timeouts; a newer connection of
+    /// the agency ends it.
+    pub fn agency(ctx: &Context) -> Limits {
+        Limits {
+            idle: ctx.idle_timeout,
+            write: ctx.write_timeout,
+            until: None,
+            ended: CancellationToken::new(),
+        }
+    }
+
+    /// An anonymous session: over at `deadline`, or once pushed out.
+    pub fn until(deadline: Instant, pushed_out: CancellationToken, ctx: &Context) -> Limits {
+        Limits { idle: ctx.idle_timeout, write: ctx.write_timeout, until: Some(deadline), ended: pushed_out }
+    }
+}
+
+/// Lines a peer can make a session log, at most (see the module docs).
+pub const LOG_LINES: u32 = 16;
+
+/// What is left of a session's log budget; shared with its pending replies.
+#[derive(Debug, Clone, Default)]
+struct LogBudget(Arc<(AtomicU32, AtomicU32)>);
+
+impl LogBudget {
+    /// Logs `line` at `level` if the budget allows; the first line past it
+    /// says that no more will be.
+    fn log(&self, level: Level, line: Action) {
+        let (used, unlogged) = &*self.0;
+        let n = used.fetch_add(1, Ordering::Relaxed);
+        if n < LOG_LINES {
+            emit(level, line);
+        } else {
+            if n == LOG_LINES {
+                warn!(
+                    "{}",
+                    Action::in_progress("log_budget").field("lines", LOG_LINES).field("then", "not logged")
+                );
+            }
+            unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unlogged(&self) -> u32 {
+        self.0 .1.load(Ordering::Relaxed)
+    }
+}
+
+fn emit(level: Level, line: Action) {
+    match level {
+        Level::ERROR => error!("{line}"),
+        Level::WARN => warn!("{line}"),
+        Level::INFO => info!("{line}"),
+        _ => debug!("{line}"),
+    }
+}
+
+/// Serves `stream` until it ends; see the module documentation. The caller
+/// logs the closing line from `close`, which this fills in.
+pub async fn serve<S>(
+    stream: S,
     peer: SocketAddr,
     id: u64,
-    agencies: Arc<Agencies>,
-    idle_timeout: Duration,
-    shutdown: CancellationToken,
-) {
-    let (read_half, write_half) = stream.into_split();
+    identity: Identity,
+    ctx: &Context,
+    limits: Limits,
+    close: &mut CloseLine,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = MessageReader::new(read_half, MAX_FRAME_LEN);
     let mut writer = MessageWriter::new(write_half);
-    let connection = Connection { id, superseded: CancellationToken::new() };
-    let superseded = connection.superseded.clone();
-    let mut handler = Handler { peer, agencies, connection, agency: None, closing: false };
+    let connection = Connection { id, superseded: limits.ended.clone() };
+    let budget = LogBudget::default();
+    let mut handler = Handler {
+        peer,
+        agencies: ctx.agencies.clone(),
+        connection,
+        identity,
+        agency: None,
+        closing: false,
+        budget: budget.clone(),
+    };
     let mut pending: FuturesOrdered<PendingReply> = FuturesOrdered::new();
     let mut reading = true;
-    let mut why = "peer closed the connection";
-    let mut deadline = Instant::now() + idle_timeout;
+    let mut why = "peer closed the connection".to_owned();
+    let mut deadline = Instant::now() + limits.idle;
+    let until = limits.until.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
 
     loop {
         if !reading && pending.is_empty() {
@@ -122,61 +225,79 @@ pub async fn serve(
                     reply.messages.iter().for_each(|m| writer.queue(m));
                     close |= reply.close;
                 }
-                if let Err(e) = writer.flush().await {
-                    warn!("{}", Action::fail("send_message").field("ip", peer.ip()).field("error", e));
-                    why = "the reply could not be sent";
-                    break;
+                match timeout(limits.write, writer.flush()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        budget.log(Level::WARN, Action::fail("send_message").field("ip", peer.ip()).field("error", e));
+                        why = "the reply could not be sent".into();
+                        break;
+                    }
+                    Err(_) => {
+                        why = format!(
+                            "the peer stopped reading: a reply waited {} to be written",
+                            lottery::duration::GoDuration(limits.write)
+                        );
+                        break;
+                    }
                 }
                 if close {
-                    why = "protocol error";
+                    why = "protocol error".into();
                     break;
                 }
             }
-            () = shutdown.cancelled(), if reading => {
+            () = ctx.stop.cancelled(), if reading => {
                 reading = false;
-                why = "server shutting down";
+                why = "server shutting down".into();
             }
-            () = superseded.cancelled(), if reading => {
-                let refusal = Refusal::Superseded(handler.agency.unwrap_or_default());
-                pending.push_back(Reply::closing(error_message(refusal.code(), 0, None, &refusal)));
+            () = limits.ended.cancelled(), if reading => {
                 reading = false;
-                why = "superseded by a newer connection of its agency";
+                if let Identity::Agency(agency) = identity {
+                    let refusal = Refusal::Superseded(agency);
+                    pending.push_back(Reply::closing(error_message(refusal.code(), 0, None, &refusal)));
+                    why = "superseded by a newer connection of its agency".into();
+                } else {
+                    why = "pushed out: too many connections waiting to authenticate".into();
+                }
+            }
+            () = sleep_until(until), if reading => {
+                reading = false;
+                why = "an unauthenticated connection lasts at most the authentication deadline".into();
             }
             read = reader.read(), if reading && pending.len() < WINDOW => {
-                deadline = Instant::now() + idle_timeout;
+                deadline = Instant::now() + limits.idle;
                 match read {
                     Ok(Some(message)) => {
                         pending.push_back(handler.handle(message).await);
                         if handler.closing {
                             // Nothing after a protocol error is served.
                             reading = false;
-                            why = "protocol error";
+                            why = "protocol error".into();
                         }
                     }
                     Ok(None) => reading = false,
                     Err(e) => {
-                        error!("{}", Action::fail("receive_message").field("ip", peer.ip()).field("error", &e));
+                        // The peer's fault, not the server's: a warning.
+                        budget.log(Level::WARN, Action::fail("receive_message").field("ip", peer.ip()).field("error", &e));
                         if let Some(code) = e.code() {
                             pending.push_back(Reply::closing(error_message(code, 0, None, &e)));
                         }
                         reading = false;
-                        why = "protocol error";
+                        why = "protocol error".into();
                     }
                 }
             }
             () = sleep_until(deadline), if reading && pending.is_empty() => {
                 reading = false;
-                why = "idle timeout";
+                why = "idle timeout".into();
             }
         }
     }
-    let _ = writer.shutdown().await;
-    let mut line = Action::success("close_connection").field("ip", peer.ip());
+    let _ = timeout(limits.write, writer.shutdown()).await;
     if let Some(agency) = handler.agency {
         handler.agencies.release(agency, &handler.connection);
-        line = line.field("agency", agency);
     }
-    info!("{}", line.field("reason", why));
+    close.why = why;
+    close.unlogged = budget.unlogged();
 }
 
 /// Turns each request into its (possibly pending) reply.
@@ -184,10 +305,12 @@ struct Handler {
     peer: SocketAddr,
     agencies: Arc<Agencies>,
     connection: Connection,
+    identity: Identity,
     /// The agency this connection speaks for, from its `Hello` on.
     agency: Option<u32>,
     /// A reply that closes the connection was given: read nothing more.
     closing: bool,
+    budget: LogBudget,
 }
 
 impl Handler {
@@ -199,14 +322,20 @@ impl Handler {
             return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
         }
         if let Message::Echo(payload) = message {
-            info!(
-                "{}",
-                Action::success("receive_message").field("ip", self.peer.ip()).quote("msg", &payload)
-            );
+            let line = Action::success("receive_message").field("ip", self.peer.ip()).quote("msg", &payload);
+            self.budget.log(Level::INFO, line);
             return Reply::now(Message::Echo(payload));
         }
+        let Identity::Agency(certified) = self.identity else {
+            let reason = format!("{} needs an agency's certificate, over TLS", message.name());
+            self.budget.log(
+                Level::WARN,
+                Action::fail("request").field("ip", self.peer.ip()).field("error", &reason),
+            );
+            return self.close_with(error_message(ErrorCode::Unauthenticated, 0, None, reason));
+        };
         if let Message::Hello { agency } = message {
-            return self.hello(agency);
+            return self.hello(agency, certified);
         }
         let Some(agency) = self.agency else {
             let reason = format!(
@@ -217,7 +346,7 @@ impl Handler {
         };
         match message {
             Message::BetBatch { first, bets } => {
-                let batch = match encode(agency, first, &bets) {
+                let batch = match encode(agency, first, &bets, &self.budget) {
                     Ok(batch) => batch,
                     Err(reply) => return reply,
                 };
@@ -230,27 +359,34 @@ impl Handler {
         }
     }
 
-    fn hello(&mut self, agency: u32) -> PendingReply {
+    fn hello(&mut self, agency: u32, certified: u32) -> PendingReply {
         if let Some(bound) = self.agency {
             let reason = format!("this connection already speaks for agency {bound}");
             return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
+        }
+        if agency != certified {
+            let reason = format!("this certificate is agency {certified}'s, not agency {agency}'s");
+            self.budget.log(
+                Level::WARN,
+                Action::fail("request").field("ip", self.peer.ip()).field("error", &reason),
+            );
+            return self.close_with(error_message(ErrorCode::Forbidden, 0, None, reason));
         }
         let welcome = match self.agencies.hello(agency, &self.connection) {
             Ok(welcome) => welcome,
             Err(refusal) => return self.refuse(refusal),
         };
         self.agency = Some(agency);
+        let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(welcome) = welcome.await else { return shutting_down() };
             let line = Action::success("agency_connected")
                 .field("agency", agency)
                 .field("stored", welcome.progress.bets())
                 .field("finished", if welcome.finished { "yes" } else { "no" });
-            if welcome.progress.bets() > 0 || welcome.finished {
-                info!("{line}");
-            } else {
-                debug!("{line}");
-            }
+            let level =
+                if welcome.progress.bets() > 0 || welcome.finished { Level::INFO } else { Level::DEBUG };
+            budget.log(level, line);
             Reply::open(Message::Welcome {
                 stored: welcome.progress.bets(),
                 digest: welcome.progress.digest(),
@@ -266,7 +402,8 @@ impl Handler {
     }
 
     fn refuse(&mut self, refusal: Refusal) -> PendingReply {
-        warn!("{}", Action::fail("request").field("ip", self.peer.ip()).field("error", &refusal));
+        self.budget
+            .log(Level::WARN, Action::fail("request").field("ip", self.peer.ip()).field("error", &refusal));
         self.close_with(error_message(refusal.code(), 0, None, &refusal))
     }
 
@@ -283,10 +420,14 @@ impl Handler {
             Err(refusal) => return self.refuse(refusal),
         };
         let count = records.len();
+        let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(outcome) = stored.await else { return shutting_down() };
             let refused = |code: ErrorCode, reason: String, close: bool| {
-                warn!("{}", Action::fail("request").field("agency", agency).field("error", &reason));
+                budget.log(
+                    Level::WARN,
+                    Action::fail("request").field("agency", agency).field("error", &reason),
+                );
                 Reply { messages: vec![error_message(code, first, None, reason)], close }
             };
             match outcome {
@@ -308,10 +449,8 @@ impl Handler {
                     refused(ErrorCode::AlreadyFinished, format!("agency {agency} has already finished"), true)
                 }
                 StoreOutcome::Failed(e) => {
-                    error!(
-                        "{}",
-                        Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e)
-                    );
+                    let line = Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e);
+                    budget.log(Level::ERROR, line);
                     Reply::open(error_message(ErrorCode::StorageFailure, first, None, e))
                 }
             }
@@ -323,23 +462,29 @@ impl Handler {
             Ok(counted) => counted,
             Err(refusal) => return self.refuse(refusal),
         };
+        let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(outcome) = counted.await else { return shutting_down() };
+            let refused = |code: ErrorCode, reason: String, close: bool| {
+                budget.log(
+                    Level::WARN,
+                    Action::fail("request").field("agency", agency).field("error", &reason),
+                );
+                Reply { messages: vec![error_message(code, 0, None, reason)], close }
+            };
             match outcome {
                 FinishOutcome::Counted => Reply::open(Message::FinishedAck),
-                FinishOutcome::OutOfSequence { claimed, stored } => {
-                    let reason =
-                        format!("agency {agency} says it has {claimed} bets; the server holds {stored}");
-                    warn!("{}", Action::fail("request").field("agency", agency).field("error", &reason));
-                    Reply::open(error_message(ErrorCode::OutOfSequence, 0, None, reason))
-                }
+                FinishOutcome::OutOfSequence { claimed, stored } => refused(
+                    ErrorCode::OutOfSequence,
+                    format!("agency {agency} says it has {claimed} bets; the server holds {stored}"),
+                    false,
+                ),
                 FinishOutcome::AlreadyFinished => {
-                    let reason = format!("agency {agency} has already finished");
-                    warn!("{}", Action::fail("request").field("agency", agency).field("error", &reason));
-                    Reply::last(error_message(ErrorCode::AlreadyFinished, 0, None, reason))
+                    refused(ErrorCode::AlreadyFinished, format!("agency {agency} has already finished"), true)
                 }
                 FinishOutcome::Failed(e) => {
-                    error!("{}", Action::fail("finish").field("agency", agency).field("error", &e));
+                    budget
+                        .log(Level::ERROR, Action::fail("finish").field("agency", agency).field("error", &e));
                     Reply::open(error_message(ErrorCode::StorageFailure, 0, None, e))
                 }
             }
@@ -364,15 +509,18 @@ fn shutting_down() -> Reply {
 
 /// Validates every bet of a batch and writes their rows: the batch the
 /// writer stores, or the reply that refuses it (nothing of it is stored).
-fn encode(agency: u32, first: u64, records: &[BetRecord]) -> Result<EncodedBatch, PendingReply> {
+fn encode(
+    agency: u32,
+    first: u64,
+    records: &[BetRecord],
+    budget: &LogBudget,
+) -> Result<EncodedBatch, PendingReply> {
     let invalid = |index: Option<u16>, reason: String| {
-        error!(
-            "{}",
-            Action::fail("apuesta_recibida")
-                .field("cantidad", records.len())
-                .field("agency", agency)
-                .field("error", &reason)
-        );
+        let line = Action::fail("apuesta_recibida")
+            .field("cantidad", records.len())
+            .field("agency", agency)
+            .field("error", &reason);
+        budget.log(Level::ERROR, line);
         Reply::now(error_message(ErrorCode::InvalidBet, first, index, reason))
     };
     if records.is_empty() {

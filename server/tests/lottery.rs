@@ -180,30 +180,29 @@ async fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
 }
 
 #[tokio::test]
-async fn a_connection_must_say_hello_once_for_an_agency_of_the_round() {
+async fn a_connection_must_say_hello_once_for_its_own_agency_of_the_round() {
     let server = TestServer::start(2).await;
     for request in [batch(0, vec![bet("1", 1)]), Message::Finished { bets: 0 }, Message::WinnersQuery] {
-        let mut anonymous = Raw::connect(server.addr).await;
-        match anonymous.ask(&request).await {
+        let (mut unsaid, _) = (Raw::tls(server.addr, Some(1)).await, ());
+        match unsaid.ask(&request).await {
             Message::Error { code: ErrorCode::UnexpectedMessage, reason, .. } => {
                 assert!(reason.contains("before Hello"), "{reason}");
             }
             other => panic!("{other:?}"),
         }
-        anonymous.expect_closed().await;
+        unsaid.expect_closed().await;
     }
-    for agency in [0, 3, u32::MAX] {
-        let mut stranger = Raw::connect(server.addr).await;
-        let reply = stranger.ask(&Message::Hello { agency }).await;
-        assert!(matches!(reply, Message::Error { code: ErrorCode::UnknownAgency, .. }), "{reply:?}");
-        stranger.expect_closed().await;
-    }
+    let mut stranger = Raw::tls(server.addr, Some(3)).await;
+    let reply = stranger.ask(&Message::Hello { agency: 3 }).await;
+    assert!(matches!(reply, Message::Error { code: ErrorCode::UnknownAgency, .. }), "{reply:?}");
+    stranger.expect_closed().await;
+
     let (mut twice, _) = Raw::agency(server.addr, 1).await;
-    let reply = twice.ask(&Message::Hello { agency: 2 }).await;
+    let reply = twice.ask(&Message::Hello { agency: 1 }).await;
     assert!(matches!(reply, Message::Error { code: ErrorCode::UnexpectedMessage, .. }), "{reply:?}");
     twice.expect_closed().await;
 
-    let mut backwards = Raw::connect(server.addr).await;
+    let mut backwards = Raw::tls(server.addr, Some(1)).await;
     let reply = backwards.ask(&ack(0, 1)).await;
     assert!(matches!(reply, Message::Error { code: ErrorCode::UnexpectedMessage, .. }), "{reply:?}");
     backwards.expect_closed().await;
@@ -337,7 +336,7 @@ async fn an_echo_comes_back_byte_identical() {
 #[tokio::test]
 async fn idle_connections_time_out() {
     let server = TestServer::start_with(1, |c| c.idle_timeout = Duration::from_millis(200)).await;
-    let mut idle = Raw::connect(server.addr).await;
+    let (mut idle, _) = Raw::agency(server.addr, 1).await;
     let started = std::time::Instant::now();
     idle.expect_closed().await;
     assert!(started.elapsed() >= Duration::from_millis(150));

@@ -13,13 +13,21 @@ use testkit::{free_port, Process, Signal};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 
-fn start(dir: &Path, port: u16, extra: &[(&str, String)]) -> Process {
+/// The environment of a server on `port` with the test credentials.
+fn server_env(port: u16) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("SERVER_PORT", port.to_string()),
         ("SERVER_LISTEN_BACKLOG", "7".into()),
         ("LOGGING_LEVEL", "INFO".into()),
         ("SERVER_AGENCIES", "2".into()),
     ];
+    env.extend(testkit::credentials::server_env(&common::credentials()));
+    env
+}
+
+fn start(dir: &Path, port: u16, extra: &[(&str, String)]) -> Process {
+    let mut env = server_env(port);
+    env.retain(|(k, _)| !extra.iter().any(|(key, _)| key == k));
     env.extend(extra.iter().cloned());
     let mut server = Process::start(Path::new(SERVER), dir, &env);
     server.wait_for("accept_connections", Duration::from_secs(5));
@@ -156,6 +164,9 @@ fn the_config_file_is_read_from_the_working_directory() {
         format!("[DEFAULT]\nSERVER_PORT = {port}\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = 3\nLOGGING_LEVEL = debug"),
     )
     .unwrap();
+    // And the credentials from `.credentials/` there, where the README's
+    // native steps make them.
+    testkit::credentials::make(&dir.path().join(".credentials"), 1);
     let mut server = Process::start(Path::new(SERVER), dir.path(), &[]);
     let line = server.wait_for("action: config", Duration::from_secs(5));
     assert!(line.ends_with(&format!("port: {port} | listen_backlog: 3 | logging_level: debug")), "{line}");
@@ -213,12 +224,9 @@ fn a_second_server_on_the_same_storage_refuses_with_one_line_and_touches_nothing
         files
     };
     let before = files();
-    let env = [
-        ("SERVER_PORT", free_port().to_string()),
-        ("SERVER_LISTEN_BACKLOG", "7".into()),
-        ("LOGGING_LEVEL", "INFO".into()),
-        ("SERVER_AGENCIES", "3".into()),
-    ];
+    let mut env = server_env(free_port());
+    env.retain(|(k, _)| *k != "SERVER_AGENCIES");
+    env.push(("SERVER_AGENCIES", "3".into()));
     let mut second = Process::start(Path::new(SERVER), dir.path(), &env);
     let (status, _) = second.wait_exit(Duration::from_secs(5));
     assert!(!status.success());
@@ -304,12 +312,11 @@ async fn a_stdout_that_fails_every_write_does_not_stop_the_server() {
     let mut server = std::process::Command::new(SERVER)
         .current_dir(dir.path())
         .env_clear()
-        .envs([
-            ("SERVER_PORT", port.to_string()),
-            ("SERVER_LISTEN_BACKLOG", "7".into()),
-            ("LOGGING_LEVEL", "DEBUG".into()),
-            ("SERVER_AGENCIES", "1".into()),
-        ])
+        .envs(server_env(port).into_iter().map(|(k, v)| match k {
+            "LOGGING_LEVEL" => (k, "DEBUG".to_owned()),
+            "SERVER_AGENCIES" => (k, "1".to_owned()),
+            _ => (k, v),
+        }))
         .stdout(full.try_clone().unwrap())
         .stderr(full)
         .spawn()
@@ -326,4 +333,114 @@ async fn a_stdout_that_fails_every_write_does_not_stop_the_server() {
     let status = server.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     assert_eq!(common::stored(&dir.path().join("bets.csv")).len(), 1);
+}
+
+/// An echo is logged as a bounded prefix and its length, every character
+/// that could break a line escaped: no forged `action:` line, ever.
+#[tokio::test]
+async fn an_echo_is_logged_bounded_and_escaped_and_cannot_forge_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port, &[]);
+    let mut payload =
+        "a\u{2028}action: forged | result: success\u{0}\n2024-01-01 INFO action: forged".as_bytes().to_vec();
+    payload.resize(8000, b'x');
+    let mut raw = Raw::connect(addr(port)).await;
+    let reply = raw.ask(&Message::Echo(payload.clone().into())).await;
+    assert_eq!(reply, Message::Echo(payload.into()));
+    let line = server.wait_for("action: receive_message", Duration::from_secs(5));
+    assert!(line.len() < 300, "{line}");
+    assert!(
+        line.contains("\\u{2028}") && line.contains("\\u{0}") && line.ends_with("| bytes: 8000"),
+        "{line}"
+    );
+    assert_eq!(line.matches("action:").count(), 2, "one real, one quoted inside the value: {line}");
+    drop(raw);
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(3));
+    // Every line parses as the course's suite reads it, and none is forged.
+    assert!(server.actions().iter().all(|a| a.name != "forged"), "{:?}", server.seen);
+    for l in &server.seen {
+        assert!(!l.contains(['\u{2028}', '\u{2029}', '\u{85}', '\u{0}', '\r']), "{l:?}");
+    }
+}
+
+/// Garbage from many connections is the peers' fault: at ERROR the server
+/// says nothing about it, and each connection's lines are bounded anyway.
+#[tokio::test]
+async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = server_env(port);
+    env.retain(|(k, _)| *k != "LOGGING_LEVEL");
+    env.push(("LOGGING_LEVEL", "ERROR".into()));
+    let mut quiet = Process::start(Path::new(SERVER), dir.path(), &env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr(port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for garbage in [
+        &b"\x00\x00\x00\x08\x02\x7fGARBAGE!"[..],
+        b"\xff\xff\xff\xff",
+        b"\x00\x00\x00\x01\x02",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
+        for _ in 0..50 {
+            let mut raw = Raw::connect(addr(port)).await;
+            raw.send_bytes(garbage).await;
+            let _ = raw.reader.read().await;
+        }
+    }
+    quiet.signal(Signal::SIGTERM);
+    quiet.wait_exit(Duration::from_secs(3));
+    assert!(quiet.seen.is_empty(), "{:?}", quiet.seen);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port, &[]);
+    let mut chatty = Raw::connect(addr(port)).await;
+    for i in 0..100 {
+        let echo = Message::Echo(format!("echo {i}").into_bytes().into());
+        assert!(matches!(chatty.ask(&echo).await, Message::Echo(_)));
+    }
+    drop(chatty);
+    let close = server.wait_for("action: close_connection", Duration::from_secs(5));
+    assert!(close.contains("| unlogged_lines: 84 |"), "{close}");
+    let echoes = server.seen.iter().filter(|l| l.contains("action: receive_message")).count();
+    assert_eq!(echoes, server::session::LOG_LINES as usize);
+    assert!(server.seen.iter().any(|l| l.contains("action: log_budget")));
+    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+}
+
+/// Every connection gets its `close_connection` line, the ones the
+/// shutdown has to abort (a peer that never reads) included.
+#[tokio::test]
+async fn every_closed_connection_gets_its_line_aborted_ones_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port, &[]);
+    let (mut greedy, _) = Raw::agency(addr(port), 1).await;
+    let mut frame = bytes::BytesMut::new();
+    Message::Echo(vec![b'x'; 8000].into()).encode(&mut frame);
+    let flood = tokio::spawn(async move {
+        // Never reads: the server's replies back up, its writes block.
+        while tokio::io::AsyncWriteExt::write_all(greedy.writer.get_mut(), &frame).await.is_ok() {}
+    });
+    let (_uploading, _) = Raw::agency(addr(port), 2).await;
+    let _idle = Raw::connect(addr(port)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = tokio::task::spawn_blocking(move || {
+        server.signal(Signal::SIGTERM);
+        let (status, took) = server.wait_exit(Duration::from_secs(5));
+        assert!(status.success() && took < Duration::from_secs(2), "{status} after {took:?}");
+        server
+    })
+    .await
+    .unwrap();
+    flood.abort();
+    let closes: Vec<&String> =
+        server.seen.iter().filter(|l| l.contains("action: close_connection")).collect();
+    assert_eq!(closes.len(), 3, "{closes:#?}");
+    assert!(closes.iter().any(|l| l.contains("reason: aborted at shutdown")), "{closes:#?}");
 }

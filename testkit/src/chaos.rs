@@ -152,6 +152,7 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
     std::fs::create_dir_all(&storage_dir).map_err(|e| e.to_string())?;
 
     let mut round = Round {
+        credentials: crate::credentials::shared(agencies.len() as u32),
         rng: ChaCha8Rng::seed_from_u64(plan.seed),
         work: work.path().to_path_buf(),
         storage: storage_dir.join("bets.csv"),
@@ -224,7 +225,8 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
     round.start_server()?;
     for (&agency, documents) in &expected.winners {
         let address = SocketAddr::from(([127, 0, 0, 1], round.port));
-        let got = winners_of(address, agency).map_err(|e| format!("agency {agency}: {e}"))?;
+        let got =
+            winners_of(address, agency, &round.credentials).map_err(|e| format!("agency {agency}: {e}"))?;
         if &got != documents {
             return Err(format!("agency {agency} is told {got:?}; its winners are {documents:?}"));
         }
@@ -278,6 +280,8 @@ struct Client {
 
 /// The processes of a round.
 struct Round {
+    /// The TLS credentials of the server and the agencies.
+    credentials: PathBuf,
     rng: ChaCha8Rng,
     work: PathBuf,
     storage: PathBuf,
@@ -298,7 +302,7 @@ struct Round {
 
 impl Round {
     fn start_server(&mut self) -> Result<(), String> {
-        let env = [
+        let mut env = vec![
             ("SERVER_PORT", self.port.to_string()),
             ("SERVER_LISTEN_BACKLOG", "128".to_string()),
             ("LOGGING_LEVEL", "INFO".to_string()),
@@ -306,6 +310,7 @@ impl Round {
             ("SERVER_STORAGE_PATH", self.storage.display().to_string()),
             ("SERVER_IDLE_TIMEOUT", "10s".to_string()),
         ];
+        env.extend(crate::credentials::server_env(&self.credentials));
         let mut server = Process::start(&binary("server"), &self.work, &env);
         if !server.wait_for_line("accept_connections", Duration::from_secs(10)) {
             return Err(format!(
@@ -369,7 +374,7 @@ impl Round {
     /// a random number of them.
     fn start_client(&mut self, agency: u32, data: &Path, max_amount: Option<usize>) -> Result<(), String> {
         let max_amount = max_amount.unwrap_or_else(|| self.rng.random_range(1..=120));
-        let env = [
+        let mut env = vec![
             ("CLI_ID", agency.to_string()),
             ("CLI_SERVER_ADDRESS", self.address()),
             ("CLI_LOOP_AMOUNT", "100000".to_string()),
@@ -380,6 +385,7 @@ impl Round {
             ("CLI_REPLY_TIMEOUT", "1s".to_string()),
             ("CLI_RETRY_TIMEOUT", "60s".to_string()),
         ];
+        env.extend(crate::credentials::client_env(&self.credentials, agency));
         let process = Process::start(&binary("client"), &self.work, &env);
         let client = Client { agency, data: data.to_path_buf(), process };
         match self.clients.iter_mut().find(|c| c.agency == agency) {
@@ -454,10 +460,16 @@ fn tail(lines: &[String]) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// Asks the server, as `agency`, for its winners.
-pub fn winners_of(address: SocketAddr, agency: u32) -> Result<Vec<String>, String> {
-    let mut stream = TcpStream::connect(address).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+/// Asks the server, as `agency` (with its certificate in `credentials`),
+/// for its winners.
+pub fn winners_of(address: SocketAddr, agency: u32, credentials: &Path) -> Result<Vec<String>, String> {
+    let config = protocol::tls::client_config(&crate::credentials::agency(credentials, agency))
+        .map_err(|e| e.to_string())?;
+    let name = protocol::tls::server_name(&address.to_string()).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(address).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let connection = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
     let mut buf = BytesMut::new();
     send(&mut stream, &Message::Hello { agency })?;
     match receive(&mut stream, &mut buf)? {
@@ -479,15 +491,13 @@ pub fn winners_of(address: SocketAddr, agency: u32) -> Result<Vec<String>, Strin
     }
 }
 
-fn send(stream: &mut TcpStream, message: &Message) -> Result<(), String> {
-    use std::io::Write;
+fn send(stream: &mut impl std::io::Write, message: &Message) -> Result<(), String> {
     let mut frame = BytesMut::new();
     message.encode(&mut frame);
-    stream.write_all(&frame).map_err(|e| e.to_string())
+    stream.write_all(&frame).and_then(|()| stream.flush()).map_err(|e| e.to_string())
 }
 
-fn receive(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Message, String> {
-    use std::io::Read;
+fn receive(stream: &mut impl std::io::Read, buf: &mut BytesMut) -> Result<Message, String> {
     loop {
         if let Some(frame) = Frame::parse(buf, MAX_FRAME_LEN).map_err(|e| e.to_string())? {
             return Message::from_frame(frame).map_err(|e| e.to_string());

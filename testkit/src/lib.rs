@@ -3,6 +3,7 @@
 //!
 //! - [`Process`]: a binary in its own process, its stdout line by line.
 //! - [`binaries`]: where the real `server` and `client` are (built if needed).
+//! - [`credentials`]: TLS credentials made by the project's own command.
 //! - [`check`]: a round's bets file against the agencies' files.
 //! - [`proxy`]: a TCP proxy that cuts or freezes connections.
 //! - [`chaos`]: whole rounds with faults injected at random moments.
@@ -10,6 +11,7 @@
 pub mod binaries;
 pub mod chaos;
 pub mod check;
+pub mod credentials;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

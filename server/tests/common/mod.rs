@@ -9,13 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lottery::Bet;
+use protocol::tls::{self, TlsConnector};
 use protocol::{BetRecord, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
 use server::{Config, Server};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// Agencies the shared test credentials cover.
+pub const AGENCIES_WITH_CREDENTIALS: u32 = 32;
+
+/// The shared test credentials (see `testkit::credentials`).
+pub fn credentials() -> PathBuf {
+    testkit::credentials::shared(AGENCIES_WITH_CREDENTIALS)
+}
 
 /// A server on `127.0.0.1:<free port>` with its round in a temp dir.
 pub struct TestServer {
@@ -28,6 +36,8 @@ pub struct TestServer {
 }
 
 pub fn config(agencies: u32, storage: &Path) -> Config {
+    let dir = credentials();
+    let tls = tls::server_config(&testkit::credentials::server(&dir), Some(&dir.join("crl.pem"))).unwrap();
     Config {
         port: 0,
         listen_backlog: 64,
@@ -36,7 +46,10 @@ pub fn config(agencies: u32, storage: &Path) -> Config {
         agencies,
         storage_path: storage.to_path_buf(),
         idle_timeout: Duration::from_secs(10),
-        max_connections: 64,
+        tls,
+        auth_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        max_unauthenticated: 64,
     }
 }
 
@@ -102,21 +115,54 @@ pub fn stored(path: &Path) -> Vec<Bet> {
     lottery::storage::load_bets(path).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
+/// Any byte stream: plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A protocol connection driven by hand.
 pub struct Raw {
-    pub reader: MessageReader<OwnedReadHalf>,
-    pub writer: MessageWriter<OwnedWriteHalf>,
+    pub reader: MessageReader<ReadHalf<Box<dyn Io>>>,
+    pub writer: MessageWriter<WriteHalf<Box<dyn Io>>>,
 }
 
 impl Raw {
-    pub async fn connect(addr: SocketAddr) -> Raw {
-        let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+    fn over(stream: Box<dyn Io>) -> Raw {
+        let (r, w) = tokio::io::split(stream);
         Raw { reader: MessageReader::new(r, MAX_FRAME_LEN), writer: MessageWriter::new(w) }
     }
 
-    /// A connection that has said Hello for `agency`; returns it and the Welcome.
+    /// Plain frames, no TLS: what an anonymous peer (or `nc`) speaks.
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        Raw::over(Box::new(TcpStream::connect(addr).await.unwrap()))
+    }
+
+    /// TLS with agency `agency`'s certificate (`None`: no certificate).
+    pub async fn tls(addr: SocketAddr, agency: Option<u32>) -> Raw {
+        Raw::try_tls(addr, agency).await.unwrap()
+    }
+
+    /// Like [`Raw::tls`], saying why the handshake failed.
+    pub async fn try_tls(addr: SocketAddr, agency: Option<u32>) -> std::io::Result<Raw> {
+        let dir = credentials();
+        let config = match agency {
+            Some(agency) => tls::client_config(&testkit::credentials::agency(&dir, agency)).unwrap(),
+            None => anonymous_tls(&dir),
+        };
+        Raw::tls_with(addr, config).await
+    }
+
+    /// TLS with this client configuration.
+    pub async fn tls_with(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> std::io::Result<Raw> {
+        let stream = TcpStream::connect(addr).await?;
+        let name = tls::server_name(&addr.to_string()).unwrap();
+        let tls = TlsConnector::from(config).connect(name, stream).await?;
+        Ok(Raw::over(Box::new(tls)))
+    }
+
+    /// A connection that has said Hello for `agency`, with its own
+    /// certificate; returns it and the Welcome.
     pub async fn agency(addr: SocketAddr, agency: u32) -> (Raw, Message) {
-        let mut raw = Raw::connect(addr).await;
+        let mut raw = Raw::tls(addr, Some(agency)).await;
         let welcome = raw.ask(&Message::Hello { agency }).await;
         assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
         (raw, welcome)
@@ -131,14 +177,14 @@ impl Raw {
         self.writer_stream().write_all(bytes).await.unwrap();
     }
 
-    fn writer_stream(&mut self) -> &mut OwnedWriteHalf {
+    fn writer_stream(&mut self) -> &mut WriteHalf<Box<dyn Io>> {
         // MessageWriter keeps nothing queued between sends, so writing
         // beside it cannot reorder bytes.
         self.writer.get_mut()
     }
 
     /// The read half, for raw bytes.
-    pub fn reader_stream(&mut self) -> &mut OwnedReadHalf {
+    pub fn reader_stream(&mut self) -> &mut ReadHalf<Box<dyn Io>> {
         self.reader.get_mut()
     }
 
@@ -183,8 +229,24 @@ pub fn ack(first: u64, count: u16) -> Message {
     Message::BatchAck { first, count }
 }
 
+/// TLS that verifies the server but presents no certificate.
+pub fn anonymous_tls(dir: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 /// A client configuration for agency `id` against `addr`.
 pub fn client_config(id: u32, addr: SocketAddr, data_file: &Path) -> client::Config {
+    let credentials = testkit::credentials::agency(&credentials(), id);
     client::Config {
         id,
         server_address: addr.to_string(),
@@ -196,5 +258,7 @@ pub fn client_config(id: u32, addr: SocketAddr, data_file: &Path) -> client::Con
         data_file: data_file.to_path_buf(),
         reply_timeout: Duration::from_secs(5),
         retry_timeout: Duration::from_secs(20),
+        tls: tls::client_config(&credentials).unwrap(),
+        server_name: tls::server_name(&addr.to_string()).unwrap(),
     }
 }

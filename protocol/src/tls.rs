@@ -1,0 +1,194 @@
+//! The link's security: TLS 1.3 (rustls, with the *ring* provider) between
+//! each agency and the server, both sides authenticated by certificates of
+//! the project's own certificate authority (see `scripts/credentials.sh`).
+//!
+//! - The agency verifies the server: a certificate of the CA for the name it
+//!   connects to (`server`, `localhost`, `127.0.0.1`…).
+//! - The server verifies the agency: a certificate of the CA, for client
+//!   authentication, not revoked (a CRL), whose common name `agency-K` is
+//!   the one agency K it may act as ([`agency_of`]).
+//!
+//! The server lets a connection finish the handshake without a client
+//! certificate so that it can answer it with a clear `Unauthenticated`
+//! error in the protocol; a certificate it cannot verify (another CA,
+//! revoked, expired) fails the handshake itself, with TLS's own alert.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+pub use rustls::pki_types::ServerName;
+pub use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+
+/// The first byte of every TLS connection (a handshake record), and never
+/// the first byte of a plaintext frame of ours, whose length is below 8 KiB.
+pub const TLS_HANDSHAKE: u8 = 0x16;
+
+const _: () = assert!(crate::MAX_FRAME_LEN < 1 << 24, "a plaintext frame starts with a zero byte");
+
+/// One of the files of a side's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialFile {
+    Ca,
+    Cert,
+    Key,
+    Crl,
+}
+
+impl CredentialFile {
+    fn what(self) -> &'static str {
+        match self {
+            CredentialFile::Ca => "the certificate authority",
+            CredentialFile::Cert => "the certificate",
+            CredentialFile::Key => "the private key",
+            CredentialFile::Crl => "the revocation list",
+        }
+    }
+}
+
+/// Why a TLS configuration cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {} at {path}: {reason}", .file.what())]
+    Read { file: CredentialFile, path: PathBuf, reason: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl TlsError {
+    /// The file at fault, if one is.
+    pub fn file(&self) -> Option<CredentialFile> {
+        match self {
+            TlsError::Read { file, .. } => Some(*file),
+            TlsError::Config(_) => None,
+        }
+    }
+}
+
+/// Where a side's credentials are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The certificate authority that signs both sides.
+    pub ca: PathBuf,
+    /// This side's certificate and its private key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_error(file: CredentialFile, path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + '_ {
+    move |e| TlsError::Read { file, path: path.into(), reason: e.to_string() }
+}
+
+fn certificates(file: CredentialFile, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(read_error(file, path))?
+        .collect::<Result<_, _>>()
+        .map_err(read_error(file, path))?;
+    if certs.is_empty() {
+        return Err(TlsError::Read { file, path: path.into(), reason: "no certificate in it".into() });
+    }
+    Ok(certs)
+}
+
+fn roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(CredentialFile::Ca, ca)? {
+        roots.add(cert).map_err(|e| TlsError::Read {
+            file: CredentialFile::Ca,
+            path: ca.into(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(read_error(CredentialFile::Key, path))
+}
+
+/// The server's side: its certificate, the CA its agencies' certificates
+/// must come from, and the revoked ones (`crl`, optional).
+pub fn server_config(credentials: &Credentials, crl: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
+    let crls: Vec<CertificateRevocationListDer<'static>> = match crl {
+        None => Vec::new(),
+        Some(path) => CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(read_error(CredentialFile::Crl, path))?
+            .collect::<Result<_, _>>()
+            .map_err(read_error(CredentialFile::Crl, path))?,
+    };
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&credentials.ca)?, provider())
+        .with_crls(crls)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(format!("agency verification: {e}")))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certificates(CredentialFile::Cert, &credentials.cert)?, key(&credentials.key)?)
+        .map_err(|e| TlsError::Config(format!("the server's certificate and key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// An agency's side: the CA that signs the server, and the agency's own
+/// certificate and key.
+pub fn client_config(credentials: &Credentials) -> Result<Arc<ClientConfig>, TlsError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(&credentials.ca)?)
+        .with_client_auth_cert(certificates(CredentialFile::Cert, &credentials.cert)?, key(&credentials.key)?)
+        .map_err(|e| TlsError::Config(format!("the agency's certificate and key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// The agency a verified client certificate speaks for: its common name
+/// is `agency-K`.
+pub fn agency_of(cert: &CertificateDer<'_>) -> Option<u32> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let mut names = cert.subject().iter_common_name();
+    let name = names.next()?.as_str().ok()?;
+    if names.next().is_some() {
+        return None;
+    }
+    let number = name.strip_prefix("agency-")?;
+    number.bytes().all(|b| b.is_ascii_digit()).then(|| number.parse().ok()).flatten().filter(|k| *k > 0)
+}
+
+/// The server name to verify, from a `host:port` address.
+pub fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {
+    let host = match address.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => address,
+    };
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| TlsError::Config(format!("{host:?} is not a server name: {e}")))
+}
+
+/// Why a TLS connection failed, when TLS itself says so: an alert from the
+/// peer, or a certificate this side refused. `None` for plain I/O errors.
+pub fn tls_failure(error: &std::io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_come_from_the_address() {
+        assert_eq!(server_name("server:12345").unwrap(), ServerName::try_from("server").unwrap());
+        assert!(matches!(server_name("127.0.0.1:1").unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(server_name("[::1]:1").unwrap(), ServerName::IpAddress(_)));
+        assert!(server_name("bad name:1").is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! A connection from its accept to its session, and its closing line.
+//!
+//! Agencies speak TLS, with a certificate that names them; the first byte
+//! of the connection tells TLS (a handshake record, `0x16`) from our plain
+//! frames (a length, starting with `0x00`). A plain connection is served
+//! `Echo` and nothing else: that is the course's echo validation, `nc` from
+//! a busybox container, and it carries no data. Any other request over it,
+//! or over TLS without a certificate, is refused as `Unauthenticated`.
+//!
+//! Until it has authenticated (its TLS handshake done with a verified
+//! agency certificate), a connection holds a place in the [`Gate`] and
+//! lives at most the authentication deadline. A failed authentication is
+//! logged once, and makes the next connections from the same address wait
+//! before their handshake (see [`Failures`]). Every connection, however it
+//! ends (aborted at shutdown included), gets one `close_connection` line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lottery::log::Action;
+use protocol::tls::{TlsAcceptor, TLS_HANDSHAKE};
+use protocol::{ErrorCode, Message, MessageWriter};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::agencies::Agencies;
+use crate::gate::{Failures, Gate};
+use crate::session::{self, Identity, Limits};
+
+/// What every connection shares.
+pub struct Context {
+    pub agencies: Arc<Agencies>,
+    pub gate: Arc<Gate>,
+    pub failures: Failures,
+    pub acceptor: TlsAcceptor,
+    pub auth_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Cancelled at shutdown.
+    pub stop: CancellationToken,
+}
+
+/// Logs `close_connection` when dropped, with the last reason given: a
+/// connection aborted at shutdown still gets its line.
+pub struct CloseLine {
+    peer: SocketAddr,
+    pub agency: Option<u32>,
+    pub why: String,
+    /// Lines of this connection that were not logged (see the session's
+    /// log budget).
+    pub unlogged: u32,
+}
+
+impl Drop for CloseLine {
+    fn drop(&mut self) {
+        let mut line = Action::success("close_connection").field("ip", self.peer.ip());
+        if let Some(agency) = self.agency {
+            line = line.field("agency", agency);
+        }
+        if self.unlogged > 0 {
+            line = line.field("unlogged_lines", self.unlogged);
+        }
+        info!("{}", line.field("reason", &self.why));
+    }
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Context>) {
+    let mut close = CloseLine { peer, agency: None, why: "aborted at shutdown".into(), unlogged: 0 };
+    let waiting = ctx.gate.admit(id);
+    let deadline = Instant::now() + ctx.auth_timeout;
+    let arrival = tokio::select! {
+        () = waiting.pushed_out.cancelled() => {
+            close.why = "pushed out: too many connections waiting to authenticate".into();
+            return;
+        }
+        () = ctx.stop.cancelled() => {
+            close.why = "server shutting down".into();
+            return;
+        }
+        arrival = timeout_at(deadline, async {
+            tokio::time::sleep(ctx.failures.wait(peer.ip())).await;
+            arrive(stream, &ctx).await
+        }) => arrival,
+    };
+    let arrival = match arrival {
+        Ok(Ok(arrival)) => arrival,
+        Ok(Err(why)) => {
+            close.why = why;
+            return;
+        }
+        Err(_) => {
+            close.why =
+                format!("no authentication within {}", lottery::duration::GoDuration(ctx.auth_timeout));
+            return;
+        }
+    };
+    match arrival {
+        Arrival::Plain(stream) => {
+            let limits = Limits::until(deadline, waiting.pushed_out.clone(), &ctx);
+            session::serve(stream, peer, id, Identity::Anonymous, &ctx, limits, &mut close).await;
+        }
+        Arrival::Agency(stream, agency) => {
+            // Authenticated: out of the gate, into the agency's session.
+            drop(waiting);
+            close.agency = Some(agency);
+            let limits = Limits::agency(&ctx);
+            session::serve(*stream, peer, id, Identity::Agency(agency), &ctx, limits, &mut close).await;
+        }
+        Arrival::Anonymous(stream) => {
+            let reason = "no agency certificate: an agency connects with TLS and its certificate";
+            failed(peer, reason, &ctx);
+            let mut writer = MessageWriter::new(*stream);
+            let refusal = Message::Error {
+                code: ErrorCode::Unauthenticated,
+                first: 0,
+                bet: None,
+                reason: reason.into(),
+            };
+            let _ = timeout(ctx.write_timeout, writer.send(&refusal)).await;
+            let _ = timeout(ctx.write_timeout, writer.shutdown()).await;
+            close.why = format!("not authenticated: {reason}");
+        }
+        Arrival::Refused(error) => {
+            failed(peer, &error, &ctx);
+            close.why = format!("authentication failed: {error}");
+        }
+    }
+}
+
+/// What a connection turned out to be.
+enum Arrival {
+    /// Plain frames: Echo only.
+    Plain(TcpStream),
+    /// TLS with a verified certificate of this agency.
+    Agency(Box<protocol::tls::server::TlsStream<TcpStream>>, u32),
+    /// TLS without a client certificate.
+    Anonymous(Box<protocol::tls::server::TlsStream<TcpStream>>),
+    /// TLS that failed: the certificate was refused, or the handshake broke.
+    Refused(String),
+}
+
+/// Reads the first byte, then does the TLS handshake if it is one.
+async fn arrive(stream: TcpStream, ctx: &Context) -> Result<Arrival, String> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) => return Err("peer closed the connection".into()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("peer lost: {e}")),
+    }
+    if first[0] != TLS_HANDSHAKE {
+        return Ok(Arrival::Plain(stream));
+    }
+    let tls = match ctx.acceptor.accept(stream).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            return match protocol::tls::tls_failure(&e) {
+                Some(tls) => Ok(Arrival::Refused(tls.to_string())),
+                None => Err(format!("TLS handshake broken off: {e}")),
+            }
+        }
+    };
+    let agency =
+        tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).map(protocol::tls::agency_of);
+    Ok(match agency {
+        None => Arrival::Anonymous(Box::new(tls)),
+        Some(Some(agency)) => Arrival::Agency(Box::new(tls), agency),
+        Some(None) => {
+            Arrival::Refused("the certificate names no agency (its common name is not agency-K)".into())
+        }
+    })
+}
+
+/// Logs a failed authentication, once, and counts it against the address.
+fn failed(peer: SocketAddr, error: &str, ctx: &Context) {
+    let (failures, penalty) = ctx.failures.fail(peer.ip());
+    warn!(
+        "{}",
+        Action::fail("authenticate")
+            .field("ip", peer.ip())
+            .field("error", error)
+            .field("failures", failures)
+            .field("next_wait", lottery::duration::GoDuration(penalty))
+    );
+}

@@ -1,0 +1,252 @@
+//! The attacks of the security work, each against the real server over
+//! loopback: acting as another agency, reading its winners, forging its
+//! "finished", credentials from elsewhere or revoked, and connections that
+//! try to starve the agencies.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use client::{BetSource, Ending};
+use common::{ack, batch, bet, client_config, Raw, TestServer};
+use protocol::tls;
+use protocol::{ErrorCode, Message};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+fn refused(reply: &Message, code: ErrorCode) -> bool {
+    matches!(reply, Message::Error { code: c, .. } if *c == code)
+}
+
+/// Everything a peer without agency 3's certificate can try, as agency 3.
+async fn impersonations(addr: SocketAddr) {
+    for request in [
+        batch(1_000_000, vec![bet("66666666", 7574)]),
+        Message::Finished { bets: 0 },
+        Message::WinnersQuery,
+        Message::Hello { agency: 3 },
+    ] {
+        let mut plain = Raw::connect(addr).await;
+        let reply = plain.ask(&request).await;
+        assert!(refused(&reply, ErrorCode::Unauthenticated), "plain {}: {reply:?}", request.name());
+        plain.expect_closed().await;
+
+        let mut anonymous = Raw::tls(addr, None).await;
+        let reply = anonymous.ask(&request).await;
+        assert!(refused(&reply, ErrorCode::Unauthenticated), "TLS without a certificate: {reply:?}");
+        anonymous.expect_closed().await;
+    }
+    let mut other = Raw::tls(addr, Some(4)).await;
+    let reply = other.ask(&Message::Hello { agency: 3 }).await;
+    assert!(refused(&reply, ErrorCode::Forbidden), "agency 4 as agency 3: {reply:?}");
+    other.expect_closed().await;
+}
+
+/// The attack of the issue: while agency 3 uploads, others try to store a
+/// bet as agency 3, ask for its winners, say it finished. Nothing of it
+/// takes: agency 3 stores all its bets and hears only of its own winners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_can_act_as_another_agency_store_for_it_read_its_winners_or_finish_for_it() {
+    let data = tempfile::tempdir().unwrap();
+    let generated =
+        lottery::sample::generate(data.path(), &[2000, 500, 2000, 500], &[1, 1, 2, 1], 3).unwrap();
+    let server = TestServer::start(4).await;
+    let mut config = client_config(3, server.addr, &generated[2].path);
+    config.batch_max_amount = 10;
+    let three = tokio::spawn(async move {
+        let source = BetSource::File(config.data_file.clone());
+        client::run(&config, source, CancellationToken::new()).await.unwrap()
+    });
+    impersonations(server.addr).await;
+    let others: Vec<_> = [&generated[0], &generated[1], &generated[3]]
+        .into_iter()
+        .map(|g| {
+            let (config, path) = (client_config(g.agency, server.addr, &g.path), g.path.clone());
+            tokio::spawn(async move {
+                client::run(&config, BetSource::File(path), CancellationToken::new()).await
+            })
+        })
+        .collect();
+    for (g, other) in [&generated[0], &generated[1], &generated[3]].into_iter().zip(others) {
+        assert_eq!(
+            other.await.unwrap().unwrap(),
+            Ending::Winners { documents: g.winners.clone(), rejected: 0 }
+        );
+    }
+    assert_eq!(
+        three.await.unwrap(),
+        Ending::Winners { documents: generated[2].winners.clone(), rejected: 0 }
+    );
+    let stored = server.stop().await;
+    assert_eq!(stored.len(), 5000);
+    assert!(!stored.iter().any(|b| b.document == "66666666"), "the intruder's bet is not stored");
+}
+
+/// `Finished` for every agency, before any of them starts: refused, and
+/// the draw waits for the real agencies.
+#[tokio::test]
+async fn finished_cannot_be_said_for_agencies_that_have_not_said_it() {
+    let server = TestServer::start(2).await;
+    for _ in 1..=2 {
+        let mut plain = Raw::connect(server.addr).await;
+        assert!(refused(&plain.ask(&Message::Finished { bets: 0 }).await, ErrorCode::Unauthenticated));
+    }
+    let (mut one, _) = Raw::agency(server.addr, 1).await;
+    assert_eq!(one.ask(&Message::WinnersQuery).await, Message::NotReady { finished: 0, expected: 2 });
+    assert_eq!(one.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
+    assert_eq!(one.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
+    assert_eq!(one.ask(&Message::WinnersQuery).await, Message::NotReady { finished: 1, expected: 2 });
+    server.stop().await;
+}
+
+/// A certificate of another authority, or a revoked one, fails the TLS
+/// handshake itself; the agency gets the alert, not a session.
+#[tokio::test]
+async fn a_certificate_of_another_authority_or_a_revoked_one_is_refused() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    testkit::credentials::make(elsewhere.path(), 1);
+    let own = tempfile::tempdir().unwrap();
+    testkit::credentials::make(own.path(), 2);
+    testkit::credentials::run_script(&[own.path().to_str().unwrap(), "--revoke", "2"]);
+    let server = TestServer::start_with(2, |c| {
+        let credentials = testkit::credentials::server(own.path());
+        c.tls = tls::server_config(&credentials, Some(&own.path().join("crl.pem"))).unwrap();
+    })
+    .await;
+
+    for (dir, agency, alert) in [(elsewhere.path(), 1, "UnknownCA"), (own.path(), 2, "CertificateRevoked")] {
+        // The agency trusts the server (our CA); its own certificate is the
+        // one in question.
+        let credentials =
+            tls::Credentials { ca: own.path().join("ca.pem"), ..testkit::credentials::agency(dir, agency) };
+        let config = tls::client_config(&credentials).unwrap();
+        // TLS 1.3: the client's side of the handshake ends before the server
+        // judges its certificate; the refusal comes at the first read.
+        let error = match Raw::tls_with(server.addr, config).await {
+            Err(e) => e,
+            Ok(mut raw) => {
+                raw.send(&Message::Hello { agency }).await;
+                match raw.reader.read().await {
+                    Err(protocol::ReadError::Io(e)) => e,
+                    other => panic!("agency {agency} got {other:?}"),
+                }
+            }
+        };
+        let tls_error = tls::tls_failure(&error).unwrap_or_else(|| panic!("not a TLS refusal: {error}"));
+        assert!(format!("{tls_error:?}").contains(alert), "{tls_error:?}");
+    }
+    let config = tls::client_config(&testkit::credentials::agency(own.path(), 1)).unwrap();
+    let mut fine = Raw::tls_with(server.addr, config).await.unwrap();
+    assert!(matches!(fine.ask(&Message::Hello { agency: 1 }).await, Message::Welcome { .. }));
+    server.stop().await;
+}
+
+/// After a failed authentication, new connections from the same address
+/// wait before their handshake, longer with each failure.
+#[tokio::test]
+async fn repeated_failures_are_slowed_down() {
+    let server = TestServer::start(1).await;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let started = Instant::now();
+        let mut anonymous = Raw::tls(server.addr, None).await;
+        waits.push(started.elapsed());
+        assert!(refused(&anonymous.ask(&Message::Hello { agency: 1 }).await, ErrorCode::Unauthenticated));
+    }
+    assert!(waits[0] < Duration::from_millis(100), "{waits:?}");
+    assert!(waits[2] >= Duration::from_millis(180), "the third waits out two failures: {waits:?}");
+    assert!(waits[3] >= Duration::from_millis(380), "{waits:?}");
+    server.stop().await;
+}
+
+/// Connections that never authenticate, far more than the pool of them
+/// holds: an agency still connects and is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_keep_an_agency_out() {
+    let server = TestServer::start_with(1, |c| c.max_unauthenticated = 64).await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let (mut agency, _) = Raw::agency(server.addr, 1).await;
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 1)])).await, ack(0, 1));
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    drop(idle);
+    server.stop().await;
+}
+
+/// Connections that keep sending Echo every few milliseconds never
+/// authenticate, so they cannot hold a place: an agency is served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoing_connections_do_not_keep_an_agency_out() {
+    let server = TestServer::start_with(1, |c| c.max_unauthenticated = 64).await;
+    let stop = CancellationToken::new();
+    let mut chatter = Vec::new();
+    for _ in 0..256 {
+        let (addr, stop) = (server.addr, stop.clone());
+        chatter.push(tokio::spawn(async move {
+            let mut raw = Raw::connect(addr).await;
+            while !stop.is_cancelled() {
+                let echo = Message::Echo(bytes::Bytes::from_static(b"keepalive"));
+                if raw.writer.send(&echo).await.is_err() || raw.reader.read().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let (mut agency, _) = Raw::agency(server.addr, 1).await;
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 1)])).await, ack(0, 1));
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    stop.cancel();
+    for task in chatter {
+        let _ = task.await;
+    }
+    server.stop().await;
+}
+
+/// A connection that never authenticates is dropped at the deadline,
+/// whatever it sends.
+#[tokio::test]
+async fn a_connection_that_does_not_authenticate_is_dropped_at_the_deadline() {
+    let server = TestServer::start_with(1, |c| c.auth_timeout = Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut silent = Raw::connect(server.addr).await;
+    let mut echoing = Raw::connect(server.addr).await;
+    let echo = Message::Echo(bytes::Bytes::from_static(b"hola"));
+    assert!(matches!(echoing.ask(&echo).await, Message::Echo(_)));
+    silent.expect_closed().await;
+    echoing.expect_closed().await;
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    server.stop().await;
+}
+
+/// A peer that sends requests and never reads the replies: once a reply
+/// cannot be written within the write timeout, the server closes the
+/// connection, freeing its place; everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_closed_by_the_write_timeout() {
+    let server = TestServer::start_with(2, |c| c.write_timeout = Duration::from_millis(300)).await;
+    let (mut greedy, _) = Raw::agency(server.addr, 1).await;
+    let flood = tokio::spawn(async move {
+        let mut frame = bytes::BytesMut::new();
+        Message::Echo(vec![b'x'; 8000].into()).encode(&mut frame);
+        let started = Instant::now();
+        // Writing fails once the server has closed the connection.
+        while started.elapsed() < Duration::from_secs(10) {
+            if greedy.writer.get_mut().write_all(&frame).await.is_err() {
+                return started.elapsed();
+            }
+        }
+        panic!("still connected after 10 s of never reading");
+    });
+    let (mut other, _) = Raw::agency(server.addr, 2).await;
+    assert_eq!(other.ask(&batch(0, vec![bet("2", 2)])).await, ack(0, 1));
+    let closed_after = flood.await.unwrap();
+    assert!(closed_after < Duration::from_secs(5), "{closed_after:?}");
+    server.stop().await;
+}
