@@ -95,11 +95,12 @@ fn main() -> anyhow::Result<()> {
     }
     // Recovery: a server started on the last run's round reads it all back.
     let recovery = measure_recovery(&args, &dir, agencies.len())?;
+    let handshake = runtime.block_on(measure_handshakes(&args, &dir, &agencies))?;
     results.sort_by_key(|r| r.elapsed);
     let median = results[results.len() / 2].elapsed;
     let peak = results.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
     println!(
-        "{} agencies, {total} bets, batches of {}, {} runs: median {:.1} ms (min {:.1}, max {:.1}), {:.0} bets/s at the median, server peak RSS {:.1} MiB; recovering the round: {:.1} ms",
+        "{} agencies, {total} bets, batches of {}, {} runs: median {:.1} ms (min {:.1}, max {:.1}), {:.0} bets/s at the median, server peak RSS {:.1} MiB; recovering the round: {:.1} ms; a connection (TCP, TLS handshake, Hello): median {:.2} ms",
         args.agencies,
         args.max_amount,
         results.len(),
@@ -108,7 +109,8 @@ fn main() -> anyhow::Result<()> {
         ms(results[results.len() - 1].elapsed),
         total as f64 / median.as_secs_f64(),
         peak as f64 / 1024.0,
-        ms(recovery)
+        ms(recovery),
+        ms(handshake)
     );
     Ok(())
 }
@@ -214,6 +216,50 @@ fn measure_recovery(args: &Args, dir: &Path, agencies: usize) -> anyhow::Result<
     server.stop()?;
     std::fs::remove_dir_all(round_dir(dir))?;
     Ok(took)
+}
+
+/// The median time, over 51 connections one after another, from
+/// connecting to holding the server's Welcome: TCP, the TLS handshake with
+/// both certificates verified, Hello.
+async fn measure_handshakes(
+    args: &Args,
+    dir: &Path,
+    agencies: &[GeneratedAgency],
+) -> anyhow::Result<Duration> {
+    let port = free_port()?;
+    let round = round_dir(dir);
+    std::fs::create_dir_all(&round)?;
+    let mut server = Server::start(args, port, agencies.len(), &round.join("bets.csv"))?;
+    let agency = &agencies[0];
+    let config = client::Config {
+        id: agency.agency,
+        server_address: format!("127.0.0.1:{port}"),
+        loop_amount: 1,
+        loop_period: Duration::ZERO,
+        log_level: lottery::log::Level::Warning,
+        log_level_name: "WARNING".into(),
+        batch_max_amount: args.max_amount,
+        data_file: agency.path.clone(),
+        reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
+        retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
+        tls: protocol::tls::client_config(&testkit::credentials::agency(
+            &credentials_dir(dir),
+            agency.agency,
+        ))?,
+        server_name: protocol::tls::server_name("127.0.0.1:1")?,
+    };
+    let mut times = Vec::new();
+    for _ in 0..51 {
+        let started = Instant::now();
+        let mut link = client::link::Link::connect(&config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        link.hello(agency.agency).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        times.push(started.elapsed());
+        link.close().await;
+    }
+    server.stop()?;
+    std::fs::remove_dir_all(round)?;
+    times.sort();
+    Ok(times[times.len() / 2])
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -278,3 +278,31 @@ fn five_agencies_get_one_to_five_winners() {
     let files: Vec<String> = (1..=5).map(|w| rows(60, &(0..w).map(|i| i * 11).collect::<Vec<_>>())).collect();
     check_draw(&files, &[1, 2, 3, 4, 5]);
 }
+
+/// The images hold their binary and nothing else: no credential, no data.
+#[test]
+fn the_images_hold_their_binary_and_no_credential() {
+    let _only = e2e::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    for image in ["server", "client"] {
+        let container = e2e::run_ok("docker", &["create", &format!("{image}:latest")], dir.path());
+        let container = container.trim();
+        let tar = dir.path().join(format!("{image}.tar"));
+        e2e::run_ok("docker", &["export", "-o", tar.to_str().unwrap(), container], dir.path());
+        let _ = run("docker", &["rm", container], dir.path());
+        let files = e2e::run_ok("tar", &["-tf", tar.to_str().unwrap()], dir.path());
+        let files: Vec<&str> = files.lines().filter(|f| !f.ends_with('/')).collect();
+        // Docker adds its own empty files for the container's /etc and /.dockerenv.
+        let ours: Vec<&str> = files
+            .into_iter()
+            .filter(|f| {
+                !f.starts_with("etc/")
+                    && !f.starts_with(".dockerenv")
+                    && !f.starts_with("dev/")
+                    && !f.starts_with("proc/")
+                    && !f.starts_with("sys/")
+            })
+            .collect();
+        assert_eq!(ours, [image], "{image}:latest holds {ours:?}");
+    }
+}

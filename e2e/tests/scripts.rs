@@ -32,8 +32,17 @@ fn generar_compose_writes_the_server_and_n_clients() {
             assert!(text.contains(&format!("container_name: client{k}\n")));
             assert!(text.contains(&format!("CLI_ID={k}\n")));
             assert!(text.contains(&format!("CLI_DATA_FILE=/data/agency-{k}.csv")));
+            // Its own credentials, as secrets, and nobody else's.
+            assert!(text.contains(&format!("CLI_TLS_CERT=/run/secrets/agency-{k}.pem")));
+            assert!(text.contains(&format!("  agency-{k}.key:\n    file: ./.credentials/agency-{k}.key\n")));
+            for file in ["pem", "key"] {
+                assert!(dir.path().join(format!(".credentials/agency-{k}.{file}")).is_file());
+            }
         }
         assert!(!text.contains(&format!("client{}", n + 1)));
+        assert!(text.contains("SERVER_TLS_CRL=/run/secrets/crl.pem"));
+        assert!(!text.contains("ca.key"), "the CA's key never leaves the host's folder");
+        assert!(!text.contains("BEGIN"), "no credential in the Compose file itself");
     }
 }
 
@@ -54,7 +63,7 @@ fn generar_compose_refuses_bad_arguments_and_writes_nothing() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file written");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file written, no credentials made");
 }
 
 #[test]

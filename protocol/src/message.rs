@@ -574,6 +574,45 @@ mod tests {
         }
     }
 
+    /// One frame of each message kind: the fuzz target's seeds, kept in
+    /// `fuzz/seeds/decode/`. Run with `--ignored` to write them again.
+    #[test]
+    #[ignore]
+    fn write_the_fuzz_seeds() {
+        let bet = BetRecord {
+            first_name: "Zoë".into(),
+            last_name: "Núñez, \"el\"".into(),
+            document: "00123456".into(),
+            birthdate: "1999-03-17".into(),
+            number: "7574".into(),
+        };
+        let messages = [
+            Message::BetBatch { first: 80, bets: vec![bet.clone(), bet] },
+            Message::Finished { bets: 26936 },
+            Message::WinnersQuery,
+            Message::Echo(bytes::Bytes::from_static(b"validar-echo-server: hola, Loteria")),
+            Message::Hello { agency: 3 },
+            Message::BatchAck { first: 80, count: 2 },
+            Message::Error {
+                code: ErrorCode::Forbidden,
+                first: 0,
+                bet: None,
+                reason: "agency 4, not 3".into(),
+            },
+            Message::FinishedAck,
+            Message::Winners { last: true, documents: vec!["30904465".into()] },
+            Message::NotReady { finished: 1, expected: 5 },
+            Message::Welcome { stored: 1200, digest: u128::MAX / 3, finished: false },
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/decode");
+        std::fs::create_dir_all(&dir).unwrap();
+        for message in &messages {
+            let mut frame = BytesMut::new();
+            message.encode(&mut frame);
+            std::fs::write(dir.join(message.name()), &frame).unwrap();
+        }
+    }
+
     #[test]
     fn accents_travel_as_utf8() {
         let m = Message::BetBatch {

@@ -8,8 +8,8 @@
 //! or over TLS without a certificate, is refused as `Unauthenticated`.
 //!
 //! Until it has authenticated (its TLS handshake done with a verified
-//! agency certificate), a connection holds a place in the [`Gate`] and
-//! lives at most the authentication deadline. A failed authentication is
+//! agency certificate, and its `Hello` said), a connection holds a place in
+//! the [`Gate`] and lives at most the authentication deadline. A failed authentication is
 //! logged once, and makes the next connections from the same address wait
 //! before their handshake (see [`Failures`]). Every connection, however it
 //! ends (aborted at shutdown included), gets one `close_connection` line.
@@ -100,14 +100,13 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
     };
     match arrival {
         Arrival::Plain(stream) => {
-            let limits = Limits::until(deadline, waiting.pushed_out.clone(), &ctx);
+            let limits = Limits::new(&ctx, waiting, deadline);
             session::serve(stream, peer, id, Identity::Anonymous, &ctx, limits, &mut close).await;
         }
         Arrival::Agency(stream, agency) => {
-            // Authenticated: out of the gate, into the agency's session.
-            drop(waiting);
+            // Its certificate is verified; its Hello takes it out of the gate.
             close.agency = Some(agency);
-            let limits = Limits::agency(&ctx);
+            let limits = Limits::new(&ctx, waiting, deadline);
             session::serve(*stream, peer, id, Identity::Agency(agency), &ctx, limits, &mut close).await;
         }
         Arrival::Anonymous(stream) => {

@@ -17,9 +17,10 @@
 //! A session ends when the peer closes, after a protocol error (answered
 //! first, where the protocol allows), when the peer stays silent for the
 //! idle timeout, when a reply cannot be written within the write timeout
-//! (the peer stopped reading), when it is superseded or pushed out, at an
-//! anonymous session's deadline, or at shutdown; in every case it first
-//! tries to send the replies it owes.
+//! (the peer stopped reading), when it is superseded, when it has not said
+//! `Hello` by the authentication deadline or is pushed out of the gate's
+//! pool before (an anonymous session never says it), or at shutdown; in
+//! every case it first tries to send the replies it owes.
 //!
 //! What a session logs is bounded: at most [`LOG_LINES`] lines a peer can
 //! cause (echoes, refusals, errors), then one line saying the rest is not
@@ -48,6 +49,7 @@ use tracing::{debug, enabled, error, info, warn, Level};
 use crate::agencies::{Agencies, Connection, Refusal};
 use crate::connection::{CloseLine, Context};
 use crate::draw::DrawStatus;
+use crate::gate::Waiting;
 use crate::writer::{EncodedBatch, FinishOutcome, StoreOutcome};
 
 /// Requests of one connection awaiting their reply at most.
@@ -113,28 +115,38 @@ pub struct Limits {
     idle: Duration,
     /// Longest a reply may take to be written.
     write: Duration,
-    /// A hard end: an anonymous session's authentication deadline.
-    until: Option<Instant>,
-    /// Fires when someone else ends the session: a newer connection of its
-    /// agency, or newer connections pushing an anonymous one out.
-    ended: CancellationToken,
+    /// Until the session has said `Hello` (an anonymous one never does), it
+    /// keeps its place in the gate's pool and its authentication deadline:
+    /// it ends at `until`, or when newer connections push it out.
+    waiting: Option<Waiting>,
+    until: Instant,
+    /// Fires when a newer connection of the session's agency says `Hello`.
+    superseded: CancellationToken,
 }
 
 impl Limits {
-    /// An agency's session: idle and write timeouts; a newer connection of
-    /// the agency ends it.
-    pub fn agency(ctx: &Context) -> Limits {
+    /// A session that has not said `Hello` yet: it must before `deadline`.
+    pub fn new(ctx: &Context, waiting: Waiting, deadline: Instant) -> Limits {
         Limits {
             idle: ctx.idle_timeout,
             write: ctx.write_timeout,
-            until: None,
-            ended: CancellationToken::new(),
+            waiting: Some(waiting),
+            until: deadline,
+            superseded: CancellationToken::new(),
         }
     }
 
-    /// An anonymous session: over at `deadline`, or once pushed out.
-    pub fn until(deadline: Instant, pushed_out: CancellationToken, ctx: &Context) -> Limits {
-        Limits { idle: ctx.idle_timeout, write: ctx.write_timeout, until: Some(deadline), ended: pushed_out }
+    /// Whether the session is still before its `Hello`.
+    fn before_hello(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Fires when newer connections push this one out of the gate's pool.
+    async fn pushed_out(&self) {
+        match &self.waiting {
+            Some(waiting) => waiting.pushed_out.cancelled().await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -194,7 +206,8 @@ pub async fn serve<S>(
     let (read_half, write_half) = tokio::io::split(stream);
     let mut reader = MessageReader::new(read_half, MAX_FRAME_LEN);
     let mut writer = MessageWriter::new(write_half);
-    let connection = Connection { id, superseded: limits.ended.clone() };
+    let mut limits = limits;
+    let connection = Connection { id, superseded: limits.superseded.clone() };
     let budget = LogBudget::default();
     let mut handler = Handler {
         peer,
@@ -209,7 +222,6 @@ pub async fn serve<S>(
     let mut reading = true;
     let mut why = "peer closed the connection".to_owned();
     let mut deadline = Instant::now() + limits.idle;
-    let until = limits.until.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
 
     loop {
         if !reading && pending.is_empty() {
@@ -249,25 +261,29 @@ pub async fn serve<S>(
                 reading = false;
                 why = "server shutting down".into();
             }
-            () = limits.ended.cancelled(), if reading => {
+            () = limits.superseded.cancelled(), if reading => {
                 reading = false;
-                if let Identity::Agency(agency) = identity {
-                    let refusal = Refusal::Superseded(agency);
-                    pending.push_back(Reply::closing(error_message(refusal.code(), 0, None, &refusal)));
-                    why = "superseded by a newer connection of its agency".into();
-                } else {
-                    why = "pushed out: too many connections waiting to authenticate".into();
-                }
+                let refusal = Refusal::Superseded(handler.agency.unwrap_or_default());
+                pending.push_back(Reply::closing(error_message(refusal.code(), 0, None, &refusal)));
+                why = "superseded by a newer connection of its agency".into();
             }
-            () = sleep_until(until), if reading => {
+            () = limits.pushed_out(), if reading && limits.before_hello() => {
                 reading = false;
-                why = "an unauthenticated connection lasts at most the authentication deadline".into();
+                why = "pushed out: too many connections waiting to authenticate".into();
+            }
+            () = sleep_until(limits.until), if reading && limits.before_hello() => {
+                reading = false;
+                why = "no Hello within the authentication deadline".into();
             }
             read = reader.read(), if reading && pending.len() < WINDOW => {
                 deadline = Instant::now() + limits.idle;
                 match read {
                     Ok(Some(message)) => {
                         pending.push_back(handler.handle(message).await);
+                        if handler.agency.is_some() {
+                            // Hello said: out of the gate's pool, no deadline.
+                            limits.waiting = None;
+                        }
                         if handler.closing {
                             // Nothing after a protocol error is served.
                             reading = false;

@@ -217,10 +217,14 @@ async fn a_connection_that_does_not_authenticate_is_dropped_at_the_deadline() {
     let started = Instant::now();
     let mut silent = Raw::connect(server.addr).await;
     let mut echoing = Raw::connect(server.addr).await;
+    // A certificate is not enough: authenticating ends with Hello.
+    let mut certified = Raw::tls(server.addr, Some(1)).await;
     let echo = Message::Echo(bytes::Bytes::from_static(b"hola"));
     assert!(matches!(echoing.ask(&echo).await, Message::Echo(_)));
+    assert!(matches!(certified.ask(&echo).await, Message::Echo(_)));
     silent.expect_closed().await;
     echoing.expect_closed().await;
+    certified.expect_closed().await;
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     server.stop().await;
 }
@@ -249,4 +253,35 @@ async fn a_peer_that_stops_reading_is_closed_by_the_write_timeout() {
     let closed_after = flood.await.unwrap();
     assert!(closed_after < Duration::from_secs(5), "{closed_after:?}");
     server.stop().await;
+}
+
+/// An agency whose certificate the server refuses stops at once with a
+/// clear error: trying again would not change the certificate.
+#[tokio::test]
+async fn an_agency_with_a_refused_certificate_stops_at_once_saying_why() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    testkit::credentials::make(elsewhere.path(), 1);
+    let server = TestServer::start(1).await;
+    let data = tempfile::tempdir().unwrap();
+    let path = data.path().join("agency-1.csv");
+    std::fs::write(&path, "Ana,Paz,1,1999-03-17,1\n").unwrap();
+    let mut config = client_config(1, server.addr, &path);
+    let credentials = tls::Credentials {
+        ca: common::credentials().join("ca.pem"),
+        ..testkit::credentials::agency(elsewhere.path(), 1)
+    };
+    config.tls = tls::client_config(&credentials).unwrap();
+    let started = Instant::now();
+    let outcome = client::run(&config, BetSource::File(path.clone()), CancellationToken::new()).await;
+    let err = outcome.unwrap_err().to_string();
+    assert!(err.contains("refused this agency's certificate"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+
+    // And an agency that does not trust the server's certificate stops too.
+    let mut config = client_config(1, server.addr, &path);
+    config.tls = tls::client_config(&testkit::credentials::agency(elsewhere.path(), 1)).unwrap();
+    let err =
+        client::run(&config, BetSource::File(path), CancellationToken::new()).await.unwrap_err().to_string();
+    assert!(err.contains("is not who it should be"), "{err}");
+    assert!(server.stop().await.is_empty());
 }

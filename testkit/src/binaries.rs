@@ -1,18 +1,27 @@
 //! The project's real binaries, for tests that run them as processes.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// The crates a binary is built from.
+const SOURCES: [&str; 4] = ["protocol", "lottery", "server", "client"];
 
 /// The path of the project's binary `name` (`server`, `client`), in the
-/// profile the running program was built with, built first if needed (a
-/// no-op when it is fresh). Each binary is built once per process.
+/// profile the running program was built with.
+///
+/// `cargo test` of the workspace builds both before any test runs; then
+/// this only checks they are newer than every source. Otherwise (one
+/// package's tests, `make chaos`) it builds them first: running cargo when
+/// nothing is stale is avoided on purpose, as a build with other features
+/// than the test's would recompile half the dependencies.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
     let dir = profile_dir();
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if built.get_or_insert_with(HashSet::new).insert(name.to_owned()) {
+    let path = dir.join(name);
+    if is_stale(&path) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args(["build", "--locked", "--quiet", "-p", name, "--bin", name]);
@@ -22,9 +31,30 @@ pub fn binary(name: &str) -> PathBuf {
         let status = build.status().unwrap_or_else(|e| panic!("cannot run cargo to build {name}: {e}"));
         assert!(status.success(), "building {name} failed");
     }
-    let path = dir.join(name);
     assert!(path.is_file(), "no {name} binary at {}", path.display());
     path
+}
+
+/// Whether `binary` is missing or older than a source it is built from.
+fn is_stale(binary: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else { return true };
+    let root = crate::credentials::repo();
+    SOURCES.iter().any(|krate| newest(&root.join(krate)).is_some_and(|changed| changed > built))
+        || newest(&root.join("Cargo.lock")).is_some_and(|changed| changed > built)
+}
+
+/// The newest modification time under `path` (a file or a folder).
+fn newest(path: &Path) -> Option<SystemTime> {
+    let meta = path.metadata().ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name() != "target" && e.file_name() != "fuzz")
+        .filter_map(|e| newest(&e.path()))
+        .max()
 }
 
 /// `target/<profile>`: where the running test or tool was built.
