@@ -31,7 +31,7 @@ impl Batch {
     pub fn bets(&self) -> Vec<BetRecord> {
         let mut buf = BytesMut::from(&self.frame[..]);
         match Frame::parse(&mut buf, MAX_FRAME_LEN).ok().flatten().map(Message::from_frame) {
-            Some(Ok(Message::BetBatch { bets, .. })) => bets,
+            Some(Ok(Message::BetBatch { bets, .. })) => bets.to_records(),
             _ => Vec::new(),
         }
     }

@@ -26,5 +26,6 @@ pub mod tls;
 pub use frame::{Frame, FrameError, MAX_FRAME_LEN, VERSION};
 pub use io::{MessageReader, MessageWriter, ReadError};
 pub use message::{
-    bet_wire_len, BetBatchBuilder, BetFields, BetRecord, DecodeError, ErrorCode, Message, BATCH_HEADER_LEN,
+    bet_wire_len, BetBatchBuilder, BetFields, BetRecord, Bets, DecodeError, ErrorCode, Message,
+    BATCH_HEADER_LEN,
 };

@@ -85,16 +85,113 @@ impl BetRecord {
         bet_wire_len(self.fields())
     }
 
-    fn decode(src: &mut Bytes) -> Result<BetRecord, DecodeError> {
-        Ok(BetRecord {
-            first_name: get_str(src, "first_name")?,
-            last_name: get_str(src, "last_name")?,
-            document: get_str(src, "document")?,
-            birthdate: get_str(src, "birthdate")?,
-            number: get_str(src, "number")?,
-        })
+    fn from_fields([first_name, last_name, document, birthdate, number]: BetFields<'_>) -> BetRecord {
+        BetRecord {
+            first_name: first_name.into(),
+            last_name: last_name.into(),
+            document: document.into(),
+            birthdate: birthdate.into(),
+            number: number.into(),
+        }
     }
 }
+
+/// The fields of a bet, in order, as named in errors.
+const FIELDS: [&str; 5] = ["first_name", "last_name", "document", "birthdate", "number"];
+
+/// The bets of a `BetBatch` as they travel: `count` bets of five `str`
+/// each. Decoding checks every length and that every field is UTF-8, once;
+/// reading them borrows each field from the frame: no copy, no allocation
+/// per field.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bets {
+    count: u16,
+    bytes: Bytes,
+}
+
+impl Bets {
+    /// How many bets.
+    pub fn len(&self) -> usize {
+        self.count.into()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Each bet's fields, borrowed from the frame.
+    pub fn iter(&self) -> BetsIter<'_> {
+        BetsIter { rest: &self.bytes, left: self.count }
+    }
+
+    /// The bets, owned (for tests and logs).
+    pub fn to_records(&self) -> Vec<BetRecord> {
+        self.iter().map(BetRecord::from_fields).collect()
+    }
+
+    /// Takes `count` bets off the front of `src`, checking each field.
+    fn decode(src: &mut Bytes, count: u16) -> Result<Bets, DecodeError> {
+        let mut at = 0;
+        for _ in 0..count {
+            for field in FIELDS {
+                let len = src.get(at..at + 2).ok_or(DecodeError::Truncated(field))?;
+                let len = u16::from_be_bytes([len[0], len[1]]) as usize;
+                let text = src.get(at + 2..at + 2 + len).ok_or(DecodeError::Truncated(field))?;
+                std::str::from_utf8(text).map_err(|_| DecodeError::InvalidUtf8(field))?;
+                at += 2 + len;
+            }
+        }
+        Ok(Bets { count, bytes: src.split_to(at) })
+    }
+}
+
+impl From<&[BetRecord]> for Bets {
+    fn from(records: &[BetRecord]) -> Bets {
+        let mut bytes = BytesMut::new();
+        records.iter().for_each(|r| put_bet(&mut bytes, r.fields()));
+        let count = u16::try_from(records.len()).expect("a batch holds at most 65535 bets");
+        Bets { count, bytes: bytes.freeze() }
+    }
+}
+
+impl From<Vec<BetRecord>> for Bets {
+    fn from(records: Vec<BetRecord>) -> Bets {
+        Bets::from(records.as_slice())
+    }
+}
+
+impl std::fmt::Debug for Bets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// The bets of a [`Bets`], in order, each as its five fields.
+#[derive(Debug, Clone)]
+pub struct BetsIter<'a> {
+    rest: &'a [u8],
+    left: u16,
+}
+
+impl<'a> Iterator for BetsIter<'a> {
+    type Item = BetFields<'a>;
+
+    fn next(&mut self) -> Option<BetFields<'a>> {
+        self.left = self.left.checked_sub(1)?;
+        Some(std::array::from_fn(|_| {
+            let (len, rest) = self.rest.split_at(2);
+            let (text, rest) = rest.split_at(u16::from_be_bytes([len[0], len[1]]) as usize);
+            self.rest = rest;
+            std::str::from_utf8(text).expect("every field was checked when the batch was decoded")
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left.into(), Some(self.left.into()))
+    }
+}
+
+impl ExactSizeIterator for BetsIter<'_> {}
 
 /// Builds a `BetBatch` frame bet by bet, straight from borrowed fields,
 /// so that an agency never copies a bet into owned strings on its way to
@@ -209,7 +306,7 @@ impl ErrorCode {
 /// Every message of the protocol, both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    BetBatch { first: u64, bets: Vec<BetRecord> },
+    BetBatch { first: u64, bets: Bets },
     Finished { bets: u64 },
     WinnersQuery,
     Echo(Bytes),
@@ -261,13 +358,7 @@ impl Message {
             kind::BET_BATCH => {
                 let first = get_u64(&mut src, "first")?;
                 let count = get_u16(&mut src, "count")?;
-                // Every bet takes at least 10 bytes, so `count` cannot make us
-                // reserve more than the frame itself could hold.
-                let mut bets = Vec::with_capacity((count as usize).min(src.len() / 10));
-                for _ in 0..count {
-                    bets.push(BetRecord::decode(&mut src)?);
-                }
-                Message::BetBatch { first, bets }
+                Message::BetBatch { first, bets: Bets::decode(&mut src, count)? }
             }
             kind::FINISHED => Message::Finished { bets: get_u64(&mut src, "bets")? },
             kind::WINNERS_QUERY => Message::WinnersQuery,
@@ -318,10 +409,8 @@ impl Message {
         match self {
             Message::BetBatch { first, bets } => {
                 dst.put_u64(*first);
-                dst.put_u16(u16::try_from(bets.len()).expect("a batch holds at most 65535 bets"));
-                for bet in bets {
-                    put_bet(dst, bet.fields());
-                }
+                dst.put_u16(bets.count);
+                dst.put_slice(&bets.bytes);
             }
             Message::Finished { bets } => dst.put_u64(*bets),
             Message::WinnersQuery => {}
@@ -361,9 +450,7 @@ impl Message {
     pub fn wire_len(&self) -> usize {
         HEADER_LEN
             + match self {
-                Message::BetBatch { bets, .. } => {
-                    BATCH_HEADER_LEN - HEADER_LEN + bets.iter().map(BetRecord::encoded_len).sum::<usize>()
-                }
+                Message::BetBatch { bets, .. } => BATCH_HEADER_LEN - HEADER_LEN + bets.bytes.len(),
                 Message::Finished { .. } => 8,
                 Message::WinnersQuery => 0,
                 Message::Echo(payload) => payload.len(),
@@ -502,7 +589,7 @@ mod tests {
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
             (any::<u64>(), prop::collection::vec(bet(), 0..20))
-                .prop_map(|(first, bets)| Message::BetBatch { first, bets }),
+                .prop_map(|(first, bets)| Message::BetBatch { first, bets: bets.into() }),
             any::<u64>().prop_map(|bets| Message::Finished { bets }),
             Just(Message::WinnersQuery),
             prop::collection::vec(any::<u8>(), 0..100).prop_map(|b| Message::Echo(b.into())),
@@ -546,7 +633,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
         ) {
             let mut buf = BytesMut::new();
-            Message::BetBatch { first: 1, bets }.encode(&mut buf);
+            Message::BetBatch { first: 1, bets: bets.into() }.encode(&mut buf);
             let payload = buf.split_off(HEADER_LEN).freeze();
             let cut = cut.index(payload.len());
             let frame = Frame { version: VERSION, kind: kind::BET_BATCH, payload: payload.slice(..cut) };
@@ -567,7 +654,7 @@ mod tests {
                 prop_assert_eq!(builder.wire_len() - before, bet_wire_len(b.fields()));
             }
             prop_assert_eq!(builder.count(), bets.len());
-            let message = Message::BetBatch { first, bets };
+            let message = Message::BetBatch { first, bets: bets.into() };
             let mut expected = BytesMut::new();
             message.encode(&mut expected);
             prop_assert_eq!(builder.finish(), expected.freeze());
@@ -587,7 +674,7 @@ mod tests {
             number: "7574".into(),
         };
         let messages = [
-            Message::BetBatch { first: 80, bets: vec![bet.clone(), bet] },
+            Message::BetBatch { first: 80, bets: vec![bet.clone(), bet].into() },
             Message::Finished { bets: 26936 },
             Message::WinnersQuery,
             Message::Echo(bytes::Bytes::from_static(b"validar-echo-server: hola, Loteria")),
@@ -623,7 +710,8 @@ mod tests {
                 document: "00123456".into(),
                 birthdate: "1999-03-17".into(),
                 number: "7574".into(),
-            }],
+            }]
+            .into(),
         };
         assert_eq!(round_trip(&m), m);
     }
@@ -638,7 +726,7 @@ mod tests {
             birthdate: "2000-01-01".into(),
             number: "1".into(),
         };
-        Message::BetBatch { first: 1, bets: vec![bet] }.encode(&mut buf);
+        Message::BetBatch { first: 1, bets: vec![bet].into() }.encode(&mut buf);
         let at = BATCH_HEADER_LEN + 2; // first byte of first_name
         buf[at] = 0xff;
         let frame = Frame::parse(&mut buf, MAX_FRAME_LEN).unwrap().unwrap();

@@ -39,7 +39,7 @@ use lottery::log::Action;
 use lottery::storage::write_row;
 use lottery::{BetRef, InvalidBet, Share};
 use protocol::message::WINNERS_HEADER_LEN;
-use protocol::{BetRecord, ErrorCode, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
+use protocol::{Bets, ErrorCode, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -427,7 +427,7 @@ impl Handler {
         &mut self,
         agency: u32,
         batch: EncodedBatch,
-        records: Vec<BetRecord>,
+        bets: Bets,
         permit: OwnedSemaphorePermit,
     ) -> PendingReply {
         let first = batch.share.first();
@@ -435,7 +435,7 @@ impl Handler {
             Ok(stored) => stored,
             Err(refusal) => return self.refuse(refusal),
         };
-        let count = records.len();
+        let count = bets.len();
         let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(outcome) = stored.await else { return shutting_down() };
@@ -449,7 +449,7 @@ impl Handler {
             match outcome {
                 StoreOutcome::Stored => {
                     info!("{}", Action::success("apuesta_recibida").field("cantidad", count));
-                    log_stored(&records);
+                    log_stored(&bets);
                     Reply::open(Message::BatchAck { first, count: count as u16 })
                 }
                 StoreOutcome::AlreadyStored => {
@@ -525,34 +525,29 @@ fn shutting_down() -> Reply {
 
 /// Validates every bet of a batch and writes their rows: the batch the
 /// writer stores, or the reply that refuses it (nothing of it is stored).
-fn encode(
-    agency: u32,
-    first: u64,
-    records: &[BetRecord],
-    budget: &LogBudget,
-) -> Result<EncodedBatch, PendingReply> {
+fn encode(agency: u32, first: u64, bets: &Bets, budget: &LogBudget) -> Result<EncodedBatch, PendingReply> {
     let invalid = |index: Option<u16>, reason: String| {
         let line = Action::fail("apuesta_recibida")
-            .field("cantidad", records.len())
+            .field("cantidad", bets.len())
             .field("agency", agency)
             .field("error", &reason);
         budget.log(Level::ERROR, line);
         Reply::now(error_message(ErrorCode::InvalidBet, first, index, reason))
     };
-    if records.is_empty() {
+    if bets.is_empty() {
         return Err(invalid(None, "a batch holds at least one bet".into()));
     }
-    if first.checked_add(records.len() as u64).is_none() {
+    if first.checked_add(bets.len() as u64).is_none() {
         let reason = format!("a batch starting at bet {first} would end past the last ordinal");
         return Err(Reply::now(error_message(ErrorCode::OutOfSequence, first, None, reason)));
     }
     let mut batch = EncodedBatch {
         share: Share::starting_at(first),
-        rows: Vec::with_capacity(records.len() * 64),
+        rows: Vec::with_capacity(bets.len() * 64),
         winners: Vec::new(),
     };
-    for (index, record) in records.iter().enumerate() {
-        let bet = BetRef::parse(record.fields()).map_err(|e: InvalidBet| {
+    for (index, fields) in bets.iter().enumerate() {
+        let bet = BetRef::parse(fields).map_err(|e: InvalidBet| {
             // `index` fits in u16: a frame of 8 KiB holds far fewer bets.
             let index = index as u16;
             invalid(Some(index), format!("bet {index}: {e}"))
@@ -564,7 +559,7 @@ fn encode(
             batch.winners.push(bet.document.to_owned());
         }
     }
-    assert_eq!(batch.share.bets(), records.len() as u64, "every bet of the batch is in its share");
+    assert_eq!(batch.share.bets(), bets.len() as u64, "every bet of the batch is in its share");
     assert!(batch.rows.len() <= crate::writer::MAX_BATCH_ROW_BYTES, "a batch's rows fit the writer's bound");
     Ok(batch)
 }
@@ -572,13 +567,13 @@ fn encode(
 /// Logs `apuesta_almacenada` per bet: at INFO for a batch of one bet (the
 /// single bet an agency sends from its environment), at DEBUG for the bets
 /// of a file, which get one INFO `apuesta_recibida` per batch instead.
-fn log_stored(records: &[BetRecord]) {
-    let line = |bet: &BetRecord| {
-        Action::success("apuesta_almacenada").field("dni", &bet.document).field("numero", &bet.number)
+fn log_stored(bets: &Bets) {
+    let line = |[.., document, _, number]: protocol::BetFields<'_>| {
+        Action::success("apuesta_almacenada").field("dni", document).field("numero", number)
     };
-    match records {
-        [bet] => info!("{}", line(bet)),
-        _ if enabled!(Level::DEBUG) => records.iter().for_each(|bet| debug!("{}", line(bet))),
+    match bets.len() {
+        1 => bets.iter().for_each(|bet| info!("{}", line(bet))),
+        _ if enabled!(Level::DEBUG) => bets.iter().for_each(|bet| debug!("{}", line(bet))),
         _ => {}
     }
 }

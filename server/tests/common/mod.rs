@@ -221,7 +221,7 @@ pub fn bet(document: &str, number: u32) -> BetRecord {
 
 /// A batch whose first bet has ordinal `first`.
 pub fn batch(first: u64, bets: Vec<BetRecord>) -> Message {
-    Message::BetBatch { first, bets }
+    Message::BetBatch { first, bets: bets.into() }
 }
 
 /// The ack of a batch of `count` bets from ordinal `first`.
