@@ -28,14 +28,36 @@ usage() {
 [ "$#" -ge 2 ] || usage
 dir=$1
 shift
+case "$1" in
+--revoke | --rotate)
+    [ -f "$dir/ca-db/openssl.cnf" ] || {
+        echo "$0: $dir holds no credentials made by this command" >&2
+        exit 1
+    }
+    ;;
+*) mkdir -p "$dir" ;;
+esac
+# The CA's configuration names its files by absolute path, so that it
+# works from any directory.
+dir=$(cd "$dir" && pwd)
 command -v openssl >/dev/null 2>&1 || {
     echo "$0: needs openssl (Debian: apt-get install openssl)" >&2
     exit 1
 }
 
+# Runs openssl quietly, but shows what it said if it fails.
+ossl() {
+    local said
+    if ! said=$(openssl "$@" 2>&1 >/dev/null); then
+        echo "$0: openssl $1 failed:" >&2
+        echo "$said" >&2
+        exit 1
+    fi
+}
+
 # A P-256 key, readable by its owner only.
 new_key() {
-    (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null)
+    (umask 077 && ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1")
 }
 
 # The CA's configuration for `openssl ca`, pointing into $dir.
@@ -92,24 +114,24 @@ make_ca() {
     new_key "$dir/ca.key"
     # A name of its own, so that a certificate of another provisioning is
     # of an unknown issuer, not of a namesake whose signature fails.
-    openssl req -x509 -new -key "$dir/ca.key" -subj "/CN=Loteria Nacional CA $(openssl rand -hex 4)" -days 3650 -sha256 \
+    ossl req -x509 -new -key "$dir/ca.key" -subj "/CN=Loteria Nacional CA $(openssl rand -hex 4)" -days 3650 -sha256 \
         -addext "basicConstraints=critical,CA:TRUE" \
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        -out "$dir/ca.pem" 2>/dev/null
+        -out "$dir/ca.pem"
 }
 
 # issue NAME CN EXTENSIONS: NAME.key and NAME.pem, signed by the CA.
 issue() {
     local name=$1 cn=$2 ext=$3
     new_key "$dir/$name.key"
-    openssl req -new -key "$dir/$name.key" -subj "/CN=$cn" -out "$dir/ca-db/$name.csr" 2>/dev/null
-    SERVER_SAN=${SERVER_SAN:-DNS:server} openssl ca -batch -notext -config "$dir/ca-db/openssl.cnf" \
-        -extensions "$ext" -in "$dir/ca-db/$name.csr" -out "$dir/$name.pem" 2>/dev/null
+    ossl req -new -key "$dir/$name.key" -subj "/CN=$cn" -out "$dir/ca-db/$name.csr"
+    SERVER_SAN=${SERVER_SAN:-DNS:server} ossl ca -batch -notext -config "$dir/ca-db/openssl.cnf" \
+        -extensions "$ext" -in "$dir/ca-db/$name.csr" -out "$dir/$name.pem"
     rm -f "$dir/ca-db/$name.csr"
 }
 
 make_crl() {
-    SERVER_SAN=DNS:server openssl ca -gencrl -config "$dir/ca-db/openssl.cnf" -out "$dir/crl.pem" 2>/dev/null
+    SERVER_SAN=DNS:server ossl ca -gencrl -config "$dir/ca-db/openssl.cnf" -out "$dir/crl.pem"
 }
 
 # DNS:server,DNS:localhost,IP:127.0.0.1 from server,localhost,127.0.0.1
@@ -125,9 +147,18 @@ san_of() {
     echo "${out#,}"
 }
 
+# Whether $1 (a certificate) is revoked in the CA's records.
+revoked() {
+    local serial
+    serial=$(openssl x509 -noout -serial -in "$1")
+    serial=${serial#serial=}
+    awk -F'\t' -v serial="$serial" '$1 == "R" && toupper($4) == toupper(serial) { found = 1 } END { exit !found }' \
+        "$dir/ca-db/index.txt"
+}
+
 agency_number() {
     case "$1" in
-    '' | *[!0-9]* | 0) echo "$0: the agency must be a number from 1 on, not '$1'" >&2 && exit 2 ;;
+    '' | *[!0-9]* | 0*) echo "$0: the agency must be a number from 1 on, not '$1'" >&2 && exit 2 ;;
     esac
 }
 
@@ -140,7 +171,11 @@ case "$1" in
         echo "$0: no certificate for agency $2 in $dir" >&2
         exit 1
     }
-    SERVER_SAN=DNS:server openssl ca -config "$dir/ca-db/openssl.cnf" -revoke "$cert" 2>/dev/null
+    write_config
+    # Revoking twice is no error: --rotate after --revoke is the way back.
+    if ! revoked "$cert"; then
+        SERVER_SAN=DNS:server ossl ca -config "$dir/ca-db/openssl.cnf" -revoke "$cert"
+    fi
     make_crl
     if [ "$1" = --rotate ]; then
         issue "agency-$2" "agency-$2" agency_ext
@@ -159,8 +194,8 @@ case "$1" in
     esac
     agencies=$((10#$1))
     names=${2:-server,localhost,127.0.0.1}
-    mkdir -p "$dir"
     [ -f "$dir/ca.pem" ] || make_ca
+    write_config
     [ -f "$dir/server.pem" ] || SERVER_SAN=$(san_of "$names") issue server server server_ext
     for ((k = 1; k <= agencies; k++)); do
         [ -f "$dir/agency-$k.pem" ] || issue "agency-$k" "agency-$k" agency_ext

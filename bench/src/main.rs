@@ -8,18 +8,19 @@
 //! every bet is in the bets file. It reports the median and the spread of
 //! the runs, bets per second, and the server's peak memory (VmHWM).
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use client::{BetSource, Ending};
 use lottery::sample::GeneratedAgency;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
+
+mod hostile;
+mod server;
+
+use server::Server;
 
 #[derive(Parser)]
 #[command(about = "Times agencies uploading to the real server over loopback")]
@@ -48,6 +49,13 @@ struct Args {
     /// Where the data and the bets file go (default: a temporary folder).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Instead of rounds: the server's memory while this many agencies
+    /// pipeline maximum-size batches and never read a reply.
+    #[arg(long)]
+    hostile: Option<usize>,
+    /// How long the hostile load lasts, in seconds.
+    #[arg(long, default_value_t = 5)]
+    hostile_seconds: u64,
 }
 
 struct RunResult {
@@ -55,6 +63,8 @@ struct RunResult {
     peak_rss_kib: u64,
     /// CPU time the server used (user + system), to 10 ms.
     server_cpu: Duration,
+    /// fdatasync calls on the bets file and on the journal.
+    syncs: (u64, u64),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +82,19 @@ fn main() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
+    if let Some(connections) = args.hostile {
+        let r = hostile::run(&args.server, connections, args.hostile_seconds, &dir)?;
+        println!(
+            "{} agencies pipelining full batches, never reading, {} s: server RSS {:.1} MiB once connected, peak {:.1} MiB ({:.0} KiB per connection above it); {} batches sent",
+            r.connections,
+            args.hostile_seconds,
+            r.connected_kib as f64 / 1024.0,
+            r.peak_kib as f64 / 1024.0,
+            (r.peak_kib - r.connected_kib) as f64 / r.connections as f64,
+            r.batches
+        );
+        return Ok(());
+    }
     let total: usize = rows.iter().sum();
     eprintln!("generating {} agencies, {total} bets in {}", args.agencies, dir.display());
     let agencies = lottery::sample::generate(&dir, &rows, &vec![args.winners; args.agencies], 75_74)?;
@@ -84,12 +107,14 @@ fn main() -> anyhow::Result<()> {
         let last = run + 1 == args.runs;
         let result = runtime.block_on(one_run(&args, &dir, &agencies, total, last))?;
         eprintln!(
-            "run {:>2}: {:>8.1} ms  {:>10.0} bets/s  server peak RSS {:.1} MiB, CPU {:.0} ms",
+            "run {:>2}: {:>8.1} ms  {:>10.0} bets/s  server peak RSS {:.1} MiB, CPU {:.0} ms, syncs {} + {} (journal)",
             run + 1,
             ms(result.elapsed),
             total as f64 / result.elapsed.as_secs_f64(),
             result.peak_rss_kib as f64 / 1024.0,
-            ms(result.server_cpu)
+            ms(result.server_cpu),
+            result.syncs.0,
+            result.syncs.1
         );
         results.push(result);
     }
@@ -144,7 +169,8 @@ async fn one_run(
     }
     std::fs::create_dir(&round)?;
     let storage = round.join("bets.csv");
-    let mut server = Server::start(args, port, agencies.len(), &storage)?;
+    let mut server =
+        Server::start(&args.server, &args.log_level, port, agencies.len(), &storage, &credentials_dir(dir))?;
 
     // TLS configurations are read before the clock starts: an agency reads
     // its credentials once, at start, before it connects.
@@ -183,13 +209,13 @@ async fn one_run(
     }
     let peak_rss_kib = server.peak_rss_kib()?;
     let server_cpu = server.cpu_time()?;
-    server.stop()?;
+    let syncs = server.stop()?.context("the server logged no close_file line (LOGGING_LEVEL above INFO?)")?;
     let stored = lottery::storage::load_bets(&storage)?.count();
     ensure!(stored == total, "{stored} bets stored of {total}");
     if !keep {
         std::fs::remove_dir_all(&round)?;
     }
-    Ok(RunResult { elapsed, peak_rss_kib, server_cpu })
+    Ok(RunResult { elapsed, peak_rss_kib, server_cpu, syncs })
 }
 
 async fn futures_join(
@@ -211,7 +237,9 @@ async fn futures_join(
 fn measure_recovery(args: &Args, dir: &Path, agencies: usize) -> anyhow::Result<Duration> {
     let port = free_port()?;
     let started = Instant::now();
-    let mut server = Server::start(args, port, agencies, &round_dir(dir).join("bets.csv"))?;
+    let storage = round_dir(dir).join("bets.csv");
+    let mut server =
+        Server::start(&args.server, &args.log_level, port, agencies, &storage, &credentials_dir(dir))?;
     let took = started.elapsed();
     server.stop()?;
     std::fs::remove_dir_all(round_dir(dir))?;
@@ -229,7 +257,9 @@ async fn measure_handshakes(
     let port = free_port()?;
     let round = round_dir(dir);
     std::fs::create_dir_all(&round)?;
-    let mut server = Server::start(args, port, agencies.len(), &round.join("bets.csv"))?;
+    let storage = round.join("bets.csv");
+    let mut server =
+        Server::start(&args.server, &args.log_level, port, agencies.len(), &storage, &credentials_dir(dir))?;
     let agency = &agencies[0];
     let config = client::Config {
         id: agency.agency,
@@ -264,70 +294,4 @@ async fn measure_handshakes(
 
 fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The real server binary, in its own process.
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(args: &Args, port: u16, agencies: usize, storage: &Path) -> anyhow::Result<Server> {
-        let child = Command::new(&args.server)
-            .env_clear()
-            .env("SERVER_PORT", port.to_string())
-            .env("SERVER_LISTEN_BACKLOG", "128")
-            .env("LOGGING_LEVEL", &args.log_level)
-            .env("SERVER_AGENCIES", agencies.to_string())
-            .env("SERVER_STORAGE_PATH", storage)
-            .envs(testkit::credentials::server_env(&credentials_dir(
-                storage.parent().and_then(Path::parent).context("a round lives in the bench's folder")?,
-            )))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("cannot start {}", args.server.display()))?;
-        let server = Server { child };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(Instant::now() < deadline, "the server did not listen on port {port}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(server)
-    }
-
-    /// Peak resident memory of the server so far.
-    fn peak_rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/PID/status")
-    }
-
-    /// User plus system CPU time of the server so far.
-    fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name, which ends with the last ')'.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').context("bad /proc/PID/stat")?.1.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        Ok(Duration::from_millis(ticks * 10))
-    }
-
-    fn stop(&mut self) -> anyhow::Result<()> {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM)?;
-        let status = self.child.wait()?;
-        ensure!(status.success(), "server exited with {status}");
-        Ok(())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -102,7 +102,7 @@ impl Link {
         let connector = TlsConnector::from(config.tls.clone());
         let tls = match timeout(within, connector.connect(config.server_name.clone(), stream)).await {
             Err(_) => return Err(Fault::Retry(format!("no TLS handshake with {address} within {within:?}"))),
-            Ok(Err(e)) => return Err(tls_fault(address, &e)),
+            Ok(Err(e)) => return Err(tls_fault(&format!("the server at {address}"), &e)),
             Ok(Ok(tls)) => tls,
         };
         let (read_half, write_half) = tokio::io::split(tls);
@@ -136,22 +136,79 @@ impl Link {
     }
 }
 
-/// A failed TLS handshake: a refused certificate is fatal, a lost
-/// connection is not.
-fn tls_fault(address: &str, e: &io::Error) -> Fault {
+/// A failed TLS handshake, with `server` named: a certificate refused, by
+/// either side, or TLS that the two sides cannot agree on is fatal (a new
+/// connection would meet the same); anything else (a lost or garbled
+/// connection, an internal error of the server) is worth another try.
+fn tls_fault(server: &str, e: &io::Error) -> Fault {
+    use rustls::AlertDescription as Alert;
     match protocol::tls::tls_failure(e) {
-        Some(rustls::Error::AlertReceived(alert)) => {
-            Fault::Fatal(format!("the server at {address} refused this agency's certificate ({alert:?})"))
+        Some(rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::CertificateRequired
+            | Alert::UnknownCA
+            | Alert::AccessDenied),
+        )) => Fault::Fatal(format!("{server} refused this agency's certificate ({alert:?})")),
+        Some(rustls::Error::AlertReceived(alert @ (Alert::ProtocolVersion | Alert::HandshakeFailure))) => {
+            Fault::Fatal(format!("{server} and this agency have no TLS in common ({alert:?})"))
         }
-        Some(rustls::Error::InvalidCertificate(why)) => Fault::Fatal(format!(
-            "the server at {address} is not who it should be: its certificate is refused ({why:?})"
-        )),
-        Some(other) => Fault::Fatal(format!("TLS with {address} failed: {other}")),
-        None => Fault::Retry(format!("TLS handshake with {address} broken off: {e}")),
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            Fault::Fatal(format!("{server} is not who it should be: its certificate is refused ({why:?})"))
+        }
+        Some(rustls::Error::NoCertificatesPresented) => {
+            Fault::Fatal(format!("{server} is not who it should be: it presents no certificate"))
+        }
+        Some(rustls::Error::PeerIncompatible(why)) => {
+            Fault::Fatal(format!("{server} and this agency have no TLS in common ({why:?})"))
+        }
+        Some(other) => Fault::Retry(format!("TLS with {server} failed: {other}")),
+        None => Fault::Retry(format!("TLS with {server} broken off: {e}")),
     }
 }
 
 /// A failed send: the connection is gone.
 pub fn io_fault(e: io::Error) -> Fault {
     Fault::Retry(format!("connection lost: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::AlertDescription as Alert;
+
+    fn fault(error: rustls::Error) -> Fault {
+        tls_fault("the server at server:12345", &io::Error::new(io::ErrorKind::InvalidData, error))
+    }
+
+    #[test]
+    fn only_a_refused_certificate_or_no_common_tls_is_final() {
+        for alert in
+            [Alert::CertificateRevoked, Alert::UnknownCA, Alert::BadCertificate, Alert::CertificateRequired]
+        {
+            let Fault::Fatal(why) = fault(rustls::Error::AlertReceived(alert)) else { panic!("{alert:?}") };
+            assert_eq!(
+                why,
+                format!("the server at server:12345 refused this agency's certificate ({alert:?})")
+            );
+        }
+        assert!(matches!(fault(rustls::Error::AlertReceived(Alert::ProtocolVersion)), Fault::Fatal(_)));
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(matches!(fault(refused), Fault::Fatal(why) if why.contains("is not who it should be")));
+        for passing in [
+            rustls::Error::AlertReceived(Alert::InternalError),
+            rustls::Error::AlertReceived(Alert::DecodeError),
+            rustls::Error::DecryptError,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+        ] {
+            assert!(matches!(fault(passing.clone()), Fault::Retry(_)), "{passing:?}");
+        }
+        let lost = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert!(
+            matches!(tls_fault("the server", &lost), Fault::Retry(why) if why.starts_with("TLS with the server "))
+        );
+    }
 }

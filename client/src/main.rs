@@ -7,7 +7,7 @@ use lottery::duration::GoDuration;
 use lottery::log::Action;
 use lottery::settings::process_env;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// An agency of the Lotería Nacional.
 ///
@@ -34,7 +34,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    lottery::log::init(config.log_level);
+    // Written out when `main` returns.
+    let log = lottery::log::init(config.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -76,7 +77,16 @@ fn main() -> ExitCode {
             }
         };
         let ending = client::run(&config, source, stop).await;
-        report(&config, ending)
+        let code = report(&config, ending);
+        if log.dropped_lines() > 0 {
+            warn!(
+                "{}",
+                Action::fail("log")
+                    .field("dropped_lines", log.dropped_lines())
+                    .field("why", "stdout could not keep up")
+            );
+        }
+        code
     })
 }
 

@@ -1,6 +1,6 @@
 //! The two shell scripts at the root, by their contract.
 
-use e2e::{repo, run};
+use e2e::{repo, run, run_ok};
 
 fn generate(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let script = repo().join("generar-compose.sh");
@@ -80,4 +80,53 @@ fn the_committed_compose_file_is_the_generated_one_with_five_clients() {
     let generated = std::fs::read_to_string(dir.path().join("docker-compose-dev.yaml")).unwrap();
     let committed = std::fs::read_to_string(repo().join("docker-compose-dev.yaml")).unwrap();
     assert_eq!(generated, committed, "regenerate it: ./generar-compose.sh docker-compose-dev.yaml 5");
+}
+
+#[test]
+fn credentials_work_from_any_folder_and_revoking_twice_then_rotating_brings_an_agency_back() {
+    let root = tempfile::tempdir().unwrap();
+    let script = repo().join("scripts/credentials.sh");
+    let script = script.to_str().unwrap();
+    // Made through a relative path, then used from elsewhere.
+    run_ok("bash", &[script, "creds", "2"], root.path());
+    let dir = root.path().join("creds");
+    let other = tempfile::tempdir().unwrap();
+    let dir_arg = dir.to_str().unwrap();
+    let verify = |agency: &str| {
+        let cert = dir.join(format!("{agency}.pem"));
+        let args =
+            ["verify", "-crl_check", "-CAfile", "ca.pem", "-CRLfile", "crl.pem", cert.to_str().unwrap()];
+        run("openssl", &args, &dir).status.success()
+    };
+    assert!(verify("agency-1") && verify("agency-2") && verify("server"));
+    for _ in 0..2 {
+        let out = run_ok("bash", &[script, dir_arg, "--revoke", "1"], other.path());
+        assert!(out.contains("agency 1: certificate revoked"), "{out}");
+        assert!(!verify("agency-1") && verify("agency-2"));
+    }
+    // Making credentials again keeps the revoked files: it stays out.
+    run_ok("bash", &[script, dir_arg, "2"], other.path());
+    assert!(!verify("agency-1"));
+    run_ok("bash", &[script, dir_arg, "--rotate", "1"], other.path());
+    assert!(verify("agency-1") && verify("agency-2"));
+    // Bad agency numbers and folders are refused, saying why.
+    for (args, says) in [
+        (vec![dir_arg, "--revoke", "01"], "a number from 1 on"),
+        (vec![dir_arg, "--revoke", "7"], "no certificate for agency 7"),
+        (vec![other.path().to_str().unwrap(), "--revoke", "1"], "holds no credentials"),
+    ] {
+        let mut all = vec![script];
+        all.extend(args);
+        let out = run("bash", &all, other.path());
+        assert!(!out.status.success(), "{all:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{all:?}: {out:?}");
+    }
+    // An openssl failure is shown, not hidden.
+    std::fs::write(dir.join("ca.key"), "not a key").unwrap();
+    let out = run("bash", &[script, dir_arg, "3"], other.path());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("openssl ca failed:") && said.contains("ca.key"),
+        "{said}"
+    );
 }

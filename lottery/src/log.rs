@@ -133,6 +133,11 @@ fn sanitize(value: &str, max: usize) -> String {
     if out.trim().is_empty() {
         out = format!("\"{out}\"");
     }
+    // Nor may a value hold text a search for lines would take for a line
+    // of its own.
+    if out.contains("action:") {
+        out = out.replace("action:", "action\\u{3a}");
+    }
     out
 }
 
@@ -156,10 +161,23 @@ fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
 
 /// Characters that could break a line for some reader, or make a line read
 /// differently than it is written: C0 and C1 controls (NEL among them),
-/// Unicode line and paragraph separators, bidirectional overrides and
-/// isolates.
+/// Unicode line and paragraph separators, and the invisible format
+/// characters (bidirectional marks, overrides and isolates, zero-width
+/// ones, the byte order mark, interlinear annotations, tags).
 fn needs_escape(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
 }
 
 /// An action line taken apart the way the course's suite reads it.
@@ -243,30 +261,83 @@ impl Level {
     }
 }
 
-/// Sends every log line at `level` or above to stdout.
+/// Lines waiting to be written to stdout, at most; more are dropped (and
+/// counted) rather than make the program wait.
+pub const BUFFERED_LINES: usize = 8192;
+
+/// Sends every log line at `level` or above to stdout; keep the guard for
+/// as long as the program logs (dropping it writes out what is buffered).
 ///
-/// Stdout is written line by line, unbuffered beyond the line, so lines
-/// show in `docker logs` as they happen and in the order they were made.
-///
-/// A line that cannot be written (stdout on a full disk, a closed pipe) is
-/// lost, never a reason to stop: the program goes on, and no error about
-/// it is printed anywhere (printing to stderr could fail the same way, and
-/// `eprintln!` panics when it does).
-pub fn init(level: Level) {
+/// Lines go to stdout through a thread of their own, one by one and in the
+/// order they were made, so they show in `docker logs` as they happen. The
+/// program never waits for its log: if stdout is slower than the lines
+/// come (a slow reader), up to [`BUFFERED_LINES`] wait and more are
+/// dropped and counted ([`LogGuard::dropped_lines`]). A line that cannot be
+/// written at all (stdout on a full disk, a closed pipe) is lost, never a
+/// reason to stop, and no error about it is printed anywhere (printing to
+/// stderr could fail the same way, and `eprintln!` panics when it does).
+pub fn init(level: Level) -> LogGuard {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("log")
+        .finish(std::io::stdout());
+    let dropped = writer.error_counter();
     let lines = tracing_subscriber::fmt::layer()
         .event_format(LineFormat)
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .log_internal_errors(false)
         .with_filter(level.filter());
     // A second call (tests that start several servers) keeps the first.
     let _ = tracing_subscriber::registry().with(lines).try_init();
+    LogGuard { _writer: guard, dropped }
+}
+
+/// The log's writer thread; see [`init`].
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+    dropped: tracing_appender::non_blocking::ErrorCounter,
+}
+
+impl LogGuard {
+    /// Lines dropped so far because stdout could not keep up.
+    pub fn dropped_lines(&self) -> usize {
+        self.dropped.dropped_lines()
+    }
 }
 
 /// `2024-08-21 22:11:15 INFO     message`
 struct LineFormat;
+
+thread_local! {
+    /// The local time of the current second, formatted once per second
+    /// per thread: a busy server logs hundreds of lines a second.
+    static TIMESTAMP: std::cell::RefCell<Timestamp> = const {
+        std::cell::RefCell::new(Timestamp { second: i64::MIN, text: String::new() })
+    };
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of one second.
+struct Timestamp {
+    second: i64,
+    text: String,
+}
+
+impl Timestamp {
+    /// The text of the current second, made again only when it changed.
+    fn now(&mut self) -> &str {
+        let now = jiff::Timestamp::now();
+        if now.as_second() != self.second {
+            self.second = now.as_second();
+            let local = now.to_zoned_datetime(jiff::tz::TimeZone::system());
+            self.text = local.strftime("%Y-%m-%d %H:%M:%S").to_string();
+        }
+        &self.text
+    }
+}
 
 impl<S, N> FormatEvent<S, N> for LineFormat
 where
@@ -279,7 +350,6 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let now = jiff::ZonedDateTime::now();
         let level = match *event.metadata().level() {
             tracing::Level::ERROR => "ERROR",
             tracing::Level::WARN => "WARNING",
@@ -287,7 +357,7 @@ where
             tracing::Level::DEBUG => "DEBUG",
             tracing::Level::TRACE => "TRACE",
         };
-        write!(writer, "{} {level:<8} ", now.strftime("%Y-%m-%d %H:%M:%S"))?;
+        TIMESTAMP.with_borrow_mut(|stamp| write!(writer, "{} {level:<8} ", stamp.now()))?;
         // Action lines are safe already; any other message is made safe
         // here too, so that no log call anywhere can break a line.
         let mut message = String::new();
@@ -335,6 +405,7 @@ mod tests {
             }
             let line = format!("2024-08-21 22:11:15 ERROR    {action}");
             proptest::prop_assert!(!line.contains(&LINE_BREAKS[..]), "{line:?}");
+            proptest::prop_assert_eq!(line.matches("action:").count(), 1, "{}", line);
             proptest::prop_assert!(!line.chars().any(needs_escape), "{line:?}");
             let parsed = parse_action(&line).unwrap();
             proptest::prop_assert_eq!(parsed.name, "apuesta_recibida");

@@ -61,11 +61,13 @@ impl Frame {
             buf.reserve(total - buf.len());
             return Ok(None);
         }
-        let mut frame = buf.split_to(total);
-        frame.advance(LENGTH_LEN);
-        let version = frame.get_u8();
-        let kind = frame.get_u8();
-        Ok(Some(Frame { version, kind, payload: frame.freeze() }))
+        let (version, kind) = (buf[LENGTH_LEN], buf[LENGTH_LEN + 1]);
+        // The payload gets an allocation of its own size: a frame kept for
+        // a while (a batch waiting for the disk) must not keep the whole
+        // read buffer it came from alive, and the buffer is reused.
+        let payload = Bytes::copy_from_slice(&buf[HEADER_LEN..total]);
+        buf.advance(total);
+        Ok(Some(Frame { version, kind, payload }))
     }
 
     /// Writes the whole frame, headers included, to `dst`.

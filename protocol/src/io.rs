@@ -80,6 +80,11 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
+
+    /// The underlying stream back; bytes already buffered are dropped.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
 }
 
 /// Writes whole messages to `W`.
@@ -91,7 +96,9 @@ pub struct MessageWriter<W> {
 
 impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     pub fn new(inner: W) -> Self {
-        MessageWriter { inner, buffer: BytesMut::with_capacity(8192) }
+        // Grows as replies need it: most are a few bytes, and a server holds
+        // one writer per connection.
+        MessageWriter { inner, buffer: BytesMut::new() }
     }
 
     /// Queues `message`; nothing is sent before [`MessageWriter::flush`].
@@ -120,6 +127,11 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
     /// The underlying stream.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
+    }
+
+    /// The underlying stream back; anything queued and not sent is dropped.
+    pub fn into_inner(self) -> W {
+        self.inner
     }
 
     /// Closes the write side (TCP FIN) after sending what is queued.

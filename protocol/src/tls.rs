@@ -130,12 +130,16 @@ pub fn server_config(credentials: &Credentials, crl: Option<&Path>) -> Result<Ar
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(format!("agency verification: {e}")))?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certificates(CredentialFile::Cert, &credentials.cert)?, key(&credentials.key)?)
         .map_err(|e| TlsError::Config(format!("the server's certificate and key: {e}")))?;
+    // An agency keeps one connection for a round: no session resumption,
+    // so no tickets to make and no sessions to remember per connection.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Arc::new(config))
 }
 
@@ -160,8 +164,15 @@ pub fn agency_of(cert: &CertificateDer<'_>) -> Option<u32> {
     if names.next().is_some() {
         return None;
     }
+    agency_named(name)
+}
+
+/// K from `agency-K`, where K is written as the agency's number is: decimal
+/// digits, no sign, no leading zero, from 1 on. One agency has one name.
+fn agency_named(name: &str) -> Option<u32> {
     let number = name.strip_prefix("agency-")?;
-    number.bytes().all(|b| b.is_ascii_digit()).then(|| number.parse().ok()).flatten().filter(|k| *k > 0)
+    let canonical = number.bytes().all(|b| b.is_ascii_digit()) && !number.starts_with('0');
+    canonical.then(|| number.parse().ok()).flatten()
 }
 
 /// The server name to verify, from a `host:port` address.
@@ -183,6 +194,28 @@ pub fn tls_failure(error: &std::io::Error) -> Option<&rustls::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agency_has_one_name() {
+        assert_eq!(agency_named("agency-1"), Some(1));
+        assert_eq!(agency_named("agency-4294967295"), Some(u32::MAX));
+        for name in [
+            "agency-0",
+            "agency-01",
+            "agency-+1",
+            "agency--1",
+            "agency- 1",
+            "agency-1 ",
+            "agency-",
+            "agency-4294967296",
+            "Agency-1",
+            "agency-١",
+            "server",
+            "",
+        ] {
+            assert_eq!(agency_named(name), None, "{name:?}");
+        }
+    }
 
     #[test]
     fn server_names_come_from_the_address() {

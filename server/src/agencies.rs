@@ -43,9 +43,9 @@ impl Refusal {
     }
 }
 
-/// Bets queued for the writer at most, all connections together: about
-/// 2.5 MiB of bets in memory, however many agencies upload at once.
-pub const QUEUE_BUDGET: usize = 16 * 1024;
+/// Bets queued for the writer at most, all connections together, however
+/// many agencies upload at once.
+pub const QUEUE_BUDGET: usize = 8 * 1024;
 
 /// A connection, as the registry knows it.
 #[derive(Debug, Clone)]

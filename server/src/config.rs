@@ -29,6 +29,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// TLS: the server's certificate, and how agencies are verified.
     pub tls: Arc<rustls::ServerConfig>,
+    /// Whether `tls` checks a revocation list (`SERVER_TLS_CRL` not empty).
+    pub revocation: bool,
     /// A connection must have authenticated (TLS with an agency's
     /// certificate) within this long, or it is closed.
     pub auth_timeout: Duration,
@@ -39,6 +41,10 @@ pub struct Config {
     /// pushes out the oldest.
     pub max_unauthenticated: usize,
 }
+
+/// The most `SERVER_MAX_UNAUTHENTICATED` can be: the gate scans its pool
+/// on every connection, and each place costs a connection's buffers.
+pub const MAX_UNAUTHENTICATED: usize = 65_536;
 
 /// Where the credentials are unless the environment says otherwise: the
 /// folder `scripts/credentials.sh` fills.
@@ -90,8 +96,8 @@ impl Config {
         }
         let max_unauthenticated =
             sources.optional("SERVER_MAX_UNAUTHENTICATED", "SERVER_MAX_UNAUTHENTICATED", 128)?;
-        if max_unauthenticated == 0 {
-            let problem = "must be at least 1";
+        if !(1..=MAX_UNAUTHENTICATED).contains(&max_unauthenticated) {
+            let problem = format!("must be from 1 to {MAX_UNAUTHENTICATED}");
             return Err(SettingError::new(
                 "SERVER_MAX_UNAUTHENTICATED",
                 "SERVER_MAX_UNAUTHENTICATED",
@@ -128,6 +134,7 @@ impl Config {
             storage_path,
             idle_timeout,
             tls,
+            revocation: crl.is_some(),
             auth_timeout,
             write_timeout,
             max_unauthenticated,
@@ -194,6 +201,12 @@ mod tests {
         assert!(err.to_string().contains("LOGGING_LEVEL"), "{err}");
         let err = load(Some(COURSE_FILE), &[("SERVER_AGENCIES", "4000000000")]).unwrap_err();
         assert!(err.to_string().contains("SERVER_AGENCIES"), "{err}");
+        for pool in ["0", "65537", "18446744073709551615"] {
+            let err = load(Some(COURSE_FILE), &[("SERVER_MAX_UNAUTHENTICATED", pool)]).unwrap_err();
+            assert!(err.to_string().contains("SERVER_MAX_UNAUTHENTICATED"), "{err}");
+        }
+        let config = load(Some(COURSE_FILE), &[("SERVER_MAX_UNAUTHENTICATED", "65536")]).unwrap();
+        assert_eq!(config.max_unauthenticated, MAX_UNAUTHENTICATED);
     }
 
     #[test]

@@ -27,18 +27,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agencies::Agencies;
-use crate::gate::{Failures, Gate};
-use crate::session::{self, Identity, Limits};
+use crate::gate::{Failures, Gate, Stage, Waiting};
+use crate::session::{self, Identity, Limits, PeerLines};
 
 /// What every connection shares.
 pub struct Context {
     pub agencies: Arc<Agencies>,
     pub gate: Arc<Gate>,
-    pub failures: Failures,
+    pub failures: Arc<Failures>,
     pub acceptor: TlsAcceptor,
     pub auth_timeout: Duration,
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
+    /// The lines peers can cause, all connections together.
+    pub peer_lines: Arc<PeerLines>,
     /// Cancelled at shutdown.
     pub stop: CancellationToken,
 }
@@ -70,7 +72,7 @@ impl Drop for CloseLine {
 /// Serves one accepted connection until it ends.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Context>) {
     let mut close = CloseLine { peer, agency: None, why: "aborted at shutdown".into(), unlogged: 0 };
-    let waiting = ctx.gate.admit(id);
+    let waiting = ctx.gate.admit(id, peer.ip());
     let deadline = Instant::now() + ctx.auth_timeout;
     let arrival = tokio::select! {
         () = waiting.pushed_out.cancelled() => {
@@ -81,10 +83,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             close.why = "server shutting down".into();
             return;
         }
-        arrival = timeout_at(deadline, async {
-            tokio::time::sleep(ctx.failures.wait(peer.ip())).await;
-            arrive(stream, &ctx).await
-        }) => arrival,
+        arrival = timeout_at(deadline, arrive(stream, peer, &ctx, &waiting)) => arrival,
     };
     let arrival = match arrival {
         Ok(Ok(arrival)) => arrival,
@@ -109,9 +108,8 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             let limits = Limits::new(&ctx, waiting, deadline);
             session::serve(*stream, peer, id, Identity::Agency(agency), &ctx, limits, &mut close).await;
         }
-        Arrival::Anonymous(stream) => {
-            let reason = "no agency certificate: an agency connects with TLS and its certificate";
-            failed(peer, reason, &ctx);
+        Arrival::Anonymous(stream, reason) => {
+            failed(peer, reason, &ctx.failures, &ctx.peer_lines);
             let mut writer = MessageWriter::new(*stream);
             let refusal = Message::Error {
                 code: ErrorCode::Unauthenticated,
@@ -124,7 +122,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             close.why = format!("not authenticated: {reason}");
         }
         Arrival::Refused(error) => {
-            failed(peer, &error, &ctx);
+            failed(peer, &error, &ctx.failures, &ctx.peer_lines);
             close.why = format!("authentication failed: {error}");
         }
     }
@@ -136,20 +134,31 @@ enum Arrival {
     Plain(TcpStream),
     /// TLS with a verified certificate of this agency.
     Agency(Box<protocol::tls::server::TlsStream<TcpStream>>, u32),
-    /// TLS without a client certificate.
-    Anonymous(Box<protocol::tls::server::TlsStream<TcpStream>>),
+    /// TLS without an agency's certificate (none, or one that names no
+    /// agency), and why.
+    Anonymous(Box<protocol::tls::server::TlsStream<TcpStream>>, &'static str),
     /// TLS that failed: the certificate was refused, or the handshake broke.
     Refused(String),
 }
 
-/// Reads the first byte, then does the TLS handshake if it is one.
-async fn arrive(stream: TcpStream, ctx: &Context) -> Result<Arrival, String> {
+/// Reads the first byte, then does the TLS handshake if it is one; tells
+/// the gate how far the connection got.
+async fn arrive(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: &Context,
+    waiting: &Waiting,
+) -> Result<Arrival, String> {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
         Ok(0) => return Err("peer closed the connection".into()),
         Ok(_) => {}
         Err(e) => return Err(format!("peer lost: {e}")),
     }
+    waiting.reached(Stage::Started);
+    // An address whose credentials failed recently waits, having shown
+    // it is a real peer (connections that sent nothing are pushed out first).
+    tokio::time::sleep(ctx.failures.wait(peer.ip())).await;
     if first[0] != TLS_HANDSHAKE {
         return Ok(Arrival::Plain(stream));
     }
@@ -165,17 +174,27 @@ async fn arrive(stream: TcpStream, ctx: &Context) -> Result<Arrival, String> {
     let agency =
         tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).map(protocol::tls::agency_of);
     Ok(match agency {
-        None => Arrival::Anonymous(Box::new(tls)),
-        Some(Some(agency)) => Arrival::Agency(Box::new(tls), agency),
-        Some(None) => {
-            Arrival::Refused("the certificate names no agency (its common name is not agency-K)".into())
+        None => Arrival::Anonymous(
+            Box::new(tls),
+            "no agency certificate: an agency connects with TLS and its certificate",
+        ),
+        Some(Some(agency)) => {
+            waiting.reached(Stage::Certified);
+            Arrival::Agency(Box::new(tls), agency)
         }
+        Some(None) => Arrival::Anonymous(
+            Box::new(tls),
+            "the certificate names no agency (its common name is not agency-K)",
+        ),
     })
 }
 
 /// Logs a failed authentication, once, and counts it against the address.
-fn failed(peer: SocketAddr, error: &str, ctx: &Context) {
-    let (failures, penalty) = ctx.failures.fail(peer.ip());
+pub fn failed(peer: SocketAddr, error: &str, failures: &Failures, lines: &PeerLines) {
+    let (failures, penalty) = failures.fail(peer.ip());
+    if !lines.allow() {
+        return;
+    }
     warn!(
         "{}",
         Action::fail("authenticate")

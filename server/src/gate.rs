@@ -2,33 +2,59 @@
 //! addresses whose credentials keep failing.
 //!
 //! Authenticated agencies must always get service, whatever anyone else
-//! does. An agency that authenticates leaves the [`Gate`]'s pool within its
-//! TLS handshake (milliseconds), and after that only its own agency can
-//! push it out (a newer connection of the same agency). Connections that do
-//! not authenticate stay in the pool at most the authentication deadline,
-//! and the pool has a bound: a new connection past it pushes out the
-//! oldest one. To keep an agency out, an attacker would have to open more
-//! connections than the pool holds within one TLS handshake, over and over.
+//! does. Until its `Hello`, a connection holds a place in the [`Gate`]'s
+//! bounded pool, for at most the authentication deadline. When the pool is
+//! full, a newcomer pushes out one place, chosen so that a flood hurts the
+//! flood first:
+//!
+//! - from the address holding the most places: a flood from one address
+//!   (or a few) only pushes out its own connections, never those of an
+//!   address with fewer, however long their handshakes take (an agency far
+//!   away needs several round trips);
+//! - among those, the one that has come least far ([`Stage`]): a connection
+//!   that has sent nothing before one in its handshake; a connection whose
+//!   certificate is verified is never pushed out;
+//! - then the oldest.
 //!
 //! [`Failures`] slows down repeated failures: after a failed
 //! authentication, new connections from the same address wait before their
-//! handshake starts, longer the more that address failed recently (at most
+//! handshake, longer the more that address failed recently (at most
 //! [`MAX_PENALTY`], so an agency behind the same address is delayed, never
-//! kept out).
+//! kept out: it waits having sent its first bytes, so connections that
+//! have sent nothing go first).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+/// How far a connection waiting in the gate has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Accepted; nothing received yet.
+    Silent,
+    /// Its first bytes arrived: a TLS handshake (or plain frames) under way.
+    Started,
+    /// Its agency certificate is verified; its `Hello` is to come.
+    Certified,
+}
+
+#[derive(Debug)]
+struct Place {
+    id: u64,
+    ip: IpAddr,
+    stage: Stage,
+    pushed_out: CancellationToken,
+}
+
 /// The connections not authenticated yet; see the module documentation.
 #[derive(Debug)]
 pub struct Gate {
     max: usize,
-    /// Oldest first: each one's id, and the token that pushes it out.
-    waiting: Mutex<VecDeque<(u64, CancellationToken)>>,
+    /// Oldest first.
+    places: Mutex<Vec<Place>>,
 }
 
 /// A place in the gate's pool, given up when dropped.
@@ -43,19 +69,25 @@ pub struct Waiting {
 impl Gate {
     pub fn new(max: usize) -> Arc<Gate> {
         assert!(max > 0, "the pool holds at least one connection");
-        Arc::new(Gate { max, waiting: Mutex::new(VecDeque::with_capacity(max)) })
+        Arc::new(Gate { max, places: Mutex::new(Vec::new()) })
     }
 
-    /// A place for connection `id`, pushing out the oldest if full.
-    pub fn admit(self: &Arc<Gate>, id: u64) -> Waiting {
+    /// A place for connection `id` from `ip`, pushing another out if the
+    /// pool is full (see the module documentation). If every place is
+    /// taken by a certified agency, the newcomer itself is pushed out.
+    pub fn admit(self: &Arc<Gate>, id: u64, ip: IpAddr) -> Waiting {
         let pushed_out = CancellationToken::new();
-        let mut waiting = self.lock();
-        if waiting.len() >= self.max {
-            let (_, oldest) = waiting.pop_front().expect("a full pool is not empty");
-            oldest.cancel();
+        let mut places = self.lock();
+        if places.len() >= self.max {
+            match victim(&places) {
+                Some(at) => places.remove(at).pushed_out.cancel(),
+                None => pushed_out.cancel(),
+            }
         }
-        waiting.push_back((id, pushed_out.clone()));
-        assert!(waiting.len() <= self.max, "the pool stays within its bound");
+        if !pushed_out.is_cancelled() {
+            places.push(Place { id, ip, stage: Stage::Silent, pushed_out: pushed_out.clone() });
+        }
+        assert!(places.len() <= self.max, "the pool stays within its bound");
         Waiting { gate: self.clone(), id, pushed_out }
     }
 
@@ -68,16 +100,40 @@ impl Gate {
         self.len() == 0
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<(u64, CancellationToken)>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<Place>> {
+        self.places.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The place to push out of a full pool: from the address with the most
+/// places, the least advanced, the oldest; never a certified one.
+fn victim(places: &[Place]) -> Option<usize> {
+    let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
+    places.iter().for_each(|p| *per_address.entry(p.ip).or_default() += 1);
+    places
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.stage < Stage::Certified)
+        // max_by_key keeps the last of equals: reverse the age to keep the oldest.
+        .max_by_key(|(at, p)| (per_address[&p.ip], std::cmp::Reverse(p.stage), std::cmp::Reverse(*at)))
+        .map(|(at, _)| at)
+}
+
+impl Waiting {
+    /// Records that the connection has come as far as `stage`.
+    pub fn reached(&self, stage: Stage) {
+        let mut places = self.gate.lock();
+        if let Some(place) = places.iter_mut().find(|p| p.id == self.id) {
+            place.stage = place.stage.max(stage);
+        }
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let mut waiting = self.gate.lock();
-        if let Some(at) = waiting.iter().position(|(id, _)| *id == self.id) {
-            waiting.remove(at);
+        let mut places = self.gate.lock();
+        if let Some(at) = places.iter().position(|p| p.id == self.id) {
+            places.remove(at);
         }
     }
 }
@@ -143,13 +199,17 @@ impl Failures {
 mod tests {
     use super::*;
 
+    fn ip(last: u8) -> IpAddr {
+        [10, 0, 0, last].into()
+    }
+
     #[test]
     fn a_full_pool_pushes_out_its_oldest_and_a_place_is_given_up_on_drop() {
         let gate = Gate::new(2);
-        let one = gate.admit(1);
-        let two = gate.admit(2);
+        let one = gate.admit(1, ip(1));
+        let two = gate.admit(2, ip(2));
         assert!(!one.pushed_out.is_cancelled());
-        let three = gate.admit(3);
+        let three = gate.admit(3, ip(3));
         assert!(one.pushed_out.is_cancelled() && !two.pushed_out.is_cancelled());
         assert_eq!(gate.len(), 2);
         drop(two);
@@ -158,6 +218,33 @@ mod tests {
         assert_eq!(gate.len(), 1, "a pushed-out place is gone already");
         drop(three);
         assert!(gate.is_empty());
+    }
+
+    #[test]
+    fn a_flood_pushes_out_its_own_places_before_anyone_else() {
+        let gate = Gate::new(4);
+        let agency = gate.admit(1, ip(9));
+        let flood: Vec<Waiting> = (2..200).map(|id| gate.admit(id, ip(66))).collect();
+        assert!(!agency.pushed_out.is_cancelled(), "the flood's address holds the most places");
+        assert_eq!(flood.iter().filter(|w| !w.pushed_out.is_cancelled()).count(), 3);
+    }
+
+    #[test]
+    fn places_that_came_further_stay_and_certified_ones_are_never_pushed_out() {
+        let gate = Gate::new(3);
+        let started = gate.admit(1, ip(1));
+        started.reached(Stage::Started);
+        let certified = gate.admit(2, ip(2));
+        certified.reached(Stage::Certified);
+        let silent = gate.admit(3, ip(3));
+        let newcomer = gate.admit(4, ip(4));
+        assert!(silent.pushed_out.is_cancelled(), "the silent one goes first, though the newest");
+        assert!(!started.pushed_out.is_cancelled() && !certified.pushed_out.is_cancelled());
+        newcomer.reached(Stage::Certified);
+        started.reached(Stage::Certified);
+        let late = gate.admit(5, ip(5));
+        assert!(late.pushed_out.is_cancelled(), "a pool of certified agencies refuses the newcomer");
+        assert!(!started.pushed_out.is_cancelled() && !certified.pushed_out.is_cancelled());
     }
 
     #[test]

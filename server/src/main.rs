@@ -6,13 +6,12 @@ use lottery::log::Action;
 use lottery::settings::process_env;
 use server::server::StartError;
 use server::{Config, Server};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// The central server of the Lotería Nacional.
 ///
-/// Settings come from the configuration file, overridden by the environment
-/// (SERVER_PORT, SERVER_LISTEN_BACKLOG, LOGGING_LEVEL, SERVER_AGENCIES,
-/// SERVER_STORAGE_PATH, SERVER_IDLE_TIMEOUT, SERVER_MAX_CONNECTIONS).
+/// Settings come from the configuration file, overridden by the environment;
+/// the README lists them all.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -30,7 +29,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    lottery::log::init(config.logging_level);
+    // Written out when `main` returns.
+    let log = lottery::log::init(config.logging_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -55,6 +55,7 @@ fn main() -> ExitCode {
                 .field("listen_backlog", config.listen_backlog)
                 .field("logging_level", &config.logging_level_name)
         );
+        let revocation = config.revocation;
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(e @ StartError::Round(_)) => {
@@ -68,7 +69,23 @@ fn main() -> ExitCode {
         };
         info!("{}", Action::in_progress("accept_connections"));
         server.log_round();
-        match server.run(shutdown).await {
+        if !revocation {
+            warn!(
+                "{}",
+                Action::fail("revocation_list")
+                    .field("error", "SERVER_TLS_CRL is empty: a revoked certificate is accepted")
+            );
+        }
+        let result = server.run(shutdown).await;
+        if log.dropped_lines() > 0 {
+            warn!(
+                "{}",
+                Action::fail("log")
+                    .field("dropped_lines", log.dropped_lines())
+                    .field("why", "stdout could not keep up")
+            );
+        }
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,
         }

@@ -31,7 +31,7 @@ use crate::agencies::Agencies;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::draw::DrawBarrier;
-use crate::gate::{Failures, Gate};
+use crate::gate::Gate;
 use crate::writer;
 use crate::writer::WriterFailed;
 
@@ -110,11 +110,12 @@ impl Server {
         let ctx = Arc::new(Context {
             agencies: agencies.clone(),
             gate: Gate::new(config.max_unauthenticated),
-            failures: Failures::default(),
+            failures: Arc::default(),
             acceptor: TlsAcceptor::from(config.tls.clone()),
             auth_timeout: config.auth_timeout,
             idle_timeout: config.idle_timeout,
             write_timeout: config.write_timeout,
+            peer_lines: Arc::default(),
             stop: stop.clone(),
         });
         let mut sessions = JoinSet::new();

@@ -23,14 +23,16 @@
 //! every case it first tries to send the replies it owes.
 //!
 //! What a session logs is bounded: at most [`LOG_LINES`] lines a peer can
-//! cause (echoes, refusals, errors), then one line saying the rest is not
-//! logged. Lines for stored bets are bounded by the bets themselves.
+//! cause (echoes, refusals, errors; [`ANONYMOUS_LOG_LINES`] without an
+//! agency), then one line saying the rest is not logged; and all sessions
+//! together share [`PeerLines`], so that many connections cannot flood the
+//! log either. Lines for stored bets are bounded by the bets themselves.
 
 use std::future::{ready, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -49,7 +51,7 @@ use tracing::{debug, enabled, error, info, warn, Level};
 use crate::agencies::{Agencies, Connection, Refusal};
 use crate::connection::{CloseLine, Context};
 use crate::draw::DrawStatus;
-use crate::gate::Waiting;
+use crate::gate::{Failures, Waiting};
 use crate::writer::{EncodedBatch, FinishOutcome, StoreOutcome};
 
 /// Requests of one connection awaiting their reply at most.
@@ -150,34 +152,123 @@ impl Limits {
     }
 }
 
-/// Lines a peer can make a session log, at most (see the module docs).
+/// Lines one agency's session can make the server log, at most (see the
+/// module docs).
 pub const LOG_LINES: u32 = 16;
 
+/// Lines an anonymous session can make the server log, at most.
+pub const ANONYMOUS_LOG_LINES: u32 = 4;
+
+/// Lines all peers together can make the server log per second, over time.
+pub const PEER_LINES_PER_SECOND: u32 = 100;
+
+/// Lines all peers together can make the server log at once, after a quiet
+/// spell.
+pub const PEER_LINES_BURST: u32 = 1000;
+
+const _: () = assert!(ANONYMOUS_LOG_LINES <= LOG_LINES && PEER_LINES_PER_SECOND <= PEER_LINES_BURST);
+
+/// The server's budget of lines caused by peers, all sessions together: a
+/// token bucket, so that many connections, each within its own budget,
+/// cannot flood the log either. What it holds back is counted and said in
+/// one line, at most once a second.
+#[derive(Debug, Default)]
+pub struct PeerLines(Mutex<Bucket>);
+
+impl PeerLines {
+    /// Whether a line a peer causes may be logged now.
+    pub fn allow(&self) -> bool {
+        let (allowed, held_back) =
+            self.0.lock().expect("the bucket never panics").take(std::time::Instant::now());
+        if let Some(lines) = held_back {
+            warn!(
+                "{}",
+                Action::in_progress("log_budget")
+                    .field("scope", "all peers")
+                    .field("lines_per_second", PEER_LINES_PER_SECOND)
+                    .field("unlogged_lines", lines)
+            );
+        }
+        allowed
+    }
+}
+
+/// The state of [`PeerLines`], apart from the clock so that tests can drive it.
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Lines that may be logged now (refilled lazily).
+    tokens: f64,
+    /// When `tokens` was last refilled; `None` before the first line (full).
+    refilled: Option<std::time::Instant>,
+    /// Lines held back since the last report of them.
+    held_back: u64,
+    /// When held-back lines were last reported.
+    reported: Option<std::time::Instant>,
+}
+
+impl Bucket {
+    /// Takes a line at `now`: whether it may be logged, and a count of
+    /// held-back lines to report first, if it is time to.
+    fn take(&mut self, now: std::time::Instant) -> (bool, Option<u64>) {
+        let burst = f64::from(PEER_LINES_BURST);
+        self.tokens = match self.refilled {
+            None => burst,
+            Some(then) => {
+                let elapsed = now.saturating_duration_since(then).as_secs_f64();
+                (self.tokens + elapsed * f64::from(PEER_LINES_PER_SECOND)).min(burst)
+            }
+        };
+        self.refilled = Some(now);
+        let allowed = self.tokens >= 1.0;
+        if allowed {
+            self.tokens -= 1.0;
+        } else {
+            self.held_back += 1;
+        }
+        // Report when logging resumes, or once a second while it is held.
+        let due = allowed
+            || self.reported.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+        if self.held_back > 0 && due {
+            self.reported = Some(now);
+            return (allowed, Some(std::mem::take(&mut self.held_back)));
+        }
+        (allowed, None)
+    }
+}
+
 /// What is left of a session's log budget; shared with its pending replies.
-#[derive(Debug, Clone, Default)]
-struct LogBudget(Arc<(AtomicU32, AtomicU32)>);
+#[derive(Debug, Clone)]
+struct LogBudget {
+    limit: u32,
+    used: Arc<AtomicU32>,
+    unlogged: Arc<AtomicU32>,
+    all: Arc<PeerLines>,
+}
 
 impl LogBudget {
-    /// Logs `line` at `level` if the budget allows; the first line past it
-    /// says that no more will be.
+    fn new(limit: u32, all: Arc<PeerLines>) -> Self {
+        LogBudget { limit, used: Arc::default(), unlogged: Arc::default(), all }
+    }
+
+    /// Logs `line` at `level` if both this session's budget and the server's
+    /// allow; the first line past the session's says that no more will be.
     fn log(&self, level: Level, line: Action) {
-        let (used, unlogged) = &*self.0;
-        let n = used.fetch_add(1, Ordering::Relaxed);
-        if n < LOG_LINES {
+        let n = self.used.fetch_add(1, Ordering::Relaxed);
+        if n < self.limit && self.all.allow() {
             emit(level, line);
-        } else {
-            if n == LOG_LINES {
-                warn!(
-                    "{}",
-                    Action::in_progress("log_budget").field("lines", LOG_LINES).field("then", "not logged")
-                );
-            }
-            unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
         }
+        if n == self.limit && self.all.allow() {
+            warn!(
+                "{}",
+                Action::in_progress("log_budget").field("lines", self.limit).field("then", "not logged")
+            );
+        }
+        self.unlogged.fetch_add(1, Ordering::Relaxed);
     }
 
     fn unlogged(&self) -> u32 {
-        self.0 .1.load(Ordering::Relaxed)
+        self.unlogged.load(Ordering::Relaxed)
     }
 }
 
@@ -208,10 +299,15 @@ pub async fn serve<S>(
     let mut writer = MessageWriter::new(write_half);
     let mut limits = limits;
     let connection = Connection { id, superseded: limits.superseded.clone() };
-    let budget = LogBudget::default();
+    let limit = match identity {
+        Identity::Agency(_) => LOG_LINES,
+        Identity::Anonymous => ANONYMOUS_LOG_LINES,
+    };
+    let budget = LogBudget::new(limit, ctx.peer_lines.clone());
     let mut handler = Handler {
         peer,
         agencies: ctx.agencies.clone(),
+        failures: ctx.failures.clone(),
         connection,
         identity,
         agency: None,
@@ -320,6 +416,9 @@ pub async fn serve<S>(
 struct Handler {
     peer: SocketAddr,
     agencies: Arc<Agencies>,
+    /// Where a request that needs an agency, from none, counts as a failed
+    /// authentication.
+    failures: Arc<Failures>,
     connection: Connection,
     identity: Identity,
     /// The agency this connection speaks for, from its `Hello` on.
@@ -344,10 +443,7 @@ impl Handler {
         }
         let Identity::Agency(certified) = self.identity else {
             let reason = format!("{} needs an agency's certificate, over TLS", message.name());
-            self.budget.log(
-                Level::WARN,
-                Action::fail("request").field("ip", self.peer.ip()).field("error", &reason),
-            );
+            crate::connection::failed(self.peer, &reason, &self.failures, &self.budget.all);
             return self.close_with(error_message(ErrorCode::Unauthenticated, 0, None, reason));
         };
         if let Message::Hello { agency } = message {
@@ -362,11 +458,13 @@ impl Handler {
         };
         match message {
             Message::BetBatch { first, bets } => {
+                // Room in the writer's queue first, so that a session waits
+                // holding its frame only, not the frame and its rows.
+                let permit = self.agencies.reserve(bets.len()).await;
                 let batch = match encode(agency, first, &bets, &self.budget) {
                     Ok(batch) => batch,
                     Err(reply) => return reply,
                 };
-                let permit = self.agencies.reserve(bets.len()).await;
                 self.store(agency, batch, bets, permit)
             }
             Message::Finished { bets } => self.finish(agency, bets),
@@ -436,6 +534,9 @@ impl Handler {
             Err(refusal) => return self.refuse(refusal),
         };
         let count = bets.len();
+        // A pending reply keeps the bets only to log them one by one; else
+        // a peer that does not read its replies would keep every frame.
+        let to_log = (count == 1 || enabled!(Level::DEBUG)).then_some(bets);
         let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(outcome) = stored.await else { return shutting_down() };
@@ -449,7 +550,9 @@ impl Handler {
             match outcome {
                 StoreOutcome::Stored => {
                     info!("{}", Action::success("apuesta_recibida").field("cantidad", count));
-                    log_stored(&bets);
+                    if let Some(bets) = &to_log {
+                        log_stored(bets);
+                    }
                     Reply::open(Message::BatchAck { first, count: count as u16 })
                 }
                 StoreOutcome::AlreadyStored => {
@@ -628,5 +731,34 @@ mod tests {
     #[test]
     fn no_winners_is_one_empty_last_frame() {
         assert_eq!(winners_frames(&[]), vec![Message::Winners { last: true, documents: vec![] }]);
+    }
+
+    #[test]
+    fn the_server_wide_budget_holds_a_flood_back_and_says_how_much_it_held() {
+        let start = std::time::Instant::now();
+        let mut bucket = Bucket::default();
+        let burst = (0..PEER_LINES_BURST).map(|_| bucket.take(start)).filter(|&(allowed, _)| allowed).count();
+        assert_eq!(burst, PEER_LINES_BURST as usize);
+        // Past the burst, lines are held back and reported once a second.
+        assert_eq!(bucket.take(start), (false, Some(1)));
+        assert_eq!(bucket.take(start), (false, None));
+        let later = start + Duration::from_millis(5);
+        assert_eq!(bucket.take(later), (false, None), "half a token is not a line");
+        // A second later the bucket has refilled at the stated rate.
+        let second = start + Duration::from_secs(1);
+        let (allowed, held) = bucket.take(second);
+        assert!(allowed);
+        assert_eq!(held, Some(2), "the lines held since the last report");
+        let allowed =
+            (1..PEER_LINES_PER_SECOND).map(|_| bucket.take(second)).filter(|&(allowed, _)| allowed).count();
+        assert_eq!(allowed, PEER_LINES_PER_SECOND as usize - 1);
+        assert!(!bucket.take(second).0);
+        // A long quiet spell refills no more than the burst.
+        let quiet = second + Duration::from_secs(3600);
+        let (_, held) = bucket.take(quiet);
+        assert_eq!(held, Some(1));
+        let allowed =
+            (1..2 * PEER_LINES_BURST).map(|_| bucket.take(quiet)).filter(|&(allowed, _)| allowed).count();
+        assert_eq!(allowed, PEER_LINES_BURST as usize - 1);
     }
 }

@@ -159,7 +159,15 @@ pub fn spawn(
         if let Err(e) = &result {
             error!("{}", Action::fail("store_bets").field("error", e).field("then", "the server stops"));
         }
-        info!("{}", Action::success("close_file").field("path", path.display()));
+        let (bet_syncs, journal_syncs) = writer.files.syncs();
+        info!(
+            "{}",
+            Action::success("close_file")
+                .field("path", path.display())
+                .field("bytes", writer.files.bets_len())
+                .field("syncs", bet_syncs)
+                .field("journal_syncs", journal_syncs)
+        );
         result
     })
 }

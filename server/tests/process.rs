@@ -66,6 +66,22 @@ fn the_first_lines_are_config_and_accept_connections() {
     assert!(round.contains("| agencies: 2"), "{round}");
 }
 
+/// Without a revocation list the server still runs, and says at start
+/// what that costs.
+#[test]
+fn no_revocation_list_is_a_warning_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), free_port(), &[("SERVER_TLS_CRL", String::new())]);
+    let line = server.wait_for("action: revocation_list", Duration::from_secs(5));
+    assert!(line.contains("WARNING") && line.contains("result: fail") && line.contains("revoked"), "{line}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), free_port(), &[]);
+    server.wait_for("action: new_round", Duration::from_secs(5));
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(3));
+    assert!(!server.has_action("revocation_list", "fail"), "{:?}", server.seen);
+}
+
 #[test]
 fn sigterm_while_idle_exits_zero_promptly() {
     let dir = tempfile::tempdir().unwrap();
@@ -354,7 +370,8 @@ async fn an_echo_is_logged_bounded_and_escaped_and_cannot_forge_a_line() {
         line.contains("\\u{2028}") && line.contains("\\u{0}") && line.ends_with("| bytes: 8000"),
         "{line}"
     );
-    assert_eq!(line.matches("action:").count(), 2, "one real, one quoted inside the value: {line}");
+    assert_eq!(line.matches("action:").count(), 1, "the value's own is escaped: {line}");
+    assert!(line.contains("action\\u{3a} forged"), "{line}");
     drop(raw);
     server.signal(Signal::SIGTERM);
     server.wait_exit(Duration::from_secs(3));
@@ -406,11 +423,102 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
     }
     drop(chatty);
     let close = server.wait_for("action: close_connection", Duration::from_secs(5));
-    assert!(close.contains("| unlogged_lines: 84 |"), "{close}");
+    // Plain frames are anonymous: the smaller budget.
+    let budget = server::session::ANONYMOUS_LOG_LINES;
+    assert!(close.contains(&format!("| unlogged_lines: {} |", 100 - budget)), "{close}");
     let echoes = server.seen.iter().filter(|l| l.contains("action: receive_message")).count();
-    assert_eq!(echoes, server::session::LOG_LINES as usize);
+    assert_eq!(echoes, budget as usize);
     assert!(server.seen.iter().any(|l| l.contains("action: log_budget")));
     tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+}
+
+/// Many connections, each within its own budget, cannot flood the log
+/// together: the server-wide budget holds the rest back and says so.
+#[tokio::test]
+async fn many_connections_together_cannot_flood_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = start(dir.path(), port, &[]);
+    let budget = server::session::ANONYMOUS_LOG_LINES as usize;
+    let connections = 2 * server::session::PEER_LINES_BURST as usize / budget;
+    let started = std::time::Instant::now();
+    for i in 0..connections {
+        let mut raw = Raw::connect(addr(port)).await;
+        for j in 0..budget {
+            let echo = Message::Echo(format!("echo {i} {j}").into_bytes().into());
+            assert!(matches!(raw.ask(&echo).await, Message::Echo(_)));
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let held = server.wait_for("scope: all peers", Duration::from_secs(5));
+    assert!(held.contains("| unlogged_lines: "), "{held}");
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(3));
+    let echoes = server.seen.iter().filter(|l| l.contains("action: receive_message")).count();
+    let bound = server::session::PEER_LINES_BURST as f64
+        + (elapsed + 1.0) * server::session::PEER_LINES_PER_SECOND as f64;
+    assert!((echoes as f64) <= bound, "{echoes} echo lines in {elapsed:.1} s");
+    assert!(echoes < connections * budget, "{echoes}");
+    // Every connection still has its closing line.
+    let closes = server.seen.iter().filter(|l| l.contains("action: close_connection")).count();
+    assert_eq!(closes, connections);
+}
+
+/// A reader of the log that stalls (stdout a pipe nobody reads) costs
+/// lines, never service: an upload that logs a line per bet completes, and
+/// the lines dropped are counted at exit.
+#[tokio::test]
+async fn a_stalled_log_costs_lines_not_service() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = server_env(port);
+    env.retain(|(k, _)| *k != "LOGGING_LEVEL");
+    env.push(("LOGGING_LEVEL", "DEBUG".into()));
+    let mut server = std::process::Command::new(SERVER)
+        .current_dir(dir.path())
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr(port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A line per bet, far more than the pipe and the log's buffer hold.
+    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    let per_batch = 50;
+    let batches = 2 * lottery::log::BUFFERED_LINES / per_batch;
+    let upload = async {
+        for b in 0..batches {
+            let first = (b * per_batch) as u64;
+            let bets = (0..per_batch).map(|i| bet(&(first as usize + i).to_string(), 1)).collect();
+            assert_eq!(agency.ask(&batch(first, bets)).await, ack(first, per_batch as u16));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), upload).await.expect("the upload waited on the log");
+    drop(agency);
+    // Now read the log, and stop the server.
+    let mut stdout = server.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        stdout.read_to_string(&mut log).unwrap();
+        log
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    testkit::send_signal(server.id(), Signal::SIGTERM);
+    assert!(server.wait().unwrap().success());
+    let log = reader.join().unwrap();
+    let dropped =
+        log.lines().find(|l| l.contains("action: log | result: fail")).expect("the count of dropped lines");
+    let count: usize =
+        dropped.split("| dropped_lines: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let kept = log.lines().filter(|l| l.contains("action: apuesta_almacenada")).count();
+    assert!(count > 0 && kept + count >= batches * per_batch, "{kept} kept, {count} dropped");
+    assert_eq!(common::stored(&dir.path().join("bets.csv")).len(), batches * per_batch);
 }
 
 /// Every connection gets its `close_connection` line, the ones the

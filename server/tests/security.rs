@@ -160,6 +160,24 @@ async fn repeated_failures_are_slowed_down() {
     server.stop().await;
 }
 
+/// Plain frames asking for what needs an agency are failed
+/// authentications too: they slow their address down the same way.
+#[tokio::test]
+async fn plain_requests_for_an_agency_are_failures_too() {
+    let server = TestServer::start(1).await;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let mut plain = Raw::connect(server.addr).await;
+        let started = Instant::now();
+        assert!(refused(&plain.ask(&Message::Hello { agency: 1 }).await, ErrorCode::Unauthenticated));
+        waits.push(started.elapsed());
+    }
+    assert!(waits[0] < Duration::from_millis(100), "{waits:?}");
+    assert!(waits[2] >= Duration::from_millis(180), "the third waits out two failures: {waits:?}");
+    assert!(waits[3] >= Duration::from_millis(380), "{waits:?}");
+    server.stop().await;
+}
+
 /// Connections that never authenticate, far more than the pool of them
 /// holds: an agency still connects and is served at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,4 +302,72 @@ async fn an_agency_with_a_refused_certificate_stops_at_once_saying_why() {
         client::run(&config, BetSource::File(path), CancellationToken::new()).await.unwrap_err().to_string();
     assert!(err.contains("is not who it should be"), "{err}");
     assert!(server.stop().await.is_empty());
+}
+
+/// A proxy that delays everything by `delay` each way: an agency far away.
+async fn far_away(upstream: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((near, _)) = listener.accept().await {
+            let Ok(far) = tokio::net::TcpStream::connect(upstream).await else { continue };
+            let (near_read, near_write) = near.into_split();
+            let (far_read, far_write) = far.into_split();
+            for (mut from, mut to) in [(near_read, far_write), (far_read, near_write)] {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = from.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+/// The attack the oldest-first pool lost to: idle connections from other
+/// addresses, far faster than an agency 100 ms away can finish its
+/// handshake and Hello. The flood only pushes out its own places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_other_addresses_does_not_keep_a_far_away_agency_out() {
+    let server = TestServer::start_with(1, |c| c.max_unauthenticated = 64).await;
+    let stop = CancellationToken::new();
+    let mut flood = Vec::new();
+    for source in 2..12u8 {
+        let (addr, stop) = (server.addr, stop.clone());
+        flood.push(tokio::spawn(async move {
+            let mut open = std::collections::VecDeque::new();
+            while !stop.is_cancelled() {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::from(([127, 0, 0, source], 0))).unwrap();
+                if let Ok(stream) = socket.connect(addr).await {
+                    open.push_back(stream);
+                }
+                if open.len() > 20 {
+                    open.pop_front();
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let far = far_away(server.addr, Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let mut agency = Raw::tls(far, Some(1)).await;
+    assert!(matches!(agency.ask(&Message::Hello { agency: 1 }).await, Message::Welcome { .. }));
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 1)])).await, ack(0, 1));
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    stop.cancel();
+    for task in flood {
+        let _ = task.await;
+    }
+    server.stop().await;
 }

@@ -16,11 +16,17 @@ const SOURCES: [&str; 4] = ["protocol", "lottery", "server", "client"];
 /// package's tests, `make chaos`) it builds them first: running cargo when
 /// nothing is stale is avoided on purpose, as a build with other features
 /// than the test's would recompile half the dependencies.
+///
+/// The check is made once per test process: a source edited while a round
+/// runs does not rebuild a binary between a kill and the restart.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    static CHECKED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut checked = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
     let dir = profile_dir();
     let path = dir.join(name);
+    if checked.iter().any(|n| n == name) {
+        return path;
+    }
     if is_stale(&path) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
@@ -32,6 +38,7 @@ pub fn binary(name: &str) -> PathBuf {
         assert!(status.success(), "building {name} failed");
     }
     assert!(path.is_file(), "no {name} binary at {}", path.display());
+    checked.push(name.to_owned());
     path
 }
 

@@ -176,6 +176,11 @@ impl RoundFiles {
     pub fn bets_len(&self) -> u64 {
         self.bets.len()
     }
+
+    /// Syncs of the bets file and of the journal since the round opened.
+    pub fn syncs(&self) -> (u64, u64) {
+        (self.bets.syncs(), self.journal.syncs())
+    }
 }
 
 /// `bets.csv` → `bets.csv<suffix>`, in the same directory.

@@ -29,6 +29,8 @@ pub struct AppendFile {
     path: PathBuf,
     /// Bytes up to the end of the last durable group: the file's length.
     len: u64,
+    /// Syncs made so far, one per group.
+    syncs: u64,
 }
 
 impl AppendFile {
@@ -43,7 +45,7 @@ impl AppendFile {
             return Err(StorageError::Corrupt { path: path.into(), reason });
         }
         file.seek(SeekFrom::Start(len)).map_err(io_err)?;
-        Ok(AppendFile { file, path: path.into(), len })
+        Ok(AppendFile { file, path: path.into(), len, syncs: 0 })
     }
 
     /// Appends `parts` as one group: written, then synced to disk. On
@@ -53,6 +55,7 @@ impl AppendFile {
         if group == 0 {
             return Ok(());
         }
+        self.syncs += 1;
         if let Err(e) = self.write_durably(parts) {
             return match self.cut_back() {
                 Ok(()) => Err(AppendError::Transient(StorageError::io(&self.path, e))),
@@ -85,6 +88,11 @@ impl AppendFile {
         self.file.set_len(self.len)?;
         self.file.seek(SeekFrom::Start(self.len))?;
         self.file.sync_data()
+    }
+
+    /// Groups appended (and synced) so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// Bytes in the file, all durable.
@@ -149,7 +157,7 @@ mod tests {
             return;
         }
         let file = OpenOptions::new().write(true).open(full).unwrap();
-        let mut file = AppendFile { file, path: full.into(), len: 0 };
+        let mut file = AppendFile { file, path: full.into(), len: 0, syncs: 0 };
         match file.append(&[b"abc"]) {
             Err(AppendError::Fatal(e)) => assert!(e.to_string().contains("cutting back failed"), "{e}"),
             other => panic!("{other:?}"),

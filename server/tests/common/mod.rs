@@ -47,6 +47,7 @@ pub fn config(agencies: u32, storage: &Path) -> Config {
         storage_path: storage.to_path_buf(),
         idle_timeout: Duration::from_secs(10),
         tls,
+        revocation: true,
         auth_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
         max_unauthenticated: 64,

@@ -1,0 +1,100 @@
+//! `bench --hostile N`: the server's memory while N authenticated agencies
+//! each pipeline maximum-size batches as fast as they can and never read a
+//! reply. The server must keep its memory within a bound of its limits
+//! (the README states it), whatever they do.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use protocol::tls::TlsConnector;
+use protocol::{bet_wire_len, BetBatchBuilder, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::server::Server;
+
+/// What the server's memory did.
+pub struct Report {
+    pub connections: usize,
+    /// Resident memory once every connection had said Hello, before any batch.
+    pub connected_kib: u64,
+    /// The most it reached while the batches came.
+    pub peak_kib: u64,
+    /// Batches the connections managed to write in all.
+    pub batches: u64,
+}
+
+/// Runs the attack for `seconds` against a server of `connections` agencies.
+pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyhow::Result<Report> {
+    let credentials = testkit::credentials::shared(connections as u32);
+    let storage = dir.join("hostile-round");
+    std::fs::create_dir_all(&storage)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server =
+        Server::start(binary, "WARNING", port, connections, &storage.join("bets.csv"), &credentials)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = runtime.block_on(async {
+        let mut links = Vec::with_capacity(connections);
+        for agency in 1..=connections as u32 {
+            links.push(connect(port, agency, &credentials).await?);
+        }
+        let connected_kib = server.rss_kib()?;
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for link in links {
+            let sent = sent.clone();
+            tasks.push(tokio::spawn(flood(link, sent)));
+        }
+        let mut peak_kib = connected_kib;
+        let until = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            peak_kib = peak_kib.max(server.rss_kib()?);
+        }
+        peak_kib = peak_kib.max(server.peak_rss_kib()?);
+        tasks.iter().for_each(|t| t.abort());
+        let batches = sent.load(std::sync::atomic::Ordering::Relaxed);
+        anyhow::Ok(Report { connections, connected_kib, peak_kib, batches })
+    })?;
+    drop(runtime);
+    server.stop()?;
+    std::fs::remove_dir_all(storage)?;
+    Ok(report)
+}
+
+type Link = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// A TLS connection of `agency` that has said Hello.
+async fn connect(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<Link> {
+    let config = protocol::tls::client_config(&testkit::credentials::agency(credentials, agency))?;
+    let name = protocol::tls::server_name("127.0.0.1:1")?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = TlsConnector::from(config).connect(name, stream).await?;
+    let (read_half, write_half) = tokio::io::split(tls);
+    let mut writer = MessageWriter::new(write_half);
+    let mut reader = MessageReader::new(read_half, MAX_FRAME_LEN);
+    writer.send(&Message::Hello { agency }).await?;
+    match reader.read().await? {
+        Some(Message::Welcome { .. }) => Ok(reader.into_inner().unsplit(writer.into_inner())),
+        other => anyhow::bail!("agency {agency}: Hello answered with {other:?}"),
+    }
+}
+
+/// Sends batches of as many bets as fit a frame, in sequence, forever,
+/// reading nothing.
+async fn flood(mut link: Link, sent: std::sync::Arc<std::sync::atomic::AtomicU64>) -> anyhow::Result<()> {
+    let bet =
+        ["Santiago Lionel Ángel María", "Fernández de la Peña Ibáñez", "30904465", "1999-03-17", "1234"];
+    let per_frame = (MAX_FRAME_LEN - protocol::BATCH_HEADER_LEN) / bet_wire_len(bet);
+    let mut first = 0u64;
+    loop {
+        let mut batch = BetBatchBuilder::new(first);
+        (0..per_frame).for_each(|_| batch.push(bet));
+        let frame = batch.finish();
+        assert!(frame.len() <= MAX_FRAME_LEN && frame.len() > MAX_FRAME_LEN - bet_wire_len(bet));
+        link.write_all(&frame).await.context("the server closed the connection")?;
+        first += per_frame as u64;
+        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
