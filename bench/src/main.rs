@@ -15,6 +15,7 @@ use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use client::{BetSource, Ending};
 use lottery::sample::GeneratedAgency;
+use nix::sys::resource::{getrusage, UsageWho};
 use tokio_util::sync::CancellationToken;
 
 mod hostile;
@@ -28,6 +29,17 @@ struct Args {
     /// The server binary (build it with `cargo build --release -p server`).
     #[arg(long, default_value = "target/release/server")]
     server: PathBuf,
+    /// The client binary, one process per agency.
+    #[arg(long, default_value = "target/release/client")]
+    client: PathBuf,
+    /// The agencies' configuration file (env overrides the id, the
+    /// server's address, the data file and the credentials).
+    #[arg(long, default_value = "client/config.yaml")]
+    client_config: PathBuf,
+    /// Run the agencies as tasks of this process instead of as `client`
+    /// processes (no process start, no client logs).
+    #[arg(long)]
+    tasks: bool,
     /// Number of agencies.
     #[arg(long, default_value_t = 5)]
     agencies: usize,
@@ -63,6 +75,8 @@ struct RunResult {
     peak_rss_kib: u64,
     /// CPU time the server used (user + system), to 10 ms.
     server_cpu: Duration,
+    /// CPU time the agencies used (user + system).
+    agencies_cpu: Duration,
     /// fdatasync calls on the bets file and on the journal.
     syncs: (u64, u64),
 }
@@ -78,6 +92,11 @@ fn main() -> anyhow::Result<()> {
         args.server.is_file(),
         "no server binary at {} (cargo build --release -p server)",
         args.server.display()
+    );
+    ensure!(
+        args.tasks || args.client.is_file(),
+        "no client binary at {} (cargo build --release -p client)",
+        args.client.display()
     );
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
@@ -107,12 +126,13 @@ fn main() -> anyhow::Result<()> {
         let last = run + 1 == args.runs;
         let result = runtime.block_on(one_run(&args, &dir, &agencies, total, last))?;
         eprintln!(
-            "run {:>2}: {:>8.1} ms  {:>10.0} bets/s  server peak RSS {:.1} MiB, CPU {:.0} ms, syncs {} + {} (journal)",
+            "run {:>2}: {:>8.1} ms  {:>10.0} bets/s  server peak RSS {:.1} MiB, CPU {:.0} ms (agencies {:.0} ms), syncs {} + {} (journal)",
             run + 1,
             ms(result.elapsed),
             total as f64 / result.elapsed.as_secs_f64(),
             result.peak_rss_kib as f64 / 1024.0,
             ms(result.server_cpu),
+            ms(result.agencies_cpu),
             result.syncs.0,
             result.syncs.1
         );
@@ -138,6 +158,13 @@ fn main() -> anyhow::Result<()> {
         ms(handshake)
     );
     Ok(())
+}
+
+/// User and system CPU time of this process or of its waited-for children.
+fn cpu_time(who: UsageWho) -> anyhow::Result<Duration> {
+    let usage = getrusage(who)?;
+    let time = |t: nix::sys::time::TimeVal| Duration::from_micros(t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64);
+    Ok(time(usage.user_time()) + time(usage.system_time()))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -172,41 +199,17 @@ async fn one_run(
     let mut server =
         Server::start(&args.server, &args.log_level, port, agencies.len(), &storage, &credentials_dir(dir))?;
 
-    // TLS configurations are read before the clock starts: an agency reads
-    // its credentials once, at start, before it connects.
-    let agency_tls: Vec<_> = agencies
-        .iter()
-        .map(|a| protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), a.agency)))
-        .collect::<Result<_, _>>()?;
-    let started = Instant::now();
-    let runs = agencies.iter().map(|agency| {
-        let config = client::Config {
-            id: agency.agency,
-            server_address: format!("127.0.0.1:{port}"),
-            loop_amount: 100_000,
-            loop_period: Duration::ZERO,
-            log_level: lottery::log::Level::Warning,
-            log_level_name: "WARNING".into(),
-            batch_max_amount: args.max_amount,
-            data_file: agency.path.clone(),
-            reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
-            retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
-            tls: agency_tls[agency.agency as usize - 1].clone(),
-            server_name: protocol::tls::server_name("127.0.0.1:1").expect("an address is a server name"),
-        };
-        tokio::spawn(async move {
-            let source = BetSource::File(config.data_file.clone());
-            client::run(&config, source, CancellationToken::new()).await
-        })
-    });
-    let endings: Vec<_> = futures_join(runs.collect()).await;
-    let elapsed = started.elapsed();
-
-    for (agency, ending) in agencies.iter().zip(endings) {
-        let ending = ending.with_context(|| format!("agency {}", agency.agency))?;
-        let expected = Ending::Winners { documents: agency.winners.clone(), rejected: 0 };
-        ensure!(ending == expected, "agency {}: {ending:?}, expected {expected:?}", agency.agency);
-    }
+    let address = format!("127.0.0.1:{port}");
+    let (elapsed, agencies_cpu) = if args.tasks {
+        let before = cpu_time(UsageWho::RUSAGE_SELF)?;
+        let elapsed = run_tasks(args, dir, &address, agencies).await?;
+        (elapsed, cpu_time(UsageWho::RUSAGE_SELF)? - before)
+    } else {
+        // The server is not waited for yet: only the agencies count.
+        let before = cpu_time(UsageWho::RUSAGE_CHILDREN)?;
+        let elapsed = run_processes(args, dir, &address, agencies)?;
+        (elapsed, cpu_time(UsageWho::RUSAGE_CHILDREN)? - before)
+    };
     let peak_rss_kib = server.peak_rss_kib()?;
     let server_cpu = server.cpu_time()?;
     let syncs = server.stop()?.context("the server logged no close_file line (LOGGING_LEVEL above INFO?)")?;
@@ -215,20 +218,96 @@ async fn one_run(
     if !keep {
         std::fs::remove_dir_all(&round)?;
     }
-    Ok(RunResult { elapsed, peak_rss_kib, server_cpu, syncs })
+    Ok(RunResult { elapsed, peak_rss_kib, server_cpu, agencies_cpu, syncs })
 }
 
-async fn futures_join(
-    handles: Vec<tokio::task::JoinHandle<Result<Ending, client::AgencyError>>>,
-) -> Vec<anyhow::Result<Ending>> {
-    let mut out = Vec::with_capacity(handles.len());
-    for handle in handles {
-        out.push(match handle.await {
-            Ok(result) => result.map_err(anyhow::Error::from),
-            Err(e) => Err(e.into()),
-        });
+/// Runs each agency as a `client` process with the shipped configuration;
+/// times from starting the first to the exit of the last, and checks that
+/// each exits 0 having been told its number of winners.
+fn run_processes(args: &Args, dir: &Path, address: &str, agencies: &[GeneratedAgency]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut running = Vec::new();
+    for agency in agencies {
+        let child = std::process::Command::new(&args.client)
+            .arg("--config")
+            .arg(&args.client_config)
+            .env_clear()
+            .env("CLI_ID", agency.agency.to_string())
+            .env("CLI_SERVER_ADDRESS", address)
+            .env("CLI_BATCH_MAXAMOUNT", args.max_amount.to_string())
+            .env("CLI_DATA_FILE", &agency.path)
+            .envs(testkit::credentials::client_env(&credentials_dir(dir), agency.agency))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", args.client.display()))?;
+        // Each waits on its own thread: a client's log must never fill its pipe.
+        running.push(std::thread::spawn(move || (child.wait_with_output(), Instant::now())));
     }
-    out
+    let mut last_exit = started;
+    for (agency, running) in agencies.iter().zip(running) {
+        let (output, exited) = running.join().expect("a waiting thread does not panic");
+        let output = output.with_context(|| format!("agency {}", agency.agency))?;
+        last_exit = last_exit.max(exited);
+        let log = String::from_utf8_lossy(&output.stdout);
+        let told = format!("action: consulta_ganadores | result: success | cant_ganadores: {}", agency.winners.len());
+        ensure!(
+            output.status.success() && log.lines().any(|l| l.ends_with(&told)),
+            "agency {}: {}, no line \"{told}\"; its last lines:\n{}{}",
+            agency.agency,
+            output.status,
+            log.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(last_exit - started)
+}
+
+/// Runs each agency as a task of this process; times from the first
+/// connection to the last agency holding its winners, and checks them.
+async fn run_tasks(args: &Args, dir: &Path, address: &str, agencies: &[GeneratedAgency]) -> anyhow::Result<Duration> {
+    // TLS configurations are read before the clock starts: an agency reads
+    // its credentials once, at start, before it connects.
+    let agency_tls: Vec<_> = agencies
+        .iter()
+        .map(|a| protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), a.agency)))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let runs: Vec<_> = agencies
+        .iter()
+        .map(|agency| {
+            let config = client::Config {
+                id: agency.agency,
+                server_address: address.to_owned(),
+                loop_amount: 100_000,
+                loop_period: Duration::ZERO,
+                log_level: lottery::log::Level::Warning,
+                log_level_name: "WARNING".into(),
+                batch_max_amount: args.max_amount,
+                data_file: agency.path.clone(),
+                reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
+                retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
+                tls: agency_tls[agency.agency as usize - 1].clone(),
+                server_name: protocol::tls::server_name("127.0.0.1:1").expect("an address is a server name"),
+            };
+            tokio::spawn(async move {
+                let source = BetSource::File(config.data_file.clone());
+                client::run(&config, source, CancellationToken::new()).await
+            })
+        })
+        .collect();
+    let mut endings = Vec::with_capacity(runs.len());
+    for run in runs {
+        endings.push(run.await);
+    }
+    let elapsed = started.elapsed();
+    for (agency, ending) in agencies.iter().zip(endings) {
+        let ending = ending?.with_context(|| format!("agency {}", agency.agency))?;
+        let expected = Ending::Winners { documents: agency.winners.clone(), rejected: 0 };
+        ensure!(ending == expected, "agency {}: {ending:?}, expected {expected:?}", agency.agency);
+    }
+    Ok(elapsed)
 }
 
 /// Time from starting a server on the kept round to its listening: the

@@ -35,7 +35,7 @@ pub enum RowError {
 pub struct AgencyFile<R> {
     reader: csv::Reader<NewlineIndex<R>>,
     /// Reused for every row.
-    record: csv::StringRecord,
+    record: csv::ByteRecord,
     /// Byte offsets of the line feeds read but not yet passed by a row.
     newlines: Rc<RefCell<VecDeque<u64>>>,
     /// Line of the first byte after the last offset taken off `newlines`.
@@ -55,9 +55,7 @@ impl<R: Read> Read for NewlineIndex<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut newlines = self.newlines.borrow_mut();
-        for (i, _) in buf[..n].iter().enumerate().filter(|(_, b)| **b == b'\n') {
-            newlines.push_back(self.offset + i as u64);
-        }
+        newlines.extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| self.offset + i as u64));
         self.offset += n as u64;
         Ok(n)
     }
@@ -78,7 +76,7 @@ impl<R: Read> AgencyFile<R> {
             .flexible(true)
             .buffer_capacity(64 * 1024)
             .from_reader(indexed);
-        AgencyFile { reader, record: csv::StringRecord::new(), newlines, line: 1 }
+        AgencyFile { reader, record: csv::ByteRecord::new(), newlines, line: 1 }
     }
 
     /// The line of a record that `csv` says starts at `offset` (offsets
@@ -96,7 +94,7 @@ impl<R: Read> AgencyFile<R> {
 
     /// The next row, or `None` at the end of the file.
     pub fn next_row(&mut self) -> Option<Row<'_>> {
-        let read = self.reader.read_record(&mut self.record);
+        let read = self.reader.read_byte_record(&mut self.record);
         let start = match &read {
             Ok(_) => self.record.position().map_or(0, |p| p.byte()),
             Err(e) => e.position().map_or(0, |p| p.byte()),
@@ -105,20 +103,25 @@ impl<R: Read> AgencyFile<R> {
         let bet = match read {
             Ok(false) => return None,
             Ok(true) => match self.record.len() {
-                5 => {
-                    let r = &self.record;
-                    Ok([&r[0], &r[1], &r[2], &r[3], &r[4]])
-                }
+                5 => fields(&self.record).ok_or_else(|| RowError::Unusable("not valid UTF-8".to_owned())),
                 n => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
             },
             Err(e) => Err(match e.kind() {
-                csv::ErrorKind::Utf8 { .. } => RowError::Unusable("not valid UTF-8".to_owned()),
                 csv::ErrorKind::Io(io) => RowError::Unreadable(io.to_string()),
                 _ => RowError::Unusable(e.to_string()),
             }),
         };
         Some(Row { line, bet })
     }
+}
+
+/// The five fields of `record` as text, if each is UTF-8: the record's
+/// bytes are checked in one pass, and a field is UTF-8 exactly when it
+/// starts and ends on a character boundary of that whole.
+fn fields(record: &csv::ByteRecord) -> Option<BetFields<'_>> {
+    let whole = std::str::from_utf8(record.as_slice()).ok()?;
+    let field = |i: usize| whole.get(record.range(i)?);
+    Some([field(0)?, field(1)?, field(2)?, field(3)?, field(4)?])
 }
 
 #[cfg(test)]
@@ -156,5 +159,13 @@ mod tests {
         assert_eq!(rows[2], (3, Err(RowError::Unusable("not valid UTF-8".into()))));
         assert_eq!(rows[3].0, 4);
         assert!(rows[3].1.is_ok());
+    }
+
+    #[test]
+    fn a_character_cut_in_two_by_a_comma_is_not_utf8() {
+        // "é" is C3 A9: each half alone is invalid, together they are not.
+        let rows = rows(b"a\xc3,\xa9b,1,1990-01-01,1\n\"a\xc3\xa9\",b,1,1990-01-01,1\n");
+        assert_eq!(rows[0], (1, Err(RowError::Unusable("not valid UTF-8".into()))));
+        assert_eq!(rows[1].1.clone().unwrap()[0], "aé");
     }
 }

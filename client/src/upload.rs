@@ -21,6 +21,10 @@ use crate::source::Item;
 /// Batches sent and not yet acknowledged, at most.
 pub const WINDOW: usize = 32;
 
+/// Queued frames are sent once they reach this many bytes (a TLS record
+/// holds up to 16 KiB), or as soon as the reader has nothing ready.
+const FLUSH_BYTES: usize = 16 * 1024;
+
 /// Unusable rows reported so far, across reads of the same file.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Reported {
@@ -84,7 +88,19 @@ pub async fn upload(
     let send = async {
         let mut first = true;
         loop {
-            match items.recv().await {
+            // Frames go out together while the reader has more ready: one
+            // flush (a TLS record, a write) carries up to FLUSH_BYTES.
+            let item = match items.try_recv() {
+                Ok(item) if writer.queued() < FLUSH_BYTES => Some(item),
+                ready => {
+                    writer.flush().await.map_err(io_fault)?;
+                    match ready {
+                        Ok(item) => Some(item),
+                        Err(_) => items.recv().await,
+                    }
+                }
+            };
+            match item {
                 Some(Item::Unusable { line, reason }) => reported.report(line, reason),
                 Some(Item::Batch(batch)) => {
                     if welcome.finished {
@@ -94,16 +110,25 @@ pub async fn upload(
                             held.bets()
                         )));
                     }
-                    if !first {
+                    if !first && !config.loop_period.is_zero() {
+                        writer.flush().await.map_err(io_fault)?;
                         pause(config.loop_period).await;
                     }
                     first = false;
-                    let slot = in_flight.reserve().await.map_err(|_| Fault::Retry("acks stopped".into()))?;
+                    let slot = match in_flight.try_reserve() {
+                        Ok(slot) => slot,
+                        Err(_) => {
+                            // The window is full: what is queued must go
+                            // out for its acks to come back.
+                            writer.flush().await.map_err(io_fault)?;
+                            in_flight.reserve().await.map_err(|_| Fault::Retry("acks stopped".into()))?
+                        }
+                    };
                     writer.queue_frame(&batch.frame);
-                    writer.flush().await.map_err(io_fault)?;
                     slot.send(batch);
                 }
                 Some(Item::End { bets }) => {
+                    writer.flush().await.map_err(io_fault)?;
                     drop(in_flight);
                     return Ok(bets);
                 }

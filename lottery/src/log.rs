@@ -332,11 +332,28 @@ impl Timestamp {
         let now = jiff::Timestamp::now();
         if now.as_second() != self.second {
             self.second = now.as_second();
-            let local = now.to_zoned_datetime(jiff::tz::TimeZone::system());
+            let local = now.to_zoned_datetime(local_zone().clone());
             self.text = local.strftime("%Y-%m-%d %H:%M:%S").to_string();
         }
         &self.text
     }
+}
+
+/// The local time zone, found once. `TimeZone::system()` names the zone
+/// that `/etc/localtime` links to by listing the whole zoneinfo folder
+/// (milliseconds at every start of every process); without `TZ`, the
+/// file's own rules are all a timestamp needs.
+fn local_zone() -> &'static jiff::tz::TimeZone {
+    static ZONE: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    ZONE.get_or_init(|| {
+        let localtime = || std::fs::read("/etc/localtime").ok();
+        std::env::var_os("TZ")
+            .is_none()
+            .then(localtime)
+            .flatten()
+            .and_then(|rules| jiff::tz::TimeZone::tzif("Local", &rules).ok())
+            .unwrap_or_else(jiff::tz::TimeZone::system)
+    })
 }
 
 impl<S, N> FormatEvent<S, N> for LineFormat
@@ -369,6 +386,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_zone_is_the_systems() {
+        let now = jiff::Timestamp::now();
+        assert_eq!(local_zone().to_offset(now), jiff::tz::TimeZone::system().to_offset(now));
+    }
 
     #[test]
     fn values_never_split_the_line() {

@@ -111,6 +111,11 @@ impl<W: AsyncWrite + Unpin> MessageWriter<W> {
         self.buffer.extend_from_slice(frame);
     }
 
+    /// Bytes queued and not sent yet.
+    pub fn queued(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Sends everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         self.inner.write_all(&self.buffer).await?;

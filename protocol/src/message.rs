@@ -121,7 +121,7 @@ impl Bets {
 
     /// Each bet's fields, borrowed from the frame.
     pub fn iter(&self) -> BetsIter<'_> {
-        BetsIter { rest: &self.bytes, left: self.count }
+        BetsIter { text: Text::of(&self.bytes), ranges: FieldRanges { bytes: &self.bytes, at: 0 }, left: self.count }
     }
 
     /// The bets, owned (for tests and logs).
@@ -136,12 +136,61 @@ impl Bets {
             for field in FIELDS {
                 let len = src.get(at..at + 2).ok_or(DecodeError::Truncated(field))?;
                 let len = u16::from_be_bytes([len[0], len[1]]) as usize;
-                let text = src.get(at + 2..at + 2 + len).ok_or(DecodeError::Truncated(field))?;
-                std::str::from_utf8(text).map_err(|_| DecodeError::InvalidUtf8(field))?;
+                src.get(at + 2..at + 2 + len).ok_or(DecodeError::Truncated(field))?;
                 at += 2 + len;
             }
         }
+        let text = Text::of(&src[..at]);
+        let mut ranges = FieldRanges { bytes: &src[..at], at: 0 };
+        for field in FIELDS.iter().cycle().take(usize::from(count) * FIELDS.len()) {
+            let range = ranges.next().expect("every length was checked above");
+            text.get(range).ok_or(DecodeError::InvalidUtf8(field))?;
+        }
         Ok(Bets { count, bytes: src.split_to(at) })
+    }
+}
+
+/// Where each field of some bets is, the lengths in front of them checked.
+#[derive(Debug, Clone)]
+struct FieldRanges<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Iterator for FieldRanges<'_> {
+    type Item = std::ops::Range<usize>;
+
+    fn next(&mut self) -> Option<std::ops::Range<usize>> {
+        let len = self.bytes.get(self.at..self.at + 2)?;
+        let range = self.at + 2..self.at + 2 + u16::from_be_bytes([len[0], len[1]]) as usize;
+        self.at = range.end;
+        Some(range)
+    }
+}
+
+/// The text of a batch's bets, checked for UTF-8 in one pass when it can
+/// be: a length of less than 128 bytes is two ASCII bytes, which no
+/// multi-byte character can straddle, so when the whole is UTF-8 a field
+/// is exactly when it starts and ends on a character boundary.
+enum Text<'a> {
+    Whole(&'a str),
+    Fields(&'a [u8]),
+}
+
+impl<'a> Text<'a> {
+    fn of(bytes: &'a [u8]) -> Text<'a> {
+        match std::str::from_utf8(bytes) {
+            Ok(whole) => Text::Whole(whole),
+            Err(_) => Text::Fields(bytes),
+        }
+    }
+
+    /// The field at `range`, if it is UTF-8.
+    fn get(&self, range: std::ops::Range<usize>) -> Option<&'a str> {
+        match *self {
+            Text::Whole(whole) => whole.get(range),
+            Text::Fields(bytes) => std::str::from_utf8(&bytes[range]).ok(),
+        }
     }
 }
 
@@ -167,10 +216,16 @@ impl std::fmt::Debug for Bets {
 }
 
 /// The bets of a [`Bets`], in order, each as its five fields.
-#[derive(Debug, Clone)]
 pub struct BetsIter<'a> {
-    rest: &'a [u8],
+    text: Text<'a>,
+    ranges: FieldRanges<'a>,
     left: u16,
+}
+
+impl std::fmt::Debug for BetsIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BetsIter").field("at", &self.ranges.at).field("left", &self.left).finish()
+    }
 }
 
 impl<'a> Iterator for BetsIter<'a> {
@@ -179,10 +234,8 @@ impl<'a> Iterator for BetsIter<'a> {
     fn next(&mut self) -> Option<BetFields<'a>> {
         self.left = self.left.checked_sub(1)?;
         Some(std::array::from_fn(|_| {
-            let (len, rest) = self.rest.split_at(2);
-            let (text, rest) = rest.split_at(u16::from_be_bytes([len[0], len[1]]) as usize);
-            self.rest = rest;
-            std::str::from_utf8(text).expect("every field was checked when the batch was decoded")
+            let range = self.ranges.next().expect("every length was checked when the batch was decoded");
+            self.text.get(range).expect("every field was checked when the batch was decoded")
         }))
     }
 
@@ -638,6 +691,51 @@ mod tests {
             let cut = cut.index(payload.len());
             let frame = Frame { version: VERSION, kind: kind::BET_BATCH, payload: payload.slice(..cut) };
             prop_assert!(Message::from_frame(frame).is_err());
+        }
+    }
+
+    /// Bytes of a field: often UTF-8, sometimes a character cut in two
+    /// (its halves in neighbouring fields), now and then longer than 127
+    /// bytes (a length that is not two ASCII bytes).
+    fn field_bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            ".{0,8}".prop_map(String::into_bytes),
+            prop::collection::vec(prop::sample::select(vec![b'a', 0xc3, 0xb1, 0x80, 0xe2, 0xff]), 0..6),
+            "[a-zñ]{120,140}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_batch_decodes_exactly_when_every_field_is_utf8_and_gives_back_its_fields(
+            fields in prop::collection::vec(field_bytes(), 5..=25).prop_map(|mut f| {
+                f.truncate(f.len() / 5 * 5);
+                f
+            }),
+        ) {
+            let mut payload = BytesMut::new();
+            payload.put_u64(1);
+            payload.put_u16((fields.len() / 5) as u16);
+            for field in &fields {
+                payload.put_u16(field.len() as u16);
+                payload.put_slice(field);
+            }
+            let frame = Frame { version: VERSION, kind: kind::BET_BATCH, payload: payload.freeze() };
+            let decoded = Message::from_frame(frame);
+            let all_utf8 = fields.iter().all(|f| std::str::from_utf8(f).is_ok());
+            match decoded {
+                Ok(Message::BetBatch { bets, .. }) => {
+                    prop_assert!(all_utf8);
+                    let back: Vec<&[u8]> = bets.iter().flatten().map(str::as_bytes).collect();
+                    prop_assert_eq!(back, fields.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                }
+                Ok(other) => prop_assert!(false, "decoded as {:?}", other),
+                Err(e) => {
+                    prop_assert!(!all_utf8, "refused valid fields: {}", e);
+                    let first_bad = fields.iter().position(|f| std::str::from_utf8(f).is_err()).unwrap();
+                    prop_assert_eq!(e, DecodeError::InvalidUtf8(FIELDS[first_bad % 5]));
+                }
+            }
         }
     }
 
