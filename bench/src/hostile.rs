@@ -14,15 +14,40 @@ use tokio::net::TcpStream;
 
 use crate::server::Server;
 
+/// Memory a connection can make the server hold at most, as the README
+/// accounts for it: its TLS session (about 20 KiB), rustls' buffers of a
+/// record received and of its plaintext (16 KiB each), the frame being
+/// read (8 KiB), one frame whose bets wait for room in the writer's queue
+/// (8 KiB) and its task; measured, 66–68 KiB.
+pub const PER_CONNECTION_KIB: u64 = 68;
+
+/// What a server serving batches holds beyond what it held at start,
+/// whatever the number of connections: its threads' stacks as they are
+/// used, the writer's group, the log's buffer.
+pub const WORKING_KIB: u64 = 1024;
+
+/// The writer's queue, in KiB.
+pub const QUEUE_KIB: u64 = ::server::agencies::QUEUE_BYTES as u64 / 1024;
+
 /// What the server's memory did.
 pub struct Report {
     pub connections: usize,
+    /// Resident memory once started, before any connection.
+    pub started_kib: u64,
     /// Resident memory once every connection had said Hello, before any batch.
     pub connected_kib: u64,
     /// The most it reached while the batches came.
     pub peak_kib: u64,
     /// Batches the connections managed to write in all.
     pub batches: u64,
+}
+
+impl Report {
+    /// The README's bound: memory at start, plus the working memory, plus
+    /// each connection's, plus the writer's queue.
+    pub fn bound_kib(&self) -> u64 {
+        self.started_kib + WORKING_KIB + self.connections as u64 * PER_CONNECTION_KIB + QUEUE_KIB
+    }
 }
 
 /// Runs the attack for `seconds` against a server of `connections` agencies.
@@ -33,6 +58,7 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut server =
         Server::start(binary, "WARNING", port, connections, &storage.join("bets.csv"), &credentials)?;
+    let started_kib = server.rss_kib()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let report = runtime.block_on(async {
         let mut links = Vec::with_capacity(connections);
@@ -55,7 +81,7 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
         peak_kib = peak_kib.max(server.peak_rss_kib()?);
         tasks.iter().for_each(|t| t.abort());
         let batches = sent.load(std::sync::atomic::Ordering::Relaxed);
-        anyhow::Ok(Report { connections, connected_kib, peak_kib, batches })
+        anyhow::Ok(Report { connections, started_kib, connected_kib, peak_kib, batches })
     })?;
     drop(runtime);
     server.stop()?;

@@ -104,14 +104,22 @@ fn main() -> anyhow::Result<()> {
     if let Some(connections) = args.hostile {
         let r = hostile::run(&args.server, connections, args.hostile_seconds, &dir)?;
         println!(
-            "{} agencies pipelining full batches, never reading, {} s: server RSS {:.1} MiB once connected, peak {:.1} MiB ({:.0} KiB per connection above it); {} batches sent",
+            "{} agencies pipelining full batches, never reading, {} s: server RSS {:.1} MiB at start, {:.1} MiB once connected, peak {:.1} MiB ({:.0} KiB per connection above the start); {} batches sent; the README's bound: {:.1} MiB + {} KiB + {} × {} KiB + {} KiB = {:.1} MiB",
             r.connections,
             args.hostile_seconds,
+            r.started_kib as f64 / 1024.0,
             r.connected_kib as f64 / 1024.0,
             r.peak_kib as f64 / 1024.0,
-            (r.peak_kib - r.connected_kib) as f64 / r.connections as f64,
-            r.batches
+            (r.peak_kib - r.started_kib) as f64 / r.connections as f64,
+            r.batches,
+            r.started_kib as f64 / 1024.0,
+            hostile::WORKING_KIB,
+            r.connections,
+            hostile::PER_CONNECTION_KIB,
+            hostile::QUEUE_KIB,
+            r.bound_kib() as f64 / 1024.0
         );
+        ensure!(r.peak_kib <= r.bound_kib(), "the server's memory went past the README's bound");
         return Ok(());
     }
     let total: usize = rows.iter().sum();
@@ -163,7 +171,9 @@ fn main() -> anyhow::Result<()> {
 /// User and system CPU time of this process or of its waited-for children.
 fn cpu_time(who: UsageWho) -> anyhow::Result<Duration> {
     let usage = getrusage(who)?;
-    let time = |t: nix::sys::time::TimeVal| Duration::from_micros(t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64);
+    let time = |t: nix::sys::time::TimeVal| {
+        Duration::from_micros(t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64)
+    };
     Ok(time(usage.user_time()) + time(usage.system_time()))
 }
 
@@ -224,7 +234,12 @@ async fn one_run(
 /// Runs each agency as a `client` process with the shipped configuration;
 /// times from starting the first to the exit of the last, and checks that
 /// each exits 0 having been told its number of winners.
-fn run_processes(args: &Args, dir: &Path, address: &str, agencies: &[GeneratedAgency]) -> anyhow::Result<Duration> {
+fn run_processes(
+    args: &Args,
+    dir: &Path,
+    address: &str,
+    agencies: &[GeneratedAgency],
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut running = Vec::new();
     for agency in agencies {
@@ -251,7 +266,10 @@ fn run_processes(args: &Args, dir: &Path, address: &str, agencies: &[GeneratedAg
         let output = output.with_context(|| format!("agency {}", agency.agency))?;
         last_exit = last_exit.max(exited);
         let log = String::from_utf8_lossy(&output.stdout);
-        let told = format!("action: consulta_ganadores | result: success | cant_ganadores: {}", agency.winners.len());
+        let told = format!(
+            "action: consulta_ganadores | result: success | cant_ganadores: {}",
+            agency.winners.len()
+        );
         ensure!(
             output.status.success() && log.lines().any(|l| l.ends_with(&told)),
             "agency {}: {}, no line \"{told}\"; its last lines:\n{}{}",
@@ -266,7 +284,12 @@ fn run_processes(args: &Args, dir: &Path, address: &str, agencies: &[GeneratedAg
 
 /// Runs each agency as a task of this process; times from the first
 /// connection to the last agency holding its winners, and checks them.
-async fn run_tasks(args: &Args, dir: &Path, address: &str, agencies: &[GeneratedAgency]) -> anyhow::Result<Duration> {
+async fn run_tasks(
+    args: &Args,
+    dir: &Path,
+    address: &str,
+    agencies: &[GeneratedAgency],
+) -> anyhow::Result<Duration> {
     // TLS configurations are read before the clock starts: an agency reads
     // its credentials once, at start, before it connects.
     let agency_tls: Vec<_> = agencies

@@ -119,9 +119,18 @@ impl Bets {
         self.count == 0
     }
 
+    /// Bytes the bets take on the wire, their lengths included.
+    pub fn wire_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Each bet's fields, borrowed from the frame.
     pub fn iter(&self) -> BetsIter<'_> {
-        BetsIter { text: Text::of(&self.bytes), ranges: FieldRanges { bytes: &self.bytes, at: 0 }, left: self.count }
+        BetsIter {
+            text: Text::of(&self.bytes),
+            ranges: FieldRanges { bytes: &self.bytes, at: 0 },
+            left: self.count,
+        }
     }
 
     /// The bets, owned (for tests and logs).

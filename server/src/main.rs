@@ -8,6 +8,21 @@ use server::server::StartError;
 use server::{Config, Server};
 use tracing::{error, info, warn};
 
+/// Makes glibc's allocator keep one arena for every thread. With one per
+/// thread, memory freed by the writer thread stays in the arenas of the
+/// sessions' threads that allocated it: under a flood of batches from 256
+/// connections the peak RSS was 24–25 MiB instead of 22, for no measurable
+/// gain in speed. (The images' static musl build has no arenas.)
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets a tunable of the allocator, and it runs
+        // first thing in main, before any other thread exists.
+        let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        assert_eq!(set, 1, "glibc takes M_ARENA_MAX");
+    }
+}
+
 /// The central server of the Lotería Nacional.
 ///
 /// Settings come from the configuration file, overridden by the environment;
@@ -21,6 +36,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let args = Args::parse();
     let config = match Config::load(&args.config, &process_env) {
         Ok(config) => config,

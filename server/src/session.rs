@@ -38,6 +38,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use lottery::log::Action;
+use lottery::storage::row::ROW_BYTES_PER_WIRE_BYTE;
 use lottery::storage::write_row;
 use lottery::{BetRef, InvalidBet, Share};
 use protocol::message::WINNERS_HEADER_LEN;
@@ -458,9 +459,10 @@ impl Handler {
         };
         match message {
             Message::BetBatch { first, bets } => {
-                // Room in the writer's queue first, so that a session waits
-                // holding its frame only, not the frame and its rows.
-                let permit = self.agencies.reserve(bets.len()).await;
+                // Room in the writer's queue for the most rows these bets
+                // can make, before they are made: while it waits, a session
+                // holds one frame, no more.
+                let permit = self.agencies.reserve(max_row_bytes(&bets)).await;
                 let batch = match encode(agency, first, &bets, &self.budget) {
                     Ok(batch) => batch,
                     Err(reply) => return reply,
@@ -628,6 +630,14 @@ fn shutting_down() -> Reply {
 
 /// Validates every bet of a batch and writes their rows: the batch the
 /// writer stores, or the reply that refuses it (nothing of it is stored).
+/// The most bytes of rows `bets` can make if they are valid: what the
+/// writer's queue reserves for them, and all the memory their rows take.
+fn max_row_bytes(bets: &Bets) -> usize {
+    let max = ROW_BYTES_PER_WIRE_BYTE * bets.wire_len();
+    assert!(max <= crate::writer::MAX_BATCH_ROW_BYTES, "a frame's bets make at most a batch's rows");
+    max
+}
+
 fn encode(agency: u32, first: u64, bets: &Bets, budget: &LogBudget) -> Result<EncodedBatch, PendingReply> {
     let invalid = |index: Option<u16>, reason: String| {
         let line = Action::fail("apuesta_recibida")
@@ -646,7 +656,7 @@ fn encode(agency: u32, first: u64, bets: &Bets, budget: &LogBudget) -> Result<En
     }
     let mut batch = EncodedBatch {
         share: Share::starting_at(first),
-        rows: Vec::with_capacity(bets.len() * 64),
+        rows: Vec::with_capacity(max_row_bytes(bets)),
         winners: Vec::new(),
     };
     for (index, fields) in bets.iter().enumerate() {
@@ -663,7 +673,7 @@ fn encode(agency: u32, first: u64, bets: &Bets, budget: &LogBudget) -> Result<En
         }
     }
     assert_eq!(batch.share.bets(), bets.len() as u64, "every bet of the batch is in its share");
-    assert!(batch.rows.len() <= crate::writer::MAX_BATCH_ROW_BYTES, "a batch's rows fit the writer's bound");
+    assert_eq!(batch.rows.capacity(), max_row_bytes(bets), "rows take the memory reserved for them, no more");
     Ok(batch)
 }
 

@@ -43,18 +43,17 @@ use crate::draw::{DrawBarrier, Winners};
 /// Most bets and bytes committed with one sync; recovery relies on them
 /// (a crash can tear at most one group).
 use lottery::round::{MAX_GROUP_BETS, MAX_GROUP_BYTES};
+use lottery::storage::row::ROW_BYTES_PER_WIRE_BYTE;
 
-/// Bytes of rows one batch can make, at most: its frame's text with quotes
-/// doubled, plus each bet's separators, quotes, agency and date (a bet
-/// takes at least 10 bytes of a frame, so there are at most a tenth as
-/// many bets as bytes).
-pub const MAX_BATCH_ROW_BYTES: usize = 2 * protocol::MAX_FRAME_LEN + 64 * (protocol::MAX_FRAME_LEN / 10);
+/// Bytes of rows one batch of valid bets can make, at most: twice its
+/// frame (see [`ROW_BYTES_PER_WIRE_BYTE`]); `encode` asserts it.
+pub const MAX_BATCH_ROW_BYTES: usize = ROW_BYTES_PER_WIRE_BYTE * protocol::MAX_FRAME_LEN;
 
 const _: () = assert!(MAX_BATCH_ROW_BYTES <= MAX_GROUP_BYTES, "a group always takes a batch");
 const _: () = assert!(protocol::MAX_FRAME_LEN / 10 <= MAX_GROUP_BETS, "a group always takes a batch");
 const _: () = assert!(
-    MAX_GROUP_BETS <= crate::agencies::QUEUE_BUDGET,
-    "a full group is possible only if the queue may hold that many bets"
+    MAX_BATCH_ROW_BYTES <= crate::agencies::QUEUE_BYTES,
+    "the writer's queue always has room for a batch"
 );
 
 /// A batch's rows, made by the session that received it (validating and

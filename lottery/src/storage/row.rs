@@ -15,6 +15,15 @@ use crate::bet::BetRef;
 /// Fields per row.
 pub const FIELDS: usize = 6;
 
+/// The most bytes of rows a batch of valid bets makes, for every byte its
+/// bets take on the wire. A valid bet's row is its agency (at most 10
+/// digits), 5 commas, a line end, its three text fields with their quotes
+/// doubled and 2 quotes each (2 × their bytes + 6), its date as sent (10
+/// bytes) and its number (no longer than sent): at most
+/// 2 × (its field bytes) + 14, and on the wire it takes its field bytes
+/// plus 10 bytes of lengths, so a row is at most twice the bet's wire size.
+pub const ROW_BYTES_PER_WIRE_BYTE: usize = 2;
+
 /// Appends the row of `bet` of `agency` to `out`, line end included.
 pub fn write_row(out: &mut Vec<u8>, agency: u32, bet: &BetRef<'_>) {
     let before = out.len();
@@ -176,6 +185,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_valid_bets_row_is_at_most_twice_its_wire_size(
+            agency in any::<u32>(),
+            first in "[\"\n,a]{1,40}".prop_filter("not blank", |s| !s.trim().is_empty()),
+            last in "\"{1,40}",
+            document in "[0-9]{1,12}",
+            number in "0{0,5}[0-9]{1,5}",
+        ) {
+            let b = BetRef::parse([&first, &last, &document, "1999-03-17", &number]).unwrap();
+            let mut row = Vec::new();
+            write_row(&mut row, agency, &b);
+            let wire: usize = 10 + [&first, &last, &document, "1999-03-17", &number].iter().map(|f| f.len()).sum::<usize>();
+            prop_assert!(row.len() <= ROW_BYTES_PER_WIRE_BYTE * wire, "{} bytes of row for {} on the wire", row.len(), wire);
+        }
+
         #[test]
         fn rows_are_what_the_csv_crate_writes_and_read_back_to_the_same_fields(
             agency in 1u32..1_000_000,
