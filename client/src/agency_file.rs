@@ -4,18 +4,23 @@
 //! CRLF line ends, UTF-8, RFC 4180 quoting. Fields are passed on as text;
 //! the server judges them. A row that cannot become a bet at all (wrong
 //! number of fields, invalid UTF-8) is reported with its line.
+//!
+//! The file is read in chunks, each checked for UTF-8 in one pass; a row
+//! without quotes (nearly all of them) is then cut at its commas right in
+//! the chunk, with no copy. A row with quotes, or with a carriage return
+//! inside, goes through the `csv` crate's parser, which reads it exactly
+//! as the `csv` crate reads a whole file (a test compares the two).
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::Path;
-use std::rc::Rc;
 
+use csv_core::ReadRecordResult;
 use protocol::BetFields;
 
 /// One row of the file, or why it is unusable, with the line it starts on.
-/// The fields are borrowed from the reader until the next row.
+/// The fields are borrowed from the reader for the visit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row<'a> {
     pub line: u64,
@@ -31,34 +36,38 @@ pub enum RowError {
     Unreadable(String),
 }
 
+/// Bytes read at a time; a row must fit in them.
+const CHUNK: usize = 256 * 1024;
+
 /// The rows of an agency file, read lazily.
 pub struct AgencyFile<R> {
-    reader: csv::Reader<NewlineIndex<R>>,
-    /// Reused for every row.
-    record: csv::ByteRecord,
-    /// Byte offsets of the line feeds read but not yet passed by a row.
-    newlines: Rc<RefCell<VecDeque<u64>>>,
-    /// Line of the first byte after the last offset taken off `newlines`.
+    source: R,
+    /// `CHUNK` bytes long (less in tests, to read in many chunks).
+    buf: Vec<u8>,
+    /// The bytes read and not yet parsed are `buf[pos..end]`.
+    pos: usize,
+    end: usize,
+    /// Whether `source` has no more bytes.
+    eof: bool,
+    /// Line of the file at `pos`.
     line: u64,
+    quoted: Quoted,
 }
 
-/// Notes where each line feed is as bytes go through. The `csv` reader
-/// counts lines only at `\n` that end a record the way it expects, which
-/// goes wrong with CRLF; counting line feeds ourselves is exact.
-struct NewlineIndex<R> {
-    inner: R,
-    offset: u64,
-    newlines: Rc<RefCell<VecDeque<u64>>>,
+/// The `csv` crate's parser, for rows with quotes, and where it writes
+/// their fields, unquoted.
+struct Quoted {
+    parser: csv_core::Reader,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
 }
 
-impl<R: Read> Read for NewlineIndex<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        let mut newlines = self.newlines.borrow_mut();
-        newlines.extend(memchr::memchr_iter(b'\n', &buf[..n]).map(|i| self.offset + i as u64));
-        self.offset += n as u64;
-        Ok(n)
-    }
+/// What parsing the rows in the buffer came to.
+enum Parsed {
+    /// The rest of the buffer is not a whole row: read more.
+    NeedBytes,
+    /// The file is done, or the visitor said stop.
+    Done,
 }
 
 impl AgencyFile<File> {
@@ -68,73 +77,207 @@ impl AgencyFile<File> {
 }
 
 impl<R: Read> AgencyFile<R> {
-    pub fn from_reader(reader: R) -> AgencyFile<R> {
-        let newlines = Rc::new(RefCell::new(VecDeque::new()));
-        let indexed = NewlineIndex { inner: reader, offset: 0, newlines: newlines.clone() };
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .buffer_capacity(64 * 1024)
-            .from_reader(indexed);
-        AgencyFile { reader, record: csv::ByteRecord::new(), newlines, line: 1 }
+    pub fn from_reader(source: R) -> AgencyFile<R> {
+        AgencyFile::with_chunk(source, CHUNK)
     }
 
-    /// The line of a record that `csv` says starts at `offset` (offsets
-    /// only grow from call to call). After a CRLF, `csv` reports the start
-    /// of the next record at the LF itself, hence `<=`: no record really
-    /// starts on a line feed.
-    fn line_at(&mut self, offset: u64) -> u64 {
-        let mut newlines = self.newlines.borrow_mut();
-        while newlines.front().is_some_and(|&at| at <= offset) {
-            newlines.pop_front();
-            self.line += 1;
+    fn with_chunk(source: R, chunk: usize) -> AgencyFile<R> {
+        AgencyFile {
+            source,
+            buf: vec![0; chunk],
+            pos: 0,
+            end: 0,
+            eof: false,
+            line: 1,
+            quoted: Quoted { parser: csv_core::Reader::new(), fields: vec![0; 1024], ends: vec![0; 8] },
         }
-        self.line
     }
 
-    /// The next row, or `None` at the end of the file.
-    pub fn next_row(&mut self) -> Option<Row<'_>> {
-        let read = self.reader.read_byte_record(&mut self.record);
-        let start = match &read {
-            Ok(_) => self.record.position().map_or(0, |p| p.byte()),
-            Err(e) => e.position().map_or(0, |p| p.byte()),
-        };
-        let line = self.line_at(start);
-        let bet = match read {
-            Ok(false) => return None,
-            Ok(true) => match self.record.len() {
-                5 => fields(&self.record).ok_or_else(|| RowError::Unusable("not valid UTF-8".to_owned())),
-                n => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
-            },
-            Err(e) => Err(match e.kind() {
-                csv::ErrorKind::Io(io) => RowError::Unreadable(io.to_string()),
-                _ => RowError::Unusable(e.to_string()),
-            }),
-        };
-        Some(Row { line, bet })
+    /// Shows `visit` every row, in order, until it returns false or the
+    /// file ends; an error reading the file is its last row.
+    pub fn for_each_row(&mut self, mut visit: impl FnMut(Row<'_>) -> bool) {
+        let mut first = true;
+        loop {
+            if let Err(e) = self.fill() {
+                visit(Row { line: self.line, bet: Err(RowError::Unreadable(e.to_string())) });
+                return;
+            }
+            if first && self.buf[self.pos..self.end].starts_with(b"\xef\xbb\xbf") {
+                self.pos += 3; // a byte order mark, as the csv crate skips it
+            }
+            first = false;
+            let pos_before = self.pos;
+            match self.rows(&mut visit) {
+                Parsed::Done => return,
+                Parsed::NeedBytes if self.pos == pos_before && self.end - self.pos == self.buf.len() => {
+                    let reason =
+                        format!("a row longer than {} KiB (a quote left open?)", self.buf.len() / 1024);
+                    visit(Row { line: self.line, bet: Err(RowError::Unreadable(reason)) });
+                    return;
+                }
+                Parsed::NeedBytes => {}
+            }
+        }
+    }
+
+    /// Moves what is left to the front and reads until the buffer is full
+    /// or the file ends.
+    fn fill(&mut self) -> io::Result<()> {
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        while !self.eof && self.end < self.buf.len() {
+            match self.source.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Visits every whole row in the buffer.
+    fn rows(&mut self, visit: &mut impl FnMut(Row<'_>) -> bool) -> Parsed {
+        let bytes = &self.buf[..self.end];
+        // The text checked so far: `bytes[text_at..text_at + text.len()]`.
+        let (mut text_at, mut text) = (self.pos, "");
+        loop {
+            let rest = &bytes[self.pos..];
+            // Line ends with no row before them are blank lines, no rows.
+            let blank = rest.iter().take_while(|&&b| b == b'\n' || b == b'\r').count();
+            if blank > 0 {
+                self.pos += blank;
+                self.line += memchr::memchr_iter(b'\n', &rest[..blank]).count() as u64;
+                continue;
+            }
+            if rest.is_empty() {
+                return if self.eof { Parsed::Done } else { Parsed::NeedBytes };
+            }
+            let (line_len, ends_line) = match memchr::memchr(b'\n', rest) {
+                Some(at) => (at, true),
+                None if self.eof => (rest.len(), false),
+                None => return Parsed::NeedBytes,
+            };
+            let line = &rest[..line_len];
+            let line = if line.last() == Some(&b'\r') { &line[..line.len() - 1] } else { line };
+            let row_line = self.line;
+            let going = if memchr::memchr2(b'"', b'\r', line).is_none() {
+                let at = self.pos;
+                self.pos += line_len + usize::from(ends_line);
+                self.line += u64::from(ends_line);
+                if at + line.len() > text_at + text.len() {
+                    (text_at, text) = (at, checked_prefix(&bytes[at..]));
+                }
+                let (commas, count) = commas(line);
+                let bet = match (count + 1, text.get(at - text_at..at - text_at + line.len())) {
+                    (5, Some(row)) => Ok(split(row, commas)),
+                    (5, None) => Err(RowError::Unusable("not valid UTF-8".to_owned())),
+                    (n, _) => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
+                };
+                visit(Row { line: row_line, bet })
+            } else {
+                let Some((len, count)) = self.quoted.row(rest, self.eof) else { return Parsed::NeedBytes };
+                self.pos += len;
+                self.line += memchr::memchr_iter(b'\n', &rest[..len]).count() as u64;
+                let bet = match count {
+                    None => continue, // only blank lines, to the end of the file
+                    Some(5) => quoted_fields(&self.quoted.fields, &self.quoted.ends[..5]),
+                    Some(n) => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
+                };
+                visit(Row { line: row_line, bet })
+            };
+            if !going {
+                return Parsed::Done;
+            }
+        }
     }
 }
 
-/// The five fields of `record` as text, if each is UTF-8: the record's
-/// bytes are checked in one pass, and a field is UTF-8 exactly when it
+impl Quoted {
+    /// Parses the row at the front of `rest`; returns the bytes it took and
+    /// its number of fields (`None` if there was no row, only blank lines),
+    /// or `None` if it goes on past `rest` and the file does too.
+    fn row(&mut self, rest: &[u8], eof: bool) -> Option<(usize, Option<usize>)> {
+        self.parser.reset();
+        let (mut read, mut written, mut count) = (0, 0, 0);
+        loop {
+            let (result, nin, nout, nend) =
+                self.parser.read_record(&rest[read..], &mut self.fields[written..], &mut self.ends[count..]);
+            (read, written, count) = (read + nin, written + nout, count + nend);
+            match result {
+                ReadRecordResult::Record => return Some((read, Some(count))),
+                ReadRecordResult::End => return Some((read, None)),
+                ReadRecordResult::OutputFull => self.fields.resize(self.fields.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull => self.ends.resize(self.ends.len() * 2, 0),
+                // Its end is past the buffer: read more, then parse it again.
+                ReadRecordResult::InputEmpty if !eof => return None,
+                // At the end of the file, empty input ends the record.
+                ReadRecordResult::InputEmpty => {}
+            }
+        }
+    }
+}
+
+/// The longest prefix of `bytes` that is UTF-8, checked in one pass.
+fn checked_prefix(bytes: &[u8]) -> &str {
+    match simdutf8::compat::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to there"),
+    }
+}
+
+/// Where the first four commas of a row are, and how many it has: one
+/// pass over its bytes.
+fn commas(row: &[u8]) -> ([usize; 4], usize) {
+    let mut at = [0; 4];
+    let mut count = 0;
+    for (i, &b) in row.iter().enumerate() {
+        if b == b',' {
+            if let Some(slot) = at.get_mut(count) {
+                *slot = i;
+            }
+            count += 1;
+        }
+    }
+    (at, count)
+}
+
+/// The fields of a row without quotes, cut at its four commas (ASCII, so
+/// every cut is on a character boundary).
+fn split(row: &str, [a, b, c, d]: [usize; 4]) -> BetFields<'_> {
+    [&row[..a], &row[a + 1..b], &row[b + 1..c], &row[c + 1..d], &row[d + 1..]]
+}
+
+/// The five fields the `csv` parser wrote, back to back, if each is UTF-8:
+/// they are checked in one pass, and a field is UTF-8 exactly when it
 /// starts and ends on a character boundary of that whole.
-fn fields(record: &csv::ByteRecord) -> Option<BetFields<'_>> {
-    let whole = std::str::from_utf8(record.as_slice()).ok()?;
-    let field = |i: usize| whole.get(record.range(i)?);
-    Some([field(0)?, field(1)?, field(2)?, field(3)?, field(4)?])
+fn quoted_fields<'a>(fields: &'a [u8], ends: &[usize]) -> Result<BetFields<'a>, RowError> {
+    let not_utf8 = || RowError::Unusable("not valid UTF-8".to_owned());
+    let whole = std::str::from_utf8(&fields[..ends[4]]).map_err(|_| not_utf8())?;
+    let range = |i: usize| -> Range<usize> {
+        if i == 0 {
+            0..ends[0]
+        } else {
+            ends[i - 1]..ends[i]
+        }
+    };
+    let field = |i: usize| whole.get(range(i)).ok_or_else(not_utf8);
+    Ok([field(0)?, field(1)?, field(2)?, field(3)?, field(4)?])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Every row, with owned fields.
     fn rows(text: &[u8]) -> Vec<(u64, Result<Vec<String>, RowError>)> {
-        let mut file = AgencyFile::from_reader(text);
         let mut rows = Vec::new();
-        while let Some(row) = file.next_row() {
+        AgencyFile::from_reader(text).for_each_row(|row| {
             rows.push((row.line, row.bet.map(|f| f.iter().map(|s| s.to_string()).collect())));
-        }
+            true
+        });
         rows
     }
 
@@ -159,6 +302,100 @@ mod tests {
         assert_eq!(rows[2], (3, Err(RowError::Unusable("not valid UTF-8".into()))));
         assert_eq!(rows[3].0, 4);
         assert!(rows[3].1.is_ok());
+    }
+
+    /// What the `csv` crate reads in `text`: each record's line, and its
+    /// five fields if it has five and each is UTF-8.
+    fn csv_crate_rows(text: &[u8]) -> Vec<(u64, Result<Vec<String>, RowError>)> {
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
+        let mut record = csv::ByteRecord::new();
+        let mut rows = Vec::new();
+        while reader.read_byte_record(&mut record).unwrap() {
+            // The record's position is where the csv crate started to look
+            // for it: blank lines before it are not its lines.
+            let start = record.position().unwrap().byte() as usize;
+            let start = start + text[start..].iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+            let line = 1 + memchr::memchr_iter(b'\n', &text[..start]).count() as u64;
+            let fields: Vec<_> = record.iter().map(|f| std::str::from_utf8(f).map(str::to_owned)).collect();
+            let bet = match fields.len() {
+                5 => fields
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| RowError::Unusable("not valid UTF-8".into())),
+                n => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
+            };
+            rows.push((line, bet));
+        }
+        rows
+    }
+
+    /// Rows of fields from a small alphabet: quotes, commas, line ends
+    /// and bytes that are not UTF-8 come often.
+    fn file() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop::sample::select(vec![
+            b"a".to_vec(),
+            b"1".to_vec(),
+            b",".to_vec(),
+            b"\"".to_vec(),
+            b"\r".to_vec(),
+            b"\n".to_vec(),
+            "ñ".as_bytes().to_vec(),
+            vec![0xc3],
+            vec![0xff],
+            b" ".to_vec(),
+        ]);
+        let row = prop::collection::vec(byte, 0..24).prop_map(|parts| parts.concat());
+        let ending = prop::sample::select(vec!["\n", "\r\n", ""]);
+        prop::collection::vec((row, ending), 0..12).prop_map(|rows| {
+            rows.into_iter().flat_map(|(r, e)| [r, e.as_bytes().to_vec()]).flatten().collect()
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rows_are_what_the_csv_crate_reads_in_any_chunks(text in file(), chunk in 64usize..200) {
+            let mut rows = Vec::new();
+            AgencyFile::with_chunk(text.as_slice(), chunk).for_each_row(|row| {
+                rows.push((row.line, row.bet.map(|f| f.iter().map(|s| s.to_string()).collect())));
+                true
+            });
+            let expected = csv_crate_rows(&text);
+            match rows.last() {
+                // A record longer than the buffer (an open quote runs to
+                // the end) stops the reading; what came before is right.
+                Some((_, Err(RowError::Unreadable(e)))) => {
+                    prop_assert!(e.contains("a row longer than"), "{}", e);
+                    prop_assert!(text.len() >= chunk);
+                    prop_assert_eq!(&rows[..rows.len() - 1], &expected[..rows.len() - 1]);
+                }
+                _ => prop_assert_eq!(rows, expected),
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_longer_than_the_buffer_is_an_error_that_names_its_line() {
+        let text = format!("a,b,1,1990-01-01,1\n\"{}\n", "x".repeat(300));
+        let rows = {
+            let mut rows = Vec::new();
+            AgencyFile::with_chunk(text.as_bytes(), 128).for_each_row(|row| {
+                rows.push((row.line, row.bet.map(|f| f.len())));
+                true
+            });
+            rows
+        };
+        assert_eq!(rows[0], (1, Ok(5)));
+        assert!(
+            matches!(&rows[1], (2, Err(RowError::Unreadable(e))) if e.contains("a row longer than")),
+            "{rows:?}"
+        );
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_skipped() {
+        let rows = rows("\u{feff}Ana,Paz,1,1990-01-01,1\n".as_bytes());
+        assert_eq!(rows[0].1.clone().unwrap()[0], "Ana");
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub fn spawn_reader(
             BetSource::File(path) => match AgencyFile::open(&path) {
                 Ok(mut file) => {
                     let mut going = true;
-                    while let Some(row) = file.next_row().filter(|_| going) {
+                    file.for_each_row(|row| {
                         going = match row.bet {
                             Ok(fields) => reader.row(row.line, Ok(fields)),
                             Err(RowError::Unusable(reason)) => reader.row(row.line, Err(reason)),
@@ -115,7 +115,8 @@ pub fn spawn_reader(
                                 false
                             }
                         };
-                    }
+                        going
+                    });
                     going
                 }
                 Err(e) => {

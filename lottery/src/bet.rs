@@ -47,10 +47,10 @@ impl<'a> BetRef<'a> {
     /// document, birthdate, number) and parses the last two.
     pub fn parse(fields: [&'a str; 5]) -> Result<BetRef<'a>, InvalidBet> {
         let [first_name, last_name, document, birthdate, number] = fields;
-        if first_name.trim().is_empty() {
+        if is_blank(first_name) {
             return Err(InvalidBet::Empty("nombre"));
         }
-        if last_name.trim().is_empty() {
+        if is_blank(last_name) {
             return Err(InvalidBet::Empty("apellido"));
         }
         if !is_digits(document) {
@@ -112,6 +112,15 @@ pub fn has_won(bet: &Bet) -> bool {
     bet.number == WINNING_NUMBER
 }
 
+/// Whether `s` is empty or only white space (Unicode's, as `str::trim`).
+fn is_blank(s: &str) -> bool {
+    // Nearly every name starts with a letter: no need to decode it.
+    match s.as_bytes().first() {
+        Some(b) if b.is_ascii() && !b.is_ascii_whitespace() => false,
+        _ => s.trim().is_empty(),
+    }
+}
+
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -126,10 +135,10 @@ fn parse_date(s: &str) -> Option<Date> {
     if !shape_ok {
         return None;
     }
-    let year = s[0..4].parse().ok()?;
-    let month = s[5..7].parse().ok()?;
-    let day = s[8..10].parse().ok()?;
-    Date::new(year, month, day).ok()
+    // Every digit was checked above.
+    let number = |digits: &[u8]| digits.iter().fold(0i16, |n, d| n * 10 + i16::from(d - b'0'));
+    let (year, month, day) = (number(&b[0..4]), number(&b[5..7]), number(&b[8..10]));
+    Date::new(year, month as i8, day as i8).ok()
 }
 
 #[cfg(test)]
@@ -172,6 +181,19 @@ mod tests {
             assert!(matches!(parse("1", bad, "1"), Err(InvalidBet::Birthdate(_))), "{bad}");
         }
         assert!(parse("1", "2024-02-29", "1").is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn blank_is_what_trim_leaves_empty(s in "[ \t\u{a0}\u{2003}a,]{0,4}") {
+            proptest::prop_assert_eq!(is_blank(&s), s.trim().is_empty());
+        }
+
+        #[test]
+        fn a_date_is_what_its_numbers_make(y in 0i16..=9999, m in 0i8..=99, d in 0i8..=99) {
+            let text = format!("{y:04}-{m:02}-{d:02}");
+            proptest::prop_assert_eq!(parse_date(&text), Date::new(y, m, d).ok());
+        }
     }
 
     #[test]

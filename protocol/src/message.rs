@@ -188,7 +188,7 @@ enum Text<'a> {
 
 impl<'a> Text<'a> {
     fn of(bytes: &'a [u8]) -> Text<'a> {
-        match std::str::from_utf8(bytes) {
+        match simdutf8::basic::from_utf8(bytes) {
             Ok(whole) => Text::Whole(whole),
             Err(_) => Text::Fields(bytes),
         }
