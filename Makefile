@@ -3,7 +3,9 @@
 #   make demo                the main job: five agencies on sample data, end to end
 #   make test                unit, integration and end-to-end tests
 #   make chaos               a long fault campaign (natively)
-#   make bench               the benchmark (natively, over loopback)
+#   make bench               the benchmark: the course's sizes, natively over loopback
+#   make bench-scale         10 M bets, as 50 agencies and as 5 (several minutes)
+#   make bench-hostile       the server's memory under 256 flooding agencies
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,7 +19,8 @@ BIN := target/$(TARGET)/release
 SAMPLE_ROWS := 26936,25518,16014,9238,991
 
 .PHONY: build credentials docker-image busybox-image host-deps sample-data docker-compose-up \
-        docker-compose-down docker-compose-logs demo test lint e2e chaos bench
+        docker-compose-down docker-compose-logs demo test lint e2e chaos bench bench-scale \
+        bench-hostile bench-build
 
 # Static binaries, so that the images need no base at all. The TLS
 # credentials of the committed Compose file come with them (the course's
@@ -98,7 +101,17 @@ e2e: docker-image busybox-image
 chaos:
 	cargo run --release --locked -p testkit --bin chaos -- $(CHAOS_ARGS)
 
-# BENCH_ARGS="--agencies 50 --rows 200000 --runs 1" for the scale run.
-bench:
-	cargo build --release --locked -p server -p bench
+bench-build:
+	cargo build --release --locked -p server -p client -p bench
+
+# The agencies are `client` processes with client/config.yaml; see
+# `target/release/bench --help` for BENCH_ARGS.
+bench: bench-build
 	target/release/bench $(BENCH_ARGS)
+
+bench-scale: bench-build
+	target/release/bench --agencies 50 --rows 200000 --runs 1
+	target/release/bench --agencies 5 --rows 2000000 --runs 1
+
+bench-hostile: bench-build
+	target/release/bench --hostile 256

@@ -1,12 +1,17 @@
 //! `bench`: how fast the whole system runs, natively over loopback.
 //!
-//! It generates the agencies' files (not timed), starts the real `server`
-//! binary, then times the agencies (run in this process, one task each)
-//! from the first connection to the last agency holding its winners:
-//! upload with every ack durable, "finished", the draw, the winners. Each
-//! run checks that every agency got exactly its expected winners and that
-//! every bet is in the bets file. It reports the median and the spread of
-//! the runs, bets per second, and the server's peak memory (VmHWM).
+//! It generates the agencies' files and credentials (not timed), starts the
+//! real `server` binary on a new round, then starts one real `client`
+//! process per agency with the shipped `client/config.yaml` and times from
+//! starting the first to the exit of the last: upload with every ack
+//! durable, "finished", the draw, the winners. Each run checks that every
+//! agency exited 0 told its number of winners, and that every bet is in the
+//! bets file. It reports the median and the spread of the runs, bets per
+//! second, fsyncs, the CPU time of the server and of the agencies, and the
+//! server's peak memory (VmHWM); then the recovery of the last run's round
+//! and the cost of one connection. `--tasks` runs the agencies in this
+//! process instead (their winners checked one by one); `--hostile N`
+//! measures the server's memory under N flooding agencies.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
