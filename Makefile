@@ -6,6 +6,9 @@
 #   make bench               the benchmark: the course's sizes, natively over loopback
 #   make bench-scale         10 M bets, as 50 agencies and as 5 (several minutes)
 #   make bench-hostile       the server's memory under 256 flooding agencies
+#   make swarm-up            the main job on Docker Swarm (a single-node swarm if none)
+#   make swarm-logs          its services' logs
+#   make swarm-down          remove it (and the swarm, if swarm-up made it)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,7 +23,7 @@ SAMPLE_ROWS := 26936,25518,16014,9238,991
 
 .PHONY: build credentials docker-image busybox-image host-deps sample-data docker-compose-up \
         docker-compose-down docker-compose-logs demo test lint e2e chaos bench bench-scale \
-        bench-hostile bench-build
+        bench-hostile bench-build swarm-up swarm-logs swarm-down
 
 # Static binaries, so that the images need no base at all. The TLS
 # credentials of the committed Compose file come with them (the course's
@@ -115,3 +118,16 @@ bench-scale: bench-build
 
 bench-hostile: bench-build
 	target/release/bench --hostile 256
+
+# The main job on Docker Swarm: the same images and sample data, a stack
+# named $(STACK) (README: Running across hosts).
+STACK ?= lottery
+
+swarm-up: docker-image sample-data
+	STACK=$(STACK) bash scripts/swarm.sh up 5
+
+swarm-logs:
+	@STACK=$(STACK) bash scripts/swarm.sh logs
+
+swarm-down:
+	STACK=$(STACK) bash scripts/swarm.sh down

@@ -102,6 +102,8 @@ impl Project {
             "validar-echo-server.sh",
             "scripts/busybox-image.sh",
             "scripts/credentials.sh",
+            "scripts/generar-stack.sh",
+            "scripts/swarm.sh",
             "server/config.ini",
             "client/config.yaml",
         ] {

@@ -130,3 +130,54 @@ fn credentials_work_from_any_folder_and_revoking_twice_then_rotating_brings_an_a
         "{said}"
     );
 }
+
+#[test]
+fn generar_stack_writes_what_docker_stack_deploy_takes_and_refuses_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = repo().join("scripts/generar-stack.sh");
+    let stack = |args: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // Its configs come from beside the file.
+    let out = stack(&["stack.yaml", "2"], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("server/config.ini"));
+    for file in ["server/config.ini", "client/config.yaml"] {
+        std::fs::create_dir_all(dir.path().join(file).parent().unwrap()).unwrap();
+        std::fs::copy(repo().join(file), dir.path().join(file)).unwrap();
+    }
+    for args in [&[][..], &["out.yaml"], &["out.yaml", "0"], &["out.yaml", "dos"], &["no/dir/out.yaml", "1"]]
+    {
+        let out = stack(args, &[]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("usage:"), "{args:?}");
+    }
+    let out = stack(&["stack.yaml", "1"], &[("AGENCY_DATA", "relative/path")]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("absolute"));
+    assert!(!dir.path().join("stack.yaml").exists(), "no file written");
+
+    let env = [("SERVER_IMAGE", "registry.example:5000/lottery-server:7"), ("AGENCY_DATA", "/srv/lottery")];
+    let out = stack(&["stack.yaml", "3"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(dir.path().join("stack.yaml")).unwrap();
+    assert!(text.contains("version: \"3.8\""));
+    assert!(!text.contains("container_name") && !text.contains("build:"), "stack deploy ignores them");
+    assert!(text.contains("image: registry.example:5000/lottery-server:7"));
+    assert!(text.contains("image: client:latest"));
+    assert!(text.contains("endpoint_mode: dnsrr"));
+    assert!(text.contains("constraints: [node.labels.lottery.storage == true]"));
+    assert!(text.contains("driver: overlay\n    attachable: true"));
+    assert!(text.contains("SERVER_AGENCIES=3"));
+    for k in 1..=3 {
+        assert!(text.contains(&format!("  agency{k}:\n")));
+        assert!(text.contains(&format!("source: /srv/lottery/agency-{k}.csv")));
+        assert!(text.contains(&format!("secrets: [ca.pem, agency-{k}.pem, agency-{k}.key]")));
+    }
+    assert!(!text.contains("agency4"));
+    assert!(!text.contains("ca.key") && !text.contains("BEGIN"), "no CA key, no credential in the file");
+    assert_eq!(text.matches("condition: on-failure").count(), 4, "the server and each agency");
+}
