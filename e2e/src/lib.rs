@@ -170,8 +170,19 @@ impl Project {
     /// Writes sample agency files with `rows` bets each and 3 winners;
     /// returns what the round must end with.
     pub fn sample_files(&self, rows: &[usize], seed: u64) -> testkit::check::Expected {
+        self.sample_files_with_winners(rows, &vec![3; rows.len()], seed)
+    }
+
+    /// Writes sample agency files with `rows` bets and `winners` winners
+    /// each; returns what the round must end with.
+    pub fn sample_files_with_winners(
+        &self,
+        rows: &[usize],
+        winners: &[usize],
+        seed: u64,
+    ) -> testkit::check::Expected {
         let data = self.path().join(".data");
-        let agencies = lottery::sample::generate(&data, rows, &vec![3; rows.len()], seed).unwrap();
+        let agencies = lottery::sample::generate(&data, rows, winners, seed).unwrap();
         let files: Vec<(u32, &Path)> = agencies.iter().map(|a| (a.agency, a.path.as_path())).collect();
         testkit::check::expected(&files)
     }

@@ -166,15 +166,15 @@ fn generar_stack_writes_what_docker_stack_deploy_takes_and_refuses_bad_arguments
     let text = std::fs::read_to_string(dir.path().join("stack.yaml")).unwrap();
     assert!(text.contains("version: \"3.8\""));
     assert!(!text.contains("container_name") && !text.contains("build:"), "stack deploy ignores them");
-    assert!(text.contains("image: registry.example:5000/lottery-server:7"));
-    assert!(text.contains("image: client:latest"));
+    assert!(text.contains("image: 'registry.example:5000/lottery-server:7'"));
+    assert!(text.contains("image: 'client:latest'"));
     assert!(text.contains("endpoint_mode: dnsrr"));
     assert!(text.contains("constraints: [node.labels.lottery.storage == true]"));
     assert!(text.contains("driver: overlay\n    attachable: true"));
     assert!(text.contains("SERVER_AGENCIES=3"));
     for k in 1..=3 {
         assert!(text.contains(&format!("  agency{k}:\n")));
-        assert!(text.contains(&format!("source: /srv/lottery/agency-{k}.csv")));
+        assert!(text.contains(&format!("source: '/srv/lottery/agency-{k}.csv'")));
         assert!(text.contains(&format!("secrets: [ca.pem, agency-{k}.pem, agency-{k}.key]")));
     }
     assert!(!text.contains("agency4"));

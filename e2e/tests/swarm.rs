@@ -29,6 +29,24 @@ impl<'a> Stack<'a> {
         stack
     }
 
+    /// `swarm.sh down`, checked: the stack's services, secrets, configs and
+    /// volume are gone.
+    fn down(self) {
+        let out = self.script(&["down"]);
+        assert!(out.status.success(), "swarm.sh down: {}", String::from_utf8_lossy(&out.stderr));
+        let label = format!("label=com.docker.stack.namespace={STACK}");
+        let dir = self.project.path();
+        if swarm_state() == "active" {
+            for kind in ["service", "secret", "config"] {
+                let left = run_ok("docker", &[kind, "ls", "-q", "--filter", &label], dir);
+                assert!(left.trim().is_empty(), "{kind}s left: {left}");
+            }
+        }
+        let volumes = run_ok("docker", &["volume", "ls", "-q"], dir);
+        assert!(!volumes.lines().any(|v| v == Stack::service("round")), "the volume is left");
+        std::mem::forget(self);
+    }
+
     fn script(&self, args: &[&str]) -> Output {
         let mut all = vec!["scripts/swarm.sh"];
         all.extend(args);
@@ -99,6 +117,10 @@ impl<'a> Stack<'a> {
     }
 }
 
+fn swarm_state() -> String {
+    run_ok("docker", &["info", "--format", "{{.Swarm.LocalNodeState}}"], Path::new(".")).trim().to_owned()
+}
+
 impl Drop for Stack<'_> {
     fn drop(&mut self) {
         let out = self.script(&["down"]);
@@ -112,14 +134,18 @@ impl Drop for Stack<'_> {
 fn a_round_on_a_single_node_swarm_then_one_whose_server_is_killed_mid_upload() {
     busybox_image();
     let project = Project::new(5);
-    let expected = project.sample_files(&ROWS, 75_74);
+    // A different number of winners each: an agency told another's fails.
+    let expected = project.sample_files_with_winners(&ROWS, &[1, 2, 3, 4, 5], 75_74);
+    // What a run that was killed may have left.
+    Stack { project: &project }.down();
+    let before = swarm_state();
 
     let started = Instant::now();
-    {
-        let stack = Stack::up(&project);
-        stack.check_round(&expected);
-        assert!(!stack.logs("server").contains("result: fail"), "{}", stack.logs("server"));
-    }
+    let stack = Stack::up(&project);
+    stack.check_round(&expected);
+    assert!(!stack.logs("server").contains("result: fail"), "{}", stack.logs("server"));
+    stack.down();
+    assert_eq!(swarm_state(), before, "the swarm is as it was");
     eprintln!("a round on the swarm, deployed and removed: {:?}", started.elapsed());
 
     // Agencies pace their batches, so that the kill lands mid-upload.
@@ -139,5 +165,12 @@ fn a_round_on_a_single_node_swarm_then_one_whose_server_is_killed_mid_upload() {
     let states = stack.states("server");
     assert!(states.iter().any(|s| s.starts_with("Failed")), "the killed task: {states:?}");
     assert!(states.iter().any(|s| s.starts_with("Running")), "the task Swarm started again: {states:?}");
-    assert!(stack.logs("server").contains("action: recover"), "{}", stack.logs("server"));
+    // The new task recovered the round and stored the rest of it.
+    let restarted = run_ok("docker", &["ps", "-q", "--filter", &label], project.path());
+    assert_ne!(restarted.trim(), server, "a new container");
+    let log = run_ok("docker", &["logs", restarted.trim()], project.path());
+    let recovered = log.find("action: recover").unwrap_or_else(|| panic!("no recover line:\n{log}"));
+    assert!(log[recovered..].contains("action: apuesta_recibida"), "killed after the upload:\n{log}");
+    stack.down();
+    assert_eq!(swarm_state(), before, "the swarm is as it was");
 }
