@@ -288,6 +288,31 @@ fn run_processes(
     Ok(last_exit - started)
 }
 
+/// The configuration of `agency` run as a task of this process: no pause
+/// between batches, warnings only, at most `queries` winners queries.
+fn task_config(
+    args: &Args,
+    agency: &GeneratedAgency,
+    address: &str,
+    queries: u32,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> client::Config {
+    client::Config {
+        id: agency.agency,
+        server_address: address.to_owned(),
+        loop_amount: queries,
+        loop_period: Duration::ZERO,
+        log_level: lottery::log::Level::Warning,
+        log_level_name: "WARNING".into(),
+        batch_max_amount: args.max_amount,
+        data_file: agency.path.clone(),
+        reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
+        retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
+        tls,
+        server_name: protocol::tls::server_name("127.0.0.1:1").expect("an address is a server name"),
+    }
+}
+
 /// Runs each agency as a task of this process; times from the first
 /// connection to the last agency holding its winners, and checks them.
 async fn run_tasks(
@@ -306,20 +331,8 @@ async fn run_tasks(
     let runs: Vec<_> = agencies
         .iter()
         .map(|agency| {
-            let config = client::Config {
-                id: agency.agency,
-                server_address: address.to_owned(),
-                loop_amount: 100_000,
-                loop_period: Duration::ZERO,
-                log_level: lottery::log::Level::Warning,
-                log_level_name: "WARNING".into(),
-                batch_max_amount: args.max_amount,
-                data_file: agency.path.clone(),
-                reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
-                retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
-                tls: agency_tls[agency.agency as usize - 1].clone(),
-                server_name: protocol::tls::server_name("127.0.0.1:1").expect("an address is a server name"),
-            };
+            let tls = agency_tls[agency.agency as usize - 1].clone();
+            let config = task_config(args, agency, address, 100_000, tls);
             tokio::spawn(async move {
                 let source = BetSource::File(config.data_file.clone());
                 client::run(&config, source, CancellationToken::new()).await
@@ -369,23 +382,9 @@ async fn measure_handshakes(
     let mut server =
         Server::start(&args.server, &args.log_level, port, agencies.len(), &storage, &credentials_dir(dir))?;
     let agency = &agencies[0];
-    let config = client::Config {
-        id: agency.agency,
-        server_address: format!("127.0.0.1:{port}"),
-        loop_amount: 1,
-        loop_period: Duration::ZERO,
-        log_level: lottery::log::Level::Warning,
-        log_level_name: "WARNING".into(),
-        batch_max_amount: args.max_amount,
-        data_file: agency.path.clone(),
-        reply_timeout: client::config::DEFAULT_REPLY_TIMEOUT,
-        retry_timeout: client::config::DEFAULT_RETRY_TIMEOUT,
-        tls: protocol::tls::client_config(&testkit::credentials::agency(
-            &credentials_dir(dir),
-            agency.agency,
-        ))?,
-        server_name: protocol::tls::server_name("127.0.0.1:1")?,
-    };
+    let tls =
+        protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), agency.agency))?;
+    let config = task_config(args, agency, &format!("127.0.0.1:{port}"), 1, tls);
     let mut times = Vec::new();
     for _ in 0..51 {
         let started = Instant::now();
