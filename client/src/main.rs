@@ -7,7 +7,7 @@ use lottery::duration::GoDuration;
 use lottery::log::Action;
 use lottery::settings::process_env;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// An agency of the Lotería Nacional.
 ///
@@ -78,14 +78,7 @@ fn main() -> ExitCode {
         };
         let ending = client::run(&config, source, stop).await;
         let code = report(&config, ending);
-        if log.dropped_lines() > 0 {
-            warn!(
-                "{}",
-                Action::fail("log")
-                    .field("dropped_lines", log.dropped_lines())
-                    .field("why", "stdout could not keep up")
-            );
-        }
+        log.warn_if_dropped();
         code
     })
 }

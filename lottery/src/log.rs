@@ -307,6 +307,17 @@ impl LogGuard {
     pub fn dropped_lines(&self) -> usize {
         self.dropped.dropped_lines()
     }
+
+    /// Logs at WARNING how many lines were dropped, if any: a program's
+    /// last word before it exits.
+    pub fn warn_if_dropped(&self) {
+        let dropped = self.dropped_lines();
+        if dropped > 0 {
+            let line =
+                Action::fail("log").field("dropped_lines", dropped).field("why", "stdout could not keep up");
+            tracing::warn!("{line}");
+        }
+    }
 }
 
 /// `2024-08-21 22:11:15 INFO     message`

@@ -93,14 +93,7 @@ fn main() -> ExitCode {
             );
         }
         let result = server.run(shutdown).await;
-        if log.dropped_lines() > 0 {
-            warn!(
-                "{}",
-                Action::fail("log")
-                    .field("dropped_lines", log.dropped_lines())
-                    .field("why", "stdout could not keep up")
-            );
-        }
+        log.warn_if_dropped();
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(_) => ExitCode::FAILURE,

@@ -54,6 +54,15 @@ fn addr(port: u16) -> std::net::SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
+/// Waits, at most 5 s, until a server listens on `port`.
+fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr(port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn the_first_lines_are_config_and_accept_connections() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,11 +346,7 @@ async fn a_stdout_that_fails_every_write_does_not_stop_the_server() {
         .stderr(full)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(addr(port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server never listened");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_listening(port);
     let (mut agency, _) = Raw::agency(addr(port), 1).await;
     assert_eq!(agency.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
     assert_eq!(agency.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
@@ -392,11 +397,7 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
     env.retain(|(k, _)| *k != "LOGGING_LEVEL");
     env.push(("LOGGING_LEVEL", "ERROR".into()));
     let mut quiet = Process::start(Path::new(SERVER), dir.path(), &env);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(addr(port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server never listened");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_listening(port);
     for garbage in [
         &b"\x00\x00\x00\x08\x02\x7fGARBAGE!"[..],
         b"\xff\xff\xff\xff",
@@ -483,11 +484,7 @@ async fn a_stalled_log_costs_lines_not_service() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(addr(port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server never listened");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_listening(port);
     // A line per bet, far more than the pipe and the log's buffer hold.
     let (mut agency, _) = Raw::agency(addr(port), 1).await;
     let per_batch = 50;
