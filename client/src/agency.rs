@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::link::{Fault, Link, Welcome};
 use crate::source::{spawn_reader, BetSource, Item, ReadFrom};
-use crate::upload::{pause, upload, Reported};
+use crate::upload::{pause, upload, Reported, READ_AHEAD};
 
 /// The shortest pause between two winners queries, whatever `loop.period`
 /// says: with a period of `0s` a waiting agency asks 200 times a second at
@@ -178,7 +178,7 @@ impl<'a> Agency<'a> {
 
     async fn upload(&mut self, link: &mut Link, welcome: Welcome) -> Result<u64, Fault> {
         self.join_reader().await;
-        let (items, mut batches) = mpsc::channel::<Item>(4);
+        let (items, mut batches) = mpsc::channel::<Item>(READ_AHEAD);
         let from = ReadFrom { resume: welcome.progress.bets(), reported_up_to: self.reported.up_to_line };
         let single = matches!(self.source, BetSource::Single(_));
         let source = self.source.clone();

@@ -25,6 +25,10 @@ pub const WINDOW: usize = 32;
 /// holds up to 16 KiB), or as soon as the reader has nothing ready.
 const FLUSH_BYTES: usize = 16 * 1024;
 
+/// Items the reader may have ready ahead of the upload: the capacity of
+/// the channel between them.
+pub const READ_AHEAD: usize = 8;
+
 /// Unusable rows reported so far, across reads of the same file.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Reported {
@@ -87,54 +91,58 @@ pub async fn upload(
     let Link { reader, writer } = link;
     let send = async {
         let mut first = true;
+        let mut ready = Vec::with_capacity(READ_AHEAD);
         loop {
-            // Frames go out together while the reader has more ready: one
-            // flush (a TLS record, a write) carries up to FLUSH_BYTES.
-            let item = match items.try_recv() {
-                Ok(item) if writer.queued() < FLUSH_BYTES => Some(item),
-                ready => {
+            // About to wait for the reader: what is queued goes out now.
+            if items.is_empty() {
+                writer.flush().await.map_err(io_fault)?;
+            }
+            // All the reader has ready at once: it is woken once per
+            // READ_AHEAD items, not once per batch.
+            if items.recv_many(&mut ready, READ_AHEAD).await == 0 {
+                return Err(Fault::Fatal("the bet reader stopped".into()));
+            }
+            for item in ready.drain(..) {
+                // Frames go out together: one flush (a TLS record, a
+                // write) carries up to FLUSH_BYTES.
+                if writer.queued() >= FLUSH_BYTES {
                     writer.flush().await.map_err(io_fault)?;
-                    match ready {
-                        Ok(item) => Some(item),
-                        Err(_) => items.recv().await,
-                    }
                 }
-            };
-            match item {
-                Some(Item::Unusable { line, reason }) => reported.report(line, reason),
-                Some(Item::Batch(batch)) => {
-                    if welcome.finished {
-                        return Err(Fault::Fatal(format!(
-                            "agency {} finished with {} bets, but its file has more: it is not the file this agency uploaded",
-                            config.id,
-                            held.bets()
-                        )));
-                    }
-                    if !first && !config.loop_period.is_zero() {
-                        writer.flush().await.map_err(io_fault)?;
-                        pause(config.loop_period).await;
-                    }
-                    first = false;
-                    let slot = match in_flight.try_reserve() {
-                        Ok(slot) => slot,
-                        Err(_) => {
-                            // The window is full: what is queued must go
-                            // out for its acks to come back.
-                            writer.flush().await.map_err(io_fault)?;
-                            in_flight.reserve().await.map_err(|_| Fault::Retry("acks stopped".into()))?
+                match item {
+                    Item::Unusable { line, reason } => reported.report(line, reason),
+                    Item::Batch(batch) => {
+                        if welcome.finished {
+                            return Err(Fault::Fatal(format!(
+                                "agency {} finished with {} bets, but its file has more: it is not the file this agency uploaded",
+                                config.id,
+                                held.bets()
+                            )));
                         }
-                    };
-                    writer.queue_frame(&batch.frame);
-                    slot.send(batch);
+                        if !first && !config.loop_period.is_zero() {
+                            writer.flush().await.map_err(io_fault)?;
+                            pause(config.loop_period).await;
+                        }
+                        first = false;
+                        let slot = match in_flight.try_reserve() {
+                            Ok(slot) => slot,
+                            Err(_) => {
+                                // The window is full: what is queued must go
+                                // out for its acks to come back.
+                                writer.flush().await.map_err(io_fault)?;
+                                in_flight.reserve().await.map_err(|_| Fault::Retry("acks stopped".into()))?
+                            }
+                        };
+                        writer.queue_frame(&batch.frame);
+                        slot.send(batch);
+                    }
+                    Item::End { bets } => {
+                        writer.flush().await.map_err(io_fault)?;
+                        drop(in_flight);
+                        return Ok(bets);
+                    }
+                    Item::Failed(reason) => return Err(Fault::Fatal(reason)),
+                    Item::Resumed(_) => unreachable!("a read resumes once"),
                 }
-                Some(Item::End { bets }) => {
-                    writer.flush().await.map_err(io_fault)?;
-                    drop(in_flight);
-                    return Ok(bets);
-                }
-                Some(Item::Failed(reason)) => return Err(Fault::Fatal(reason)),
-                Some(Item::Resumed(_)) => unreachable!("a read resumes once"),
-                None => return Err(Fault::Fatal("the bet reader stopped".into())),
             }
         }
     };

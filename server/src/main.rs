@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 /// thread, memory freed by the writer thread stays in the arenas of the
 /// sessions' threads that allocated it: under a flood of batches from 256
 /// connections the peak RSS was 24–25 MiB instead of 22, for no measurable
-/// gain in speed. (The images' static musl build has no arenas.)
+/// gain in speed. (Other C libraries have no such arenas.)
 fn one_malloc_arena() {
     #[cfg(target_env = "gnu")]
     {
