@@ -23,12 +23,14 @@ SAMPLE_ROWS := 26936,25518,16014,9238,991
 
 .PHONY: build credentials docker-image busybox-image host-deps sample-data docker-compose-up \
         docker-compose-down docker-compose-logs demo test lint e2e chaos bench bench-scale \
-        bench-hostile bench-build swarm-up swarm-logs swarm-down
+        bench-hostile bench-build static-binaries swarm-up swarm-logs swarm-down
 
 # Static binaries, so that the images need no base at all. The TLS
 # credentials of the committed Compose file come with them (the course's
 # flow is build, docker build, compose up); they are never in an image.
-build: credentials
+build: credentials static-binaries
+
+static-binaries:
 	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked \
 		--target $(TARGET) -p server -p client -p loteria --bins
 
@@ -104,20 +106,23 @@ e2e: docker-image busybox-image
 chaos:
 	cargo run --release --locked -p testkit --bin chaos -- $(CHAOS_ARGS)
 
-bench-build:
-	cargo build --release --locked -p server -p client -p bench
+# The benchmark runs the binaries the images ship: the static build.
+BENCH := target/release/bench --server $(BIN)/server --client $(BIN)/client
+
+bench-build: static-binaries
+	cargo build --release --locked -p bench
 
 # The agencies are `client` processes with client/config.yaml; see
 # `target/release/bench --help` for BENCH_ARGS.
 bench: bench-build
-	target/release/bench $(BENCH_ARGS)
+	$(BENCH) $(BENCH_ARGS)
 
 bench-scale: bench-build
-	target/release/bench --agencies 50 --rows 200000 --runs 1
-	target/release/bench --agencies 5 --rows 2000000 --runs 1
+	$(BENCH) --agencies 50 --rows 200000 --runs 1
+	$(BENCH) --agencies 5 --rows 2000000 --runs 1
 
 bench-hostile: bench-build
-	target/release/bench --hostile 256
+	$(BENCH) --hostile 256
 
 # The main job on Docker Swarm: the same images and sample data, a stack
 # named $(STACK) (README: Running across hosts).
