@@ -25,10 +25,16 @@ fn server_env(port: u16) -> Vec<(&'static str, String)> {
     env
 }
 
-fn start(dir: &Path, port: u16, extra: &[(&str, String)]) -> Process {
+/// [`server_env`] with `extra` in place of the settings it names.
+fn server_env_with<'a>(port: u16, extra: &[(&'a str, String)]) -> Vec<(&'a str, String)> {
     let mut env = server_env(port);
     env.retain(|(k, _)| !extra.iter().any(|(key, _)| key == k));
     env.extend(extra.iter().cloned());
+    env
+}
+
+fn start(dir: &Path, port: u16, extra: &[(&str, String)]) -> Process {
+    let env = server_env_with(port, extra);
     let mut server = Process::start(Path::new(SERVER), dir, &env);
     server.wait_for("accept_connections", Duration::from_secs(5));
     server
@@ -337,11 +343,7 @@ async fn a_stdout_that_fails_every_write_does_not_stop_the_server() {
     let mut server = std::process::Command::new(SERVER)
         .current_dir(dir.path())
         .env_clear()
-        .envs(server_env(port).into_iter().map(|(k, v)| match k {
-            "LOGGING_LEVEL" => (k, "DEBUG".to_owned()),
-            "SERVER_AGENCIES" => (k, "1".to_owned()),
-            _ => (k, v),
-        }))
+        .envs(server_env_with(port, &[("LOGGING_LEVEL", "DEBUG".into()), ("SERVER_AGENCIES", "1".into())]))
         .stdout(full.try_clone().unwrap())
         .stderr(full)
         .spawn()
@@ -393,9 +395,7 @@ async fn an_echo_is_logged_bounded_and_escaped_and_cannot_forge_a_line() {
 async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_little() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut env = server_env(port);
-    env.retain(|(k, _)| *k != "LOGGING_LEVEL");
-    env.push(("LOGGING_LEVEL", "ERROR".into()));
+    let env = server_env_with(port, &[("LOGGING_LEVEL", "ERROR".into())]);
     let mut quiet = Process::start(Path::new(SERVER), dir.path(), &env);
     wait_listening(port);
     for garbage in [
@@ -473,9 +473,7 @@ async fn a_stalled_log_costs_lines_not_service() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut env = server_env(port);
-    env.retain(|(k, _)| *k != "LOGGING_LEVEL");
-    env.push(("LOGGING_LEVEL", "DEBUG".into()));
+    let env = server_env_with(port, &[("LOGGING_LEVEL", "DEBUG".into())]);
     let mut server = std::process::Command::new(SERVER)
         .current_dir(dir.path())
         .env_clear()
