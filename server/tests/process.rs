@@ -255,9 +255,7 @@ fn a_second_server_on_the_same_storage_refuses_with_one_line_and_touches_nothing
         files
     };
     let before = files();
-    let mut env = server_env(free_port());
-    env.retain(|(k, _)| *k != "SERVER_AGENCIES");
-    env.push(("SERVER_AGENCIES", "3".into()));
+    let env = server_env_with(free_port(), &[("SERVER_AGENCIES", "3".into())]);
     let mut second = Process::start(Path::new(SERVER), dir.path(), &env);
     let (status, _) = second.wait_exit(Duration::from_secs(5));
     assert!(!status.success());
