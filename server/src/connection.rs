@@ -158,7 +158,9 @@ async fn arrive(
     waiting.reached(Stage::Started);
     // An address whose credentials failed recently waits, having shown
     // it is a real peer (connections that sent nothing are pushed out first).
-    tokio::time::sleep(ctx.failures.wait(peer.ip())).await;
+    if let Some(penalty) = ctx.failures.wait(peer.ip()) {
+        tokio::time::sleep(penalty).await;
+    }
     if first[0] != TLS_HANDSHAKE {
         return Ok(Arrival::Plain(stream));
     }

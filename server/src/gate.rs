@@ -185,9 +185,12 @@ impl Failures {
         (record.count, penalty)
     }
 
-    /// How long a new connection from `ip` waits before its handshake.
-    pub fn wait(&self, ip: IpAddr) -> Duration {
-        self.lock().get(&ip).map_or(Duration::ZERO, |r| r.until.saturating_duration_since(Instant::now()))
+    /// How long a new connection from `ip` waits before its handshake, if
+    /// at all. `None` is not `Duration::ZERO`: a timer of no length still
+    /// waits for the next tick of tokio's clock, up to a millisecond.
+    pub fn wait(&self, ip: IpAddr) -> Option<Duration> {
+        let left = self.lock().get(&ip)?.until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, Record>> {
@@ -256,7 +259,17 @@ mod tests {
         assert_eq!(penalties[1], FIRST_PENALTY * 2);
         assert_eq!(penalties[9], MAX_PENALTY);
         assert_eq!(failures.fail([10, 0, 0, 2].into()), (1, FIRST_PENALTY), "per address");
-        assert!(failures.wait(ip) > MAX_PENALTY / 2 && failures.wait(ip) <= MAX_PENALTY);
-        assert_eq!(failures.wait([10, 0, 0, 3].into()), Duration::ZERO);
+        let wait = failures.wait(ip).expect("a failing address waits");
+        assert!(wait > MAX_PENALTY / 2 && wait <= MAX_PENALTY);
+        assert_eq!(failures.wait([10, 0, 0, 3].into()), None);
+    }
+
+    #[test]
+    fn a_penalty_served_means_no_wait_at_all() {
+        let failures = Failures::default();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let past = Instant::now();
+        failures.lock().insert(ip, Record { count: 1, last: past, until: past });
+        assert_eq!(failures.wait(ip), None);
     }
 }
