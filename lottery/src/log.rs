@@ -261,68 +261,41 @@ impl Level {
     }
 }
 
-/// Lines waiting to be written to stdout, at most; more are dropped (and
-/// counted) rather than make the program wait.
-pub const BUFFERED_LINES: usize = 8192;
+mod thread;
 
-/// Most bytes of lines the log thread writes to stdout at once.
-pub const WRITE_BYTES: usize = 64 * 1024;
+pub use thread::{LogGuard, BUFFERED_BYTES};
 
 /// Sends every log line at `level` or above to stdout; keep the guard for
 /// as long as the program logs (dropping it writes out what is buffered).
 ///
 /// Lines go to stdout through a thread of their own, in the order they were
 /// made, so they show in `docker logs` as they happen: the thread writes
-/// every line waiting at once, in one write (up to [`WRITE_BYTES`]), never
-/// holding one back for more to come. (Stdout alone would make one write
-/// per line: a system call, and a wake-up of whoever reads the pipe, per
-/// batch the server stores.) The
-/// program never waits for its log: if stdout is slower than the lines
-/// come (a slow reader), up to [`BUFFERED_LINES`] wait and more are
-/// dropped and counted ([`LogGuard::dropped_lines`]). A line that cannot be
-/// written at all (stdout on a full disk, a closed pipe) is lost, never a
-/// reason to stop, and no error about it is printed anywhere (printing to
-/// stderr could fail the same way, and `eprintln!` panics when it does).
+/// every line waiting at once, in one write, never holding one back for
+/// more to come. (Stdout alone would make one write per line: a system
+/// call, and a wake-up of whoever reads the pipe, per batch the server
+/// stores.) The program never waits for its log: if stdout is slower than
+/// the lines come (a slow reader), up to [`BUFFERED_BYTES`] of lines wait
+/// and more are dropped and counted ([`LogGuard::dropped_lines`]). A line
+/// that cannot be written at all (stdout on a full disk, a closed pipe) is
+/// lost, never a reason to stop, and no error about it is printed anywhere
+/// (printing to stderr could fail the same way, and `eprintln!` panics
+/// when it does).
 pub fn init(level: Level) -> LogGuard {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let (writer, guard) = log_thread(std::io::stdout());
-    let dropped = writer.error_counter();
+    let (queue, guard) = thread::spawn(std::io::stdout()).expect("the log's thread starts");
     let lines = tracing_subscriber::fmt::layer()
         .event_format(LineFormat)
-        .with_writer(writer)
+        .with_writer(queue)
         .log_internal_errors(false)
         .with_filter(level.filter());
     // A second call (tests that start several servers) keeps the first.
     let _ = tracing_subscriber::registry().with(lines).try_init();
-    LogGuard { _writer: guard, dropped }
-}
-
-/// The thread that writes the lines to `out`, and the writer that hands
-/// them over to it; see [`init`].
-fn log_thread<W: std::io::Write + Send + 'static>(
-    out: W,
-) -> (tracing_appender::non_blocking::NonBlocking, tracing_appender::non_blocking::WorkerGuard) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(BUFFERED_LINES)
-        .thread_name("log")
-        .finish(std::io::BufWriter::with_capacity(WRITE_BYTES, out))
-}
-
-/// The log's writer thread; see [`init`].
-pub struct LogGuard {
-    _writer: tracing_appender::non_blocking::WorkerGuard,
-    dropped: tracing_appender::non_blocking::ErrorCounter,
+    guard
 }
 
 impl LogGuard {
-    /// Lines dropped so far because stdout could not keep up.
-    pub fn dropped_lines(&self) -> usize {
-        self.dropped.dropped_lines()
-    }
-
     /// Logs at WARNING how many lines were dropped, if any: a program's
     /// last word before it exits.
     pub fn warn_if_dropped(&self) {
@@ -412,49 +385,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Stdout as a test sees it: every write, and a gate that holds the
-    /// first one back.
-    #[derive(Clone, Default)]
-    struct Recorded {
-        writes: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
-        held: std::sync::Arc<std::sync::Mutex<()>>,
-    }
-
-    impl std::io::Write for Recorded {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            let _wait = self.held.lock().unwrap();
-            self.writes.lock().unwrap().push(bytes.to_vec());
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn lines_waiting_go_out_together_all_of_them_in_order() {
-        use std::io::Write;
-        let out = Recorded::default();
-        let (mut writer, guard) = log_thread(out.clone());
-        let held = out.held.lock().unwrap();
-        // Whenever the thread writes first, that write waits at the gate
-        // until all 500 lines are handed over: they go out in two writes
-        // at most, and in one write per line without the buffer.
-        writer.write_all(b"line 0\n").unwrap();
-        for i in 1..500 {
-            writer.write_all(format!("line {i}\n").as_bytes()).unwrap();
-        }
-        drop(held);
-        drop(writer);
-        drop(guard);
-        let writes = out.writes.lock().unwrap();
-        let text: Vec<u8> = writes.concat();
-        let expected: String = (0..500).map(|i| format!("line {i}\n")).collect();
-        assert_eq!(String::from_utf8_lossy(&text), expected);
-        assert!(writes.len() <= 2, "500 lines that waited went out in {} writes", writes.len());
-    }
 
     #[test]
     fn the_local_zone_is_the_systems() {

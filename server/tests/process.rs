@@ -484,7 +484,8 @@ async fn a_stalled_log_costs_lines_not_service() {
     // A line per bet, far more than the pipe and the log's buffer hold.
     let (mut agency, _) = Raw::agency(addr(port), 1).await;
     let per_batch = 50;
-    let batches = 2 * lottery::log::BUFFERED_LINES / per_batch;
+    // (A line per bet is longer than 64 bytes.)
+    let batches = 2 * (lottery::log::BUFFERED_BYTES / 64) / per_batch;
     let upload = async {
         for b in 0..batches {
             let first = (b * per_batch) as u64;
