@@ -58,11 +58,15 @@ use crate::writer::{EncodedBatch, FinishOutcome, StoreOutcome};
 /// Requests of one connection awaiting their reply at most.
 pub const WINDOW: usize = 64;
 
-/// The reply to one request: zero or more messages, and whether the
-/// connection closes after them.
+/// The reply to one request: zero or more messages, whether the
+/// connection closes after them, and the lines that say what happened.
 struct Reply {
     messages: Vec<Message>,
     close: bool,
+    /// Logged as the reply is sent. Replies go out in the order of their
+    /// requests, and so do these lines, while the futures that make the
+    /// replies finish in any order.
+    lines: Option<Box<dyn FnOnce() + Send>>,
 }
 
 type PendingReply = Pin<Box<dyn Future<Output = Reply> + Send>>;
@@ -73,16 +77,31 @@ impl Reply {
     }
 
     fn open(message: Message) -> Reply {
-        Reply { messages: vec![message], close: false }
+        Reply { messages: vec![message], close: false, lines: None }
     }
 
     fn last(message: Message) -> Reply {
-        Reply { messages: vec![message], close: true }
+        Reply { messages: vec![message], close: true, lines: None }
     }
 
     /// Use [`Handler::close_with`] inside the handler, so reading stops.
     fn closing(message: Message) -> PendingReply {
-        Box::pin(ready(Reply { messages: vec![message], close: true }))
+        Box::pin(ready(Reply::last(message)))
+    }
+
+    fn logging(mut self, lines: impl FnOnce() + Send + 'static) -> Reply {
+        self.lines = Some(Box::new(lines));
+        self
+    }
+
+    /// Queues the messages and logs the lines; true if the connection
+    /// closes after them.
+    fn send<W: AsyncWrite + Unpin>(self, writer: &mut MessageWriter<W>) -> bool {
+        self.messages.iter().for_each(|m| writer.queue(m));
+        if let Some(lines) = self.lines {
+            lines();
+        }
+        self.close
     }
 }
 
@@ -327,12 +346,10 @@ pub async fn serve<S>(
         tokio::select! {
             biased;
             Some(reply) = pending.next(), if !pending.is_empty() => {
-                let mut close = reply.close;
-                reply.messages.iter().for_each(|m| writer.queue(m));
+                let mut close = reply.send(&mut writer);
                 // Send every reply that is ready with the same write.
                 while let Some(Some(reply)) = pending.next().now_or_never() {
-                    reply.messages.iter().for_each(|m| writer.queue(m));
-                    close |= reply.close;
+                    close |= reply.send(&mut writer);
                 }
                 match timeout(limits.write, writer.flush()).await {
                     Ok(Ok(())) => {}
@@ -502,12 +519,12 @@ impl Handler {
                 .field("finished", if welcome.finished { "yes" } else { "no" });
             let level =
                 if welcome.progress.bets() > 0 || welcome.finished { Level::INFO } else { Level::DEBUG };
-            budget.log(level, line);
             Reply::open(Message::Welcome {
                 stored: welcome.progress.bets(),
                 digest: welcome.progress.digest(),
                 finished: welcome.finished,
             })
+            .logging(move || budget.log(level, line))
         })
     }
 
@@ -543,24 +560,23 @@ impl Handler {
         Box::pin(async move {
             let Ok(outcome) = stored.await else { return shutting_down() };
             let refused = |code: ErrorCode, reason: String, close: bool| {
-                budget.log(
-                    Level::WARN,
-                    Action::fail("request").field("agency", agency).field("error", &reason),
-                );
-                Reply { messages: vec![error_message(code, first, None, reason)], close }
+                let line = Action::fail("request").field("agency", agency).field("error", &reason);
+                let budget = budget.clone();
+                Reply { messages: vec![error_message(code, first, None, reason)], close, lines: None }
+                    .logging(move || budget.log(Level::WARN, line))
             };
             match outcome {
-                StoreOutcome::Stored => {
-                    info!("{}", Action::success("apuesta_recibida").field("cantidad", count));
-                    if let Some(bets) = &to_log {
-                        log_stored(bets);
-                    }
-                    Reply::open(Message::BatchAck { first, count: count as u16 })
-                }
-                StoreOutcome::AlreadyStored => {
-                    debug!("agency {agency}: bets {first}.. of a batch of {count} were stored before");
-                    Reply::open(Message::BatchAck { first, count: count as u16 })
-                }
+                StoreOutcome::Stored => Reply::open(Message::BatchAck { first, count: count as u16 })
+                    .logging(move || {
+                        info!("{}", Action::success("apuesta_recibida").field("cantidad", count));
+                        if let Some(bets) = &to_log {
+                            log_stored(bets);
+                        }
+                    }),
+                StoreOutcome::AlreadyStored => Reply::open(Message::BatchAck { first, count: count as u16 })
+                    .logging(move || {
+                        debug!("agency {agency}: bets {first}.. of a batch of {count} were stored before")
+                    }),
                 StoreOutcome::OutOfSequence { stored } => refused(
                     ErrorCode::OutOfSequence,
                     format!("agency {agency} has {stored} bets stored; this batch starts at bet {first}"),
@@ -571,8 +587,8 @@ impl Handler {
                 }
                 StoreOutcome::Failed(e) => {
                     let line = Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e);
-                    budget.log(Level::ERROR, line);
                     Reply::open(error_message(ErrorCode::StorageFailure, first, None, e))
+                        .logging(move || budget.log(Level::ERROR, line))
                 }
             }
         })
@@ -587,11 +603,10 @@ impl Handler {
         Box::pin(async move {
             let Ok(outcome) = counted.await else { return shutting_down() };
             let refused = |code: ErrorCode, reason: String, close: bool| {
-                budget.log(
-                    Level::WARN,
-                    Action::fail("request").field("agency", agency).field("error", &reason),
-                );
-                Reply { messages: vec![error_message(code, 0, None, reason)], close }
+                let line = Action::fail("request").field("agency", agency).field("error", &reason);
+                let budget = budget.clone();
+                Reply { messages: vec![error_message(code, 0, None, reason)], close, lines: None }
+                    .logging(move || budget.log(Level::WARN, line))
             };
             match outcome {
                 FinishOutcome::Counted => Reply::open(Message::FinishedAck),
@@ -604,9 +619,9 @@ impl Handler {
                     refused(ErrorCode::AlreadyFinished, format!("agency {agency} has already finished"), true)
                 }
                 FinishOutcome::Failed(e) => {
-                    budget
-                        .log(Level::ERROR, Action::fail("finish").field("agency", agency).field("error", &e));
+                    let line = Action::fail("finish").field("agency", agency).field("error", &e);
                     Reply::open(error_message(ErrorCode::StorageFailure, 0, None, e))
+                        .logging(move || budget.log(Level::ERROR, line))
                 }
             }
         })
@@ -620,7 +635,7 @@ impl Handler {
             }
             DrawStatus::Done(winners) => winners_frames(winners.of(agency)),
         };
-        Box::pin(ready(Reply { messages, close: false }))
+        Box::pin(ready(Reply { messages, close: false, lines: None }))
     }
 }
 

@@ -515,6 +515,47 @@ async fn a_stalled_log_costs_lines_not_service() {
     assert_eq!(common::stored(&dir.path().join("bets.csv")).len(), batches * per_batch);
 }
 
+/// Each connection's lines come out in the order of its requests: three
+/// agencies pipeline their batches at once, and each one's bets are logged
+/// in the order they are stored (the replies' futures finish in any order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_lines_keep_the_order_of_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = [("SERVER_AGENCIES", "3".into()), ("LOGGING_LEVEL", "DEBUG".into())];
+    let mut server = start(dir.path(), port, &extra);
+    let (batches, per_batch) = (60u64, 20u64);
+    let document = |agency: u32, bet: u64| format!("{agency}{bet:06}");
+    let uploads = (1..=3).map(|agency| {
+        tokio::spawn(async move {
+            let (mut raw, _) = Raw::agency(addr(port), agency).await;
+            for b in 0..batches {
+                let first = b * per_batch;
+                let bets = (first..first + per_batch).map(|i| bet(&document(agency, i), 1)).collect();
+                raw.send(&batch(first, bets)).await;
+            }
+            for b in 0..batches {
+                assert_eq!(raw.recv().await, Some(ack(b * per_batch, per_batch as u16)));
+            }
+        })
+    });
+    for upload in uploads.collect::<Vec<_>>() {
+        upload.await.unwrap();
+    }
+    server.signal(Signal::SIGTERM);
+    server.wait_exit(Duration::from_secs(3));
+    for agency in 1..=3 {
+        let logged: Vec<String> = server
+            .actions()
+            .iter()
+            .filter(|a| a.name == "apuesta_almacenada")
+            .filter_map(|a| a.get("dni").filter(|d| d.starts_with(&agency.to_string())).map(str::to_owned))
+            .collect();
+        let stored: Vec<String> = (0..batches * per_batch).map(|i| document(agency, i)).collect();
+        assert_eq!(logged, stored, "agency {agency}'s bets, logged in the order they were stored");
+    }
+}
+
 /// Every connection gets its `close_connection` line, the ones the
 /// shutdown has to abort (a peer that never reads) included.
 #[tokio::test]
