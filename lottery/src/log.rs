@@ -295,19 +295,6 @@ pub fn init(level: Level) -> LogGuard {
     guard
 }
 
-impl LogGuard {
-    /// Logs at WARNING how many lines were dropped, if any: a program's
-    /// last word before it exits.
-    pub fn warn_if_dropped(&self) {
-        let dropped = self.dropped_lines();
-        if dropped > 0 {
-            let line =
-                Action::fail("log").field("dropped_lines", dropped).field("why", "stdout could not keep up");
-            tracing::warn!("{line}");
-        }
-    }
-}
-
 /// `2024-08-21 22:11:15 INFO     message`
 struct LineFormat;
 

@@ -158,8 +158,9 @@ async fn arrive(
     waiting.reached(Stage::Started);
     // An address whose credentials failed recently waits, having shown
     // it is a real peer (connections that sent nothing are pushed out first).
+    // Never so long that an agency has no time left to authenticate.
     if let Some(penalty) = ctx.failures.wait(peer.ip()) {
-        tokio::time::sleep(penalty).await;
+        tokio::time::sleep(penalty.min(ctx.auth_timeout / 2)).await;
     }
     if first[0] != TLS_HANDSHAKE {
         return Ok(Arrival::Plain(stream));

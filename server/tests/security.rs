@@ -160,6 +160,23 @@ async fn repeated_failures_are_slowed_down() {
     server.stop().await;
 }
 
+/// However many failures its address has, an agency gets in before its
+/// authentication deadline, even one shorter than the longest penalty.
+#[tokio::test]
+async fn an_agency_behind_a_failing_address_still_gets_in_before_its_deadline() {
+    let server = TestServer::start_with(1, |c| c.auth_timeout = Duration::from_millis(600)).await;
+    for _ in 0..8 {
+        let mut anonymous = Raw::tls(server.addr, None).await;
+        assert!(refused(&anonymous.ask(&Message::Hello { agency: 1 }).await, ErrorCode::Unauthenticated));
+    }
+    let started = Instant::now();
+    let (mut agency, welcome) = Raw::agency(server.addr, 1).await;
+    assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250), "the penalty still applies");
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 1)])).await, ack(0, 1));
+    server.stop().await;
+}
+
 /// Plain frames asking for what needs an agency are failed
 /// authentications too: they slow their address down the same way.
 #[tokio::test]

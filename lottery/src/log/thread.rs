@@ -10,12 +10,19 @@
 //!
 //! At most [`BUFFERED_BYTES`] of lines wait; a line that does not fit is
 //! dropped whole and counted, so a stdout that is slower than the lines
-//! (a reader that stalls) costs lines, never a wait.
+//! (a reader that stalls) costs lines, never a wait. The count is the
+//! program's last line ([`LogGuard::warn_if_dropped`]), which always finds
+//! room. Lines go out in writes of whole lines of at most [`PIPE_BUF`]
+//! bytes, which a pipe takes whole or not at all: a program that exits
+//! while its stdout is stuck leaves no line cut in the middle (the lines it
+//! could not write are lost, and not counted).
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use super::Action;
 
 /// Bytes of lines waiting to be written to stdout, at most; more lines are
 /// dropped (and counted) rather than make the program wait. The thread may
@@ -30,8 +37,13 @@ pub const BUFFERED_BYTES: usize = 512 * 1024;
 const LOOKS_BEFORE_SLEEP: usize = 4;
 
 /// How long a program that exits waits for its last lines to be written: a
-/// stdout that nobody reads must not keep it from exiting.
-pub const LAST_WRITE: Duration = Duration::from_secs(1);
+/// stdout that nobody reads must not keep it from exiting (the server has
+/// 2 s in all to stop, and gives its connections 1 s).
+pub const LAST_WRITE: Duration = Duration::from_millis(500);
+
+/// Bytes a pipe takes at once or not at all (POSIX's `PIPE_BUF` on Linux):
+/// the most the thread writes at once.
+pub const PIPE_BUF: usize = 4096;
 
 /// Hands lines to the log thread: tracing's writer. Each `write` is one
 /// whole line (tracing's formatter writes an event at once).
@@ -50,6 +62,8 @@ struct Pending {
     dropped: usize,
     /// The thread sleeps until it is woken.
     asleep: bool,
+    /// The next line is let in whatever the bound: the count of dropped lines.
+    last_word: bool,
     /// The guard is gone: write what is left, then stop.
     closing: bool,
     /// The thread wrote its last line.
@@ -77,8 +91,11 @@ impl LineQueue {
     fn push(&self, line: &[u8]) {
         let mut pending = self.0.lock();
         if pending.lines.len() + line.len() > BUFFERED_BYTES {
-            pending.dropped += 1;
-            return;
+            if !pending.last_word {
+                pending.dropped += 1;
+                return;
+            }
+            pending.last_word = false;
         }
         pending.lines.extend_from_slice(line);
         if pending.asleep {
@@ -133,12 +150,35 @@ fn write_lines<W: Write>(shared: &Shared, mut out: W) {
             debug_assert!(closing, "the thread wakes up to lines or to close");
             break;
         }
-        let _ = out.write_all(&writing);
+        for lines in whole_lines(&writing, PIPE_BUF) {
+            let _ = out.write_all(lines);
+        }
         let _ = out.flush();
         writing.clear();
     }
     shared.lock().done = true;
     shared.wake.notify_all();
+}
+
+/// `text` (whole lines) cut into runs of whole lines of at most `max`
+/// bytes each; a line longer than that is a run of its own.
+fn whole_lines(text: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = if rest.len() <= max {
+            rest.len()
+        } else if let Some(last) = rest[..max].iter().rposition(|&b| b == b'\n') {
+            last + 1
+        } else {
+            rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |first| first + 1)
+        };
+        let (run, after) = rest.split_at(end);
+        rest = after;
+        Some(run)
+    })
 }
 
 /// The log thread: dropping it writes out the lines waiting (waiting at
@@ -152,6 +192,21 @@ impl LogGuard {
     /// Lines dropped so far because stdout could not keep up.
     pub fn dropped_lines(&self) -> usize {
         self.shared.lock().dropped
+    }
+
+    /// Logs at WARNING how many lines were dropped, if any: a program's
+    /// last word before it exits, let in even when the buffer is full.
+    pub fn warn_if_dropped(&self) {
+        let dropped = {
+            let mut pending = self.shared.lock();
+            pending.last_word = pending.dropped > 0;
+            pending.dropped
+        };
+        if dropped > 0 {
+            let line =
+                Action::fail("log").field("dropped_lines", dropped).field("why", "stdout could not keep up");
+            tracing::warn!("{line}");
+        }
     }
 }
 
@@ -219,7 +274,51 @@ mod tests {
         let writes = out.writes.lock().unwrap();
         let expected: String = (0..500).map(line).collect();
         assert_eq!(String::from_utf8_lossy(&writes.concat()), expected);
-        assert!(writes.len() <= 2, "500 lines that waited went out in {} writes", writes.len());
+        // 4.4 KB of lines: the first one alone, then two runs of whole lines.
+        assert!(writes.len() <= 3, "500 lines that waited went out in {} writes", writes.len());
+        assert!(writes.iter().all(|w| w.len() <= PIPE_BUF && w.ends_with(b"\n")));
+    }
+
+    #[test]
+    fn writes_are_runs_of_whole_lines_that_a_pipe_takes_at_once() {
+        let text: String = (0..3000).map(|i| "x".repeat(i % 97) + "\n").collect();
+        let long = format!("{}\n", "y".repeat(5000));
+        let text = format!("{text}{long}{text}");
+        let runs: Vec<&[u8]> = whole_lines(text.as_bytes(), PIPE_BUF).collect();
+        assert_eq!(runs.concat(), text.as_bytes());
+        for run in &runs {
+            assert!(run.ends_with(b"\n"));
+            assert!(run.len() <= PIPE_BUF || *run == long.as_bytes(), "a run of {} bytes", run.len());
+        }
+        assert!(runs.len() < 2 * text.len() / PIPE_BUF, "{} runs: too many", runs.len());
+    }
+
+    #[test]
+    fn the_count_of_dropped_lines_finds_room_in_a_full_buffer() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = Recorded::default();
+        let (queue, guard) = spawn(out.clone()).unwrap();
+        let held = out.held.lock().unwrap();
+        for i in 0..3 * BUFFERED_BYTES / line(0).len() {
+            (&queue).write_all(line(i).as_bytes()).unwrap();
+        }
+        let dropped = guard.dropped_lines();
+        assert!(dropped > 0);
+        let lines =
+            tracing_subscriber::fmt::layer().event_format(super::super::LineFormat).with_writer(queue);
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(lines), || {
+            guard.warn_if_dropped();
+        });
+        drop(held);
+        drop(guard);
+        let text = String::from_utf8(out.writes.lock().unwrap().concat()).unwrap();
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.ends_with(&format!(
+                "action: log | result: fail | dropped_lines: {dropped} | why: stdout could not keep up"
+            )),
+            "{last}"
+        );
     }
 
     #[test]
