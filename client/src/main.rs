@@ -43,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         // Signals are caught from before the first log line: a SIGTERM at
         // any moment after that ends in a clean exit.
         let stop = CancellationToken::new();
@@ -80,7 +80,11 @@ fn main() -> ExitCode {
         let code = report(&config, ending);
         log.warn_if_dropped();
         code
-    })
+    });
+    // Nothing is left to wait for: the reader thread, if any, only reads
+    // (joining it would cost the exit a wake-up).
+    runtime.shutdown_background();
+    code
 }
 
 /// Logs how the session ended and picks the exit code.
