@@ -270,10 +270,10 @@ pub use thread::{LogGuard, BUFFERED_BYTES};
 ///
 /// Lines go to stdout through a thread of their own, in the order they were
 /// made, so they show in `docker logs` as they happen: the thread writes
-/// every line waiting at once, in one write, never holding one back for
-/// more to come. (Stdout alone would make one write per line: a system
-/// call, and a wake-up of whoever reads the pipe, per batch the server
-/// stores.) The program never waits for its log: if stdout is slower than
+/// every line waiting at once, in writes of whole lines up to 4 KiB, never
+/// holding one back for more to come. (Stdout alone would make one write
+/// per line: a system call, and a wake-up of whoever reads the pipe, per
+/// batch the server stores.) The program never waits for its log: if stdout is slower than
 /// the lines come (a slow reader), up to [`BUFFERED_BYTES`] of lines wait
 /// and more are dropped and counted ([`LogGuard::dropped_lines`]). A line
 /// that cannot be written at all (stdout on a full disk, a closed pipe) is

@@ -422,6 +422,13 @@ pub async fn serve<S>(
             }
         }
     }
+    // Replies ready but not sent (the peer is gone) still say what happened:
+    // their batches are stored.
+    while let Some(Some(reply)) = pending.next().now_or_never() {
+        if let Some(lines) = reply.lines {
+            lines();
+        }
+    }
     let _ = timeout(limits.write, writer.shutdown()).await;
     if let Some(agency) = handler.agency {
         handler.agencies.release(agency, &handler.connection);

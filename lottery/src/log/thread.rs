@@ -3,7 +3,7 @@
 //! Whoever logs appends the whole line to one buffer under a lock and wakes
 //! the thread only if it sleeps; the thread takes everything waiting at
 //! once (swapping buffers, so no line is copied twice and nothing is
-//! allocated per line) and writes it in one `write`. Lines keep the order
+//! allocated per line) and writes it out together (see below). Lines keep the order
 //! in which they were handed over. When none are left, the thread looks
 //! again a few times, yielding in between, then sleeps on a condition
 //! variable until there are more.
@@ -123,7 +123,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineQueue {
     }
 }
 
-/// The thread's loop: everything waiting, in one write, until closing.
+/// The thread's loop: everything waiting, together, until closing.
 /// Errors are not reported: a line that cannot be written is lost.
 fn write_lines<W: Write>(shared: &Shared, mut out: W) {
     let mut writing = Vec::new();
@@ -260,7 +260,7 @@ mod tests {
         let (queue, guard) = spawn(out.clone()).unwrap();
         let held = out.held.lock().unwrap();
         // Whenever the thread writes first, that write waits at the gate
-        // until all 500 lines are handed over: they go out in two writes
+        // until all 500 lines are handed over: they go out in three writes
         // at most, and in one write per line if each were written alone.
         for i in 0..500 {
             (&queue).write_all(line(i).as_bytes()).unwrap();
