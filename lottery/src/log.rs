@@ -273,13 +273,13 @@ pub use thread::{LogGuard, BUFFERED_BYTES};
 /// every line waiting at once, in writes of whole lines up to 4 KiB, never
 /// holding one back for more to come. (Stdout alone would make one write
 /// per line: a system call, and a wake-up of whoever reads the pipe, per
-/// batch the server stores.) The program never waits for its log: if stdout is slower than
-/// the lines come (a slow reader), up to [`BUFFERED_BYTES`] of lines wait
-/// and more are dropped and counted ([`LogGuard::dropped_lines`]). A line
-/// that cannot be written at all (stdout on a full disk, a closed pipe) is
-/// lost, never a reason to stop, and no error about it is printed anywhere
-/// (printing to stderr could fail the same way, and `eprintln!` panics
-/// when it does).
+/// batch the server stores.) The program never waits for its log: if
+/// stdout is slower than the lines come (a slow reader), up to
+/// [`BUFFERED_BYTES`] of lines wait and more are dropped and counted
+/// ([`LogGuard::dropped_lines`]). A line that cannot be written at all
+/// (stdout on a full disk, a closed pipe) is lost, never a reason to stop,
+/// and no error about it is printed anywhere (printing to stderr could
+/// fail the same way, and `eprintln!` panics when it does).
 pub fn init(level: Level) -> LogGuard {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

@@ -98,6 +98,12 @@ impl Reply {
     /// closes after them.
     fn send<W: AsyncWrite + Unpin>(self, writer: &mut MessageWriter<W>) -> bool {
         self.messages.iter().for_each(|m| writer.queue(m));
+        self.log()
+    }
+
+    /// Logs the lines (the messages are not sent); true if the connection
+    /// closes after them.
+    fn log(self) -> bool {
         if let Some(lines) = self.lines {
             lines();
         }
@@ -425,9 +431,7 @@ pub async fn serve<S>(
     // Replies ready but not sent (the peer is gone) still say what happened:
     // their batches are stored.
     while let Some(Some(reply)) = pending.next().now_or_never() {
-        if let Some(lines) = reply.lines {
-            lines();
-        }
+        reply.log();
     }
     let _ = timeout(limits.write, writer.shutdown()).await;
     if let Some(agency) = handler.agency {

@@ -544,9 +544,9 @@ async fn a_connections_lines_keep_the_order_of_its_requests() {
     }
     server.signal(Signal::SIGTERM);
     server.wait_exit(Duration::from_secs(3));
+    let actions = server.actions();
     for agency in 1..=3 {
-        let logged: Vec<String> = server
-            .actions()
+        let logged: Vec<String> = actions
             .iter()
             .filter(|a| a.name == "apuesta_almacenada")
             .filter_map(|a| a.get("dni").filter(|d| d.starts_with(&agency.to_string())).map(str::to_owned))
