@@ -1,7 +1,9 @@
 //! `bench --hostile N`: the server's memory while N authenticated agencies
 //! each pipeline maximum-size batches as fast as they can and never read a
-//! reply. The server must keep its memory within a bound of its limits
-//! (the README states it), whatever they do.
+//! reply, and the gate's pool is full of connections that have not said
+//! `Hello`, each holding as much as it may send before it does. The server
+//! must keep its memory within a bound of its limits (the README states
+//! it), whatever they do.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +14,9 @@ use protocol::{bet_wire_len, BetBatchBuilder, Message, MessageReader, MessageWri
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use ::server::config::DEFAULT_MAX_UNAUTHENTICATED;
+use ::server::gate::BEFORE_HELLO_BYTES;
+
 use crate::server::Server;
 
 /// Memory a connection can make the server hold at most, as the README
@@ -20,6 +25,13 @@ use crate::server::Server;
 /// read (8 KiB), one frame whose bets wait for room in the writer's queue
 /// (8 KiB) and its task; measured, 66–68 KiB.
 pub const PER_CONNECTION_KIB: u64 = 68;
+
+/// Memory a connection waiting in the gate's pool can make the server hold
+/// at most: it may send [`BEFORE_HELLO_BYTES`] before its `Hello`, so
+/// rustls' buffer of a record received stays within 16 KiB; with its TLS
+/// session and its task, measured 33–34 KiB for the worst shape (an
+/// agency's handshake done, then a record cut short of the limit).
+pub const PER_WAITING_KIB: u64 = 36;
 
 /// What a server serving batches holds beyond what it held at start,
 /// whatever the number of connections: its threads' stacks as they are
@@ -32,6 +44,8 @@ pub const QUEUE_KIB: u64 = ::server::agencies::QUEUE_BYTES as u64 / 1024;
 /// What the server's memory did.
 pub struct Report {
     pub connections: usize,
+    /// Connections waiting in the gate's pool (it holds this many).
+    pub waiting: usize,
     /// Resident memory once started, before any connection.
     pub started_kib: u64,
     /// Resident memory once every connection had said Hello, before any batch.
@@ -44,9 +58,14 @@ pub struct Report {
 
 impl Report {
     /// The README's bound: memory at start, plus the working memory, plus
-    /// each connection's, plus the writer's queue.
+    /// each connection's, plus each place of the pool, plus the writer's
+    /// queue.
     pub fn bound_kib(&self) -> u64 {
-        self.started_kib + WORKING_KIB + self.connections as u64 * PER_CONNECTION_KIB + QUEUE_KIB
+        self.started_kib
+            + WORKING_KIB
+            + self.connections as u64 * PER_CONNECTION_KIB
+            + self.waiting as u64 * PER_WAITING_KIB
+            + QUEUE_KIB
     }
 }
 
@@ -56,8 +75,11 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
     let storage = dir.join("hostile-round");
     std::fs::create_dir_all(&storage)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // Connections waiting in the pool last the whole load.
+    let deadline = [("SERVER_AUTH_TIMEOUT", format!("{}s", seconds + 60))];
+    let bets = storage.join("bets.csv");
     let mut server =
-        Server::start(binary, "WARNING", port, connections, &storage.join("bets.csv"), &credentials)?;
+        Server::start_with(binary, "WARNING", port, connections, &bets, &credentials, &deadline)?;
     let started_kib = server.rss_kib()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let report = runtime.block_on(async {
@@ -66,6 +88,11 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
             links.push(connect(port, agency, &credentials).await?);
         }
         let connected_kib = server.rss_kib()?;
+        let waiting = DEFAULT_MAX_UNAUTHENTICATED;
+        let mut places = Vec::with_capacity(waiting);
+        for _ in 0..waiting {
+            places.push(wait_in_pool(port, 1, &credentials).await?);
+        }
         let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = Vec::new();
         for link in links {
@@ -81,7 +108,8 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
         peak_kib = peak_kib.max(server.peak_rss_kib()?);
         tasks.iter().for_each(|t| t.abort());
         let batches = sent.load(std::sync::atomic::Ordering::Relaxed);
-        anyhow::Ok(Report { connections, started_kib, connected_kib, peak_kib, batches })
+        drop(places);
+        anyhow::Ok(Report { connections, waiting, started_kib, connected_kib, peak_kib, batches })
     })?;
     drop(runtime);
     server.stop()?;
@@ -105,6 +133,22 @@ async fn connect(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<L
         Some(Message::Welcome { .. }) => Ok(reader.into_inner().unsplit(writer.into_inner())),
         other => anyhow::bail!("agency {agency}: Hello answered with {other:?}"),
     }
+}
+
+/// A connection of `agency` with its TLS handshake done and no `Hello`,
+/// that has sent most of a record beyond: what the server buffers for it
+/// is about as much as a connection waiting in the pool can make it hold.
+async fn wait_in_pool(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<Link> {
+    let config = protocol::tls::client_config(&testkit::credentials::agency(credentials, agency))?;
+    let name = protocol::tls::server_name("127.0.0.1:1")?;
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut tls = TlsConnector::from(config).connect(name, stream).await?;
+    // Under TLS, the start of a record of the largest size: with the
+    // handshake (about 1 KiB), just short of what it may send.
+    let mut record = vec![0x17, 0x03, 0x03, 0x40, 0x00];
+    record.resize(BEFORE_HELLO_BYTES - 2048, 0x5a);
+    tls.get_mut().0.write_all(&record).await.context("the server closed a waiting connection")?;
+    Ok(tls)
 }
 
 /// Sends batches of as many bets as fit a frame, in sequence, forever,

@@ -110,18 +110,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(connections) = args.hostile {
         let r = hostile::run(&args.server, connections, args.hostile_seconds, &dir)?;
         println!(
-            "{} agencies pipelining full batches, never reading, {} s: server RSS {:.1} MiB at start, {:.1} MiB once connected, peak {:.1} MiB ({:.0} KiB per connection above the start); {} batches sent; the README's bound: {:.1} MiB + {} KiB + {} × {} KiB + {} KiB = {:.1} MiB",
+            "{} agencies pipelining full batches, never reading, and {} connections waiting before Hello, {} s: server RSS {:.1} MiB at start, {:.1} MiB once connected, peak {:.1} MiB; {} batches sent; the README's bound: {:.1} MiB + {} KiB + {} × {} KiB + {} × {} KiB + {} KiB = {:.1} MiB",
             r.connections,
+            r.waiting,
             args.hostile_seconds,
             r.started_kib as f64 / 1024.0,
             r.connected_kib as f64 / 1024.0,
             r.peak_kib as f64 / 1024.0,
-            (r.peak_kib - r.started_kib) as f64 / r.connections as f64,
             r.batches,
             r.started_kib as f64 / 1024.0,
             hostile::WORKING_KIB,
             r.connections,
             hostile::PER_CONNECTION_KIB,
+            r.waiting,
+            hostile::PER_WAITING_KIB,
             hostile::QUEUE_KIB,
             r.bound_kib() as f64 / 1024.0
         );

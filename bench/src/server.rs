@@ -31,6 +31,19 @@ impl Server {
         storage: &Path,
         credentials: &Path,
     ) -> anyhow::Result<Server> {
+        Server::start_with(binary, log_level, port, agencies, storage, credentials, &[])
+    }
+
+    /// [`Server::start`], with more settings in its environment.
+    pub fn start_with(
+        binary: &Path,
+        log_level: &str,
+        port: u16,
+        agencies: usize,
+        storage: &Path,
+        credentials: &Path,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Server> {
         let child = Command::new(binary)
             .env_clear()
             .env("SERVER_PORT", port.to_string())
@@ -39,6 +52,7 @@ impl Server {
             .env("SERVER_AGENCIES", agencies.to_string())
             .env("SERVER_STORAGE_PATH", storage)
             .envs(testkit::credentials::server_env(credentials))
+            .envs(settings.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

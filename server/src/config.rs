@@ -42,6 +42,9 @@ pub struct Config {
     pub max_unauthenticated: usize,
 }
 
+/// `SERVER_MAX_UNAUTHENTICATED` when it is not set.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 128;
+
 /// The most `SERVER_MAX_UNAUTHENTICATED` can be: the gate scans its pool
 /// on every connection, and each place costs a connection's buffers.
 pub const MAX_UNAUTHENTICATED: usize = 65_536;
@@ -94,8 +97,11 @@ impl Config {
                 SettingError::new("SERVER_IDLE_TIMEOUT", "SERVER_IDLE_TIMEOUT", "must be above 0s").into()
             );
         }
-        let max_unauthenticated =
-            sources.optional("SERVER_MAX_UNAUTHENTICATED", "SERVER_MAX_UNAUTHENTICATED", 128)?;
+        let max_unauthenticated = sources.optional(
+            "SERVER_MAX_UNAUTHENTICATED",
+            "SERVER_MAX_UNAUTHENTICATED",
+            DEFAULT_MAX_UNAUTHENTICATED,
+        )?;
         if !(1..=MAX_UNAUTHENTICATED).contains(&max_unauthenticated) {
             let problem = format!("must be from 1 to {MAX_UNAUTHENTICATED}");
             return Err(SettingError::new(

@@ -9,10 +9,12 @@
 //!
 //! Until it has authenticated (its TLS handshake done with a verified
 //! agency certificate, and its `Hello` said), a connection holds a place in
-//! the [`Gate`] and lives at most the authentication deadline. A failed authentication is
-//! logged once, and makes the next connections from the same address wait
-//! before their handshake (see [`Failures`]). Every connection, however it
-//! ends (aborted at shutdown included), gets one `close_connection` line.
+//! the [`Gate`], lives at most the authentication deadline and may send at
+//! most [`BEFORE_HELLO_BYTES`](crate::gate::BEFORE_HELLO_BYTES). A failed
+//! authentication is logged once, and makes the next connections from the
+//! same address wait before their handshake (see [`Failures`]). Every
+//! connection, however it ends (aborted at shutdown included), gets one
+//! `close_connection` line.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agencies::Agencies;
-use crate::gate::{Failures, Gate, Stage, Waiting};
+use crate::gate::{Failures, Gate, Metered, Stage, Waiting};
 use crate::session::{self, Identity, Limits, PeerLines};
 
 /// What every connection shares.
@@ -128,15 +130,18 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
     }
 }
 
+/// A connection's stream, metered until it leaves the gate.
+type Stream = Metered<TcpStream>;
+
 /// What a connection turned out to be.
 enum Arrival {
     /// Plain frames: Echo only.
-    Plain(TcpStream),
+    Plain(Stream),
     /// TLS with a verified certificate of this agency.
-    Agency(Box<protocol::tls::server::TlsStream<TcpStream>>, u32),
+    Agency(Box<protocol::tls::server::TlsStream<Stream>>, u32),
     /// TLS without an agency's certificate (none, or one that names no
     /// agency), and why.
-    Anonymous(Box<protocol::tls::server::TlsStream<TcpStream>>, &'static str),
+    Anonymous(Box<protocol::tls::server::TlsStream<Stream>>, &'static str),
     /// TLS that failed: the certificate was refused, or the handshake broke.
     Refused(String),
 }
@@ -162,6 +167,7 @@ async fn arrive(
     if let Some(penalty) = ctx.failures.wait(peer.ip()) {
         tokio::time::sleep(penalty.min(ctx.auth_timeout / 2)).await;
     }
+    let stream = waiting.meter(stream);
     if first[0] != TLS_HANDSHAKE {
         return Ok(Arrival::Plain(stream));
     }

@@ -16,6 +16,11 @@
 //!   certificate is verified is never pushed out;
 //! - then the oldest.
 //!
+//! What a connection sends while it holds a place is metered: at most
+//! [`BEFORE_HELLO_BYTES`] in all, TLS handshake included, or its reads fail
+//! (see [`Metered`]). That bounds what a place can make the server hold:
+//! rustls alone would buffer a handshake message of up to 64 KiB.
+//!
 //! [`Failures`] slows down repeated failures: after a failed
 //! authentication, new connections from the same address wait before their
 //! handshake, longer the more that address failed recently (at most
@@ -24,11 +29,24 @@
 //! have sent nothing go first).
 
 use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use protocol::MAX_FRAME_LEN;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
+
+/// Bytes a connection may send while it holds a place in the pool, TLS
+/// handshake included. An agency's handshake and `Hello` take about 1 KiB
+/// (more with a longer certificate chain); a plain connection's largest
+/// echo takes a frame.
+pub const BEFORE_HELLO_BYTES: usize = 12 * 1024;
+const _: () = assert!(BEFORE_HELLO_BYTES >= MAX_FRAME_LEN + 4096, "room for an echo of the largest frame");
 
 /// How far a connection waiting in the gate has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,13 +75,17 @@ pub struct Gate {
     places: Mutex<Vec<Place>>,
 }
 
-/// A place in the gate's pool, given up when dropped.
+/// A place in the gate's pool, given up when dropped; then the connection
+/// may send without limit.
 #[derive(Debug)]
 pub struct Waiting {
     gate: Arc<Gate>,
     id: u64,
     /// Cancelled when a newer connection pushes this one out.
     pub pushed_out: CancellationToken,
+    /// Bytes the connection may still send; `usize::MAX` once it may send
+    /// without limit.
+    left: Arc<AtomicUsize>,
 }
 
 impl Gate {
@@ -88,7 +110,7 @@ impl Gate {
             places.push(Place { id, ip, stage: Stage::Silent, pushed_out: pushed_out.clone() });
         }
         assert!(places.len() <= self.max, "the pool stays within its bound");
-        Waiting { gate: self.clone(), id, pushed_out }
+        Waiting { gate: self.clone(), id, pushed_out, left: Arc::new(AtomicUsize::new(BEFORE_HELLO_BYTES)) }
     }
 
     /// How many connections wait now.
@@ -129,12 +151,81 @@ impl Waiting {
     }
 }
 
+impl Waiting {
+    /// The connection's stream, whose reads count against what it may
+    /// send while it waits.
+    pub fn meter<S>(&self, stream: S) -> Metered<S> {
+        Metered { inner: stream, left: self.left.clone() }
+    }
+}
+
 impl Drop for Waiting {
     fn drop(&mut self) {
+        self.left.store(usize::MAX, Ordering::Relaxed);
         let mut places = self.gate.lock();
         if let Some(at) = places.iter().position(|p| p.id == self.id) {
             places.remove(at);
         }
+    }
+}
+
+/// A stream whose reads fail once its connection, still waiting in the
+/// pool, has sent more than [`BEFORE_HELLO_BYTES`]; see [`Waiting::meter`].
+/// Writes go through untouched.
+#[derive(Debug)]
+pub struct Metered<S> {
+    inner: S,
+    left: Arc<AtomicUsize>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let read = buf.filled().len() - before;
+        let within = |left: usize| match left {
+            usize::MAX => Some(left),
+            _ => left.checked_sub(read),
+        };
+        // The bytes of a read past the limit are not handed on: whoever
+        // reads sees an error instead, and the connection ends.
+        match self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, within) {
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(_) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than {BEFORE_HELLO_BYTES} bytes sent before Hello"),
+            ))),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use client::{BetSource, Ending};
 use common::{ack, batch, bet, client_config, Raw, TestServer};
 use protocol::tls;
-use protocol::{ErrorCode, Message};
-use tokio::io::AsyncWriteExt;
+use protocol::{ErrorCode, Message, MAX_FRAME_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 fn refused(reply: &Message, code: ErrorCode) -> bool {
@@ -261,6 +261,47 @@ async fn a_connection_that_does_not_authenticate_is_dropped_at_the_deadline() {
     echoing.expect_closed().await;
     certified.expect_closed().await;
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    server.stop().await;
+}
+
+/// Before its `Hello` a connection may send only so much, whatever it is:
+/// plain frames, a certified connection's frames, or a TLS handshake
+/// message that would have rustls buffer 64 KiB. Past the limit it is
+/// closed at once, not at the deadline; after `Hello` there is no limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_may_send_only_so_much_before_hello() {
+    let server = TestServer::start_with(1, |c| c.auth_timeout = Duration::from_secs(30)).await;
+    let started = Instant::now();
+    let echo = Message::Echo(bytes::Bytes::from(vec![b'x'; MAX_FRAME_LEN - 64]));
+    let mut plain = Raw::connect(server.addr).await;
+    let mut certified = Raw::tls(server.addr, Some(1)).await;
+    for raw in [&mut plain, &mut certified] {
+        assert!(matches!(raw.ask(&echo).await, Message::Echo(_)), "one frame of the largest size fits");
+        raw.send(&echo).await;
+        raw.expect_closed().await;
+    }
+    // One handshake message of 64 KiB, over records of 16 KiB.
+    let mut message = vec![1, 0x00, 0xfd, 0xe8];
+    message.resize(4 + 65_000, 0x5a);
+    let mut handshake = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    for part in message.chunks(16 * 1024) {
+        let mut record = vec![0x16, 0x03, 0x01];
+        record.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        record.extend_from_slice(part);
+        if handshake.write_all(&record).await.is_err() {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), handshake.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the handshake connection is still open after 5 s");
+    assert!(started.elapsed() < Duration::from_secs(10), "closed at the deadline, not at the limit");
+    // An agency that has said Hello sends far more over one connection.
+    let (mut agency, _) = Raw::agency(server.addr, 1).await;
+    for first in 0..8 {
+        let bets = (0..60).map(|i| bet(&format!("{}", first * 60 + i), 1)).collect();
+        assert_eq!(agency.ask(&batch(first * 60, bets)).await, ack(first * 60, 60));
+    }
     server.stop().await;
 }
 
