@@ -78,8 +78,7 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
     // Connections waiting in the pool last the whole load.
     let deadline = [("SERVER_AUTH_TIMEOUT", format!("{}s", seconds + 60))];
     let bets = storage.join("bets.csv");
-    let mut server =
-        Server::start_with(binary, "WARNING", port, connections, &bets, &credentials, &deadline)?;
+    let mut server = Server::start(binary, "WARNING", port, connections, &bets, &credentials, &deadline)?;
     let started_kib = server.rss_kib()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let report = runtime.block_on(async {

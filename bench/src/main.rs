@@ -214,8 +214,15 @@ async fn one_run(
     }
     std::fs::create_dir(&round)?;
     let storage = round.join("bets.csv");
-    let mut server =
-        Server::start(&args.server, &args.log_level, port, agencies.len(), &storage, &credentials_dir(dir))?;
+    let mut server = Server::start(
+        &args.server,
+        &args.log_level,
+        port,
+        agencies.len(),
+        &storage,
+        &credentials_dir(dir),
+        &[],
+    )?;
 
     let address = format!("127.0.0.1:{port}");
     let (elapsed, agencies_cpu) = if args.tasks {
@@ -362,7 +369,7 @@ fn measure_recovery(args: &Args, dir: &Path, agencies: usize) -> anyhow::Result<
     let started = Instant::now();
     let storage = round_dir(dir).join("bets.csv");
     let mut server =
-        Server::start(&args.server, &args.log_level, port, agencies, &storage, &credentials_dir(dir))?;
+        Server::start(&args.server, &args.log_level, port, agencies, &storage, &credentials_dir(dir), &[])?;
     let took = started.elapsed();
     server.stop()?;
     std::fs::remove_dir_all(round_dir(dir))?;
@@ -381,8 +388,15 @@ async fn measure_handshakes(
     let round = round_dir(dir);
     std::fs::create_dir_all(&round)?;
     let storage = round.join("bets.csv");
-    let mut server =
-        Server::start(&args.server, &args.log_level, port, agencies.len(), &storage, &credentials_dir(dir))?;
+    let mut server = Server::start(
+        &args.server,
+        &args.log_level,
+        port,
+        agencies.len(),
+        &storage,
+        &credentials_dir(dir),
+        &[],
+    )?;
     let agency = &agencies[0];
     let tls =
         protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), agency.agency))?;

@@ -22,20 +22,9 @@ pub struct Server {
 
 impl Server {
     /// Starts `binary` on `port` for `agencies` agencies, its round at
-    /// `storage`, its credentials in `credentials`; returns once it listens.
+    /// `storage`, its credentials in `credentials`, and these other
+    /// `settings` in its environment; returns once it listens.
     pub fn start(
-        binary: &Path,
-        log_level: &str,
-        port: u16,
-        agencies: usize,
-        storage: &Path,
-        credentials: &Path,
-    ) -> anyhow::Result<Server> {
-        Server::start_with(binary, log_level, port, agencies, storage, credentials, &[])
-    }
-
-    /// [`Server::start`], with more settings in its environment.
-    pub fn start_with(
         binary: &Path,
         log_level: &str,
         port: u16,
