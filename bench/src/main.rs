@@ -194,6 +194,17 @@ fn credentials_dir(dir: &Path) -> PathBuf {
     dir.join("credentials")
 }
 
+/// The server under test, for `agencies` agencies, its round at `storage`.
+fn start_server(
+    args: &Args,
+    dir: &Path,
+    port: u16,
+    agencies: usize,
+    storage: &Path,
+) -> anyhow::Result<Server> {
+    Server::start(&args.server, &args.log_level, port, agencies, storage, &credentials_dir(dir), &[])
+}
+
 /// Where a run keeps its round; the last one is kept for [`measure_recovery`].
 fn round_dir(dir: &Path) -> PathBuf {
     dir.join("round")
@@ -214,15 +225,7 @@ async fn one_run(
     }
     std::fs::create_dir(&round)?;
     let storage = round.join("bets.csv");
-    let mut server = Server::start(
-        &args.server,
-        &args.log_level,
-        port,
-        agencies.len(),
-        &storage,
-        &credentials_dir(dir),
-        &[],
-    )?;
+    let mut server = start_server(args, dir, port, agencies.len(), &storage)?;
 
     let address = format!("127.0.0.1:{port}");
     let (elapsed, agencies_cpu) = if args.tasks {
@@ -368,8 +371,7 @@ fn measure_recovery(args: &Args, dir: &Path, agencies: usize) -> anyhow::Result<
     let port = free_port()?;
     let started = Instant::now();
     let storage = round_dir(dir).join("bets.csv");
-    let mut server =
-        Server::start(&args.server, &args.log_level, port, agencies, &storage, &credentials_dir(dir), &[])?;
+    let mut server = start_server(args, dir, port, agencies, &storage)?;
     let took = started.elapsed();
     server.stop()?;
     std::fs::remove_dir_all(round_dir(dir))?;
@@ -388,15 +390,7 @@ async fn measure_handshakes(
     let round = round_dir(dir);
     std::fs::create_dir_all(&round)?;
     let storage = round.join("bets.csv");
-    let mut server = Server::start(
-        &args.server,
-        &args.log_level,
-        port,
-        agencies.len(),
-        &storage,
-        &credentials_dir(dir),
-        &[],
-    )?;
+    let mut server = start_server(args, dir, port, agencies.len(), &storage)?;
     let agency = &agencies[0];
     let tls =
         protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), agency.agency))?;
