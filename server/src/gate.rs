@@ -149,9 +149,7 @@ impl Waiting {
             place.stage = place.stage.max(stage);
         }
     }
-}
 
-impl Waiting {
     /// The connection's stream, whose reads count against what it may
     /// send while it waits.
     pub fn meter<S>(&self, stream: S) -> Metered<S> {
@@ -295,6 +293,26 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         [10, 0, 0, last].into()
+    }
+
+    #[tokio::test]
+    async fn a_waiting_connection_reads_up_to_its_limit_and_freely_once_out_of_the_pool() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gate = Gate::new(4);
+        let waiting = gate.admit(1, ip(1));
+        let (mut peer, stream) = tokio::io::duplex(4 * BEFORE_HELLO_BYTES);
+        let mut metered = waiting.meter(stream);
+        peer.write_all(&vec![7; BEFORE_HELLO_BYTES + 1]).await.unwrap();
+        metered.read_exact(&mut vec![0; BEFORE_HELLO_BYTES]).await.unwrap();
+        let past = metered.read(&mut [0; 1]).await.unwrap_err();
+        assert_eq!(past.kind(), io::ErrorKind::InvalidData, "{past}");
+
+        let waiting = gate.admit(2, ip(1));
+        let (mut peer, stream) = tokio::io::duplex(4 * BEFORE_HELLO_BYTES);
+        let mut metered = waiting.meter(stream);
+        drop(waiting);
+        peer.write_all(&vec![7; 3 * BEFORE_HELLO_BYTES]).await.unwrap();
+        metered.read_exact(&mut vec![0; 3 * BEFORE_HELLO_BYTES]).await.unwrap();
     }
 
     #[test]
