@@ -208,10 +208,10 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
         let want = expected.winners[&client.agency].len().to_string();
         let got = client.process.actions().into_iter().find(|a| a.name == "consulta_ganadores");
         if !status.success() || got.as_ref().and_then(|a| a.get("cant_ganadores")) != Some(want.as_str()) {
+            let agency = client.agency;
             return Err(format!(
-                "agency {} exited with {status} and {got:?}, {want} winners expected:\n{}",
-                client.agency,
-                client.process.seen.join("\n")
+                "agency {agency} exited with {status} and {got:?}, {want} winners expected:\n{}",
+                round.logs()
             ));
         }
     }
