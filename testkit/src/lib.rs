@@ -113,8 +113,12 @@ impl Process {
         self.seen.extend(self.lines.try_iter());
     }
 
-    pub fn signal(&self, signal: Signal) {
-        send_signal(self.child.id(), signal);
+    /// Sends `signal`, unless the process has exited: once it is reaped
+    /// its pid may belong to another process (another test's server).
+    pub fn signal(&mut self, signal: Signal) {
+        if self.child.try_wait().unwrap().is_none() {
+            send_signal(self.child.id(), signal);
+        }
     }
 
     /// The exit status, if the process has exited; then its whole stdout
