@@ -441,12 +441,17 @@ impl Round {
         Ok(())
     }
 
-    /// The server's and every agency's last lines, for a failure report.
+    /// The server's and every agency's last lines, for a failure report;
+    /// and how the server ended, if it has.
     fn logs(&mut self) -> String {
         let mut out = String::new();
         if let Some(server) = &mut self.server {
             server.drain();
+            let exited = server.try_exit();
             out += &format!("--- server\n{}\n", tail(&server.seen));
+            if let Some(status) = exited {
+                out += &format!("--- the server exited ({status}); its stderr:\n{}\n", server.stderr());
+            }
         }
         for client in &mut self.clients {
             client.process.drain();
