@@ -89,6 +89,21 @@ impl Reply {
         Box::pin(ready(Reply::last(message)))
     }
 
+    /// A request of `agency` refused: the error (for the bets from
+    /// `first`), logged at WARNING as it is sent.
+    fn refused(
+        budget: LogBudget,
+        agency: u32,
+        first: u64,
+        code: ErrorCode,
+        reason: String,
+        close: bool,
+    ) -> Reply {
+        let line = Action::fail("request").field("agency", agency).field("error", &reason);
+        Reply { messages: vec![error_message(code, first, None, reason)], close, lines: None }
+            .logging(move || budget.log(Level::WARN, line))
+    }
+
     fn logging(mut self, lines: impl FnOnce() + Send + 'static) -> Reply {
         self.lines = Some(Box::new(lines));
         self
@@ -570,12 +585,6 @@ impl Handler {
         let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(outcome) = stored.await else { return shutting_down() };
-            let refused = |code: ErrorCode, reason: String, close: bool| {
-                let line = Action::fail("request").field("agency", agency).field("error", &reason);
-                let budget = budget.clone();
-                Reply { messages: vec![error_message(code, first, None, reason)], close, lines: None }
-                    .logging(move || budget.log(Level::WARN, line))
-            };
             match outcome {
                 StoreOutcome::Stored => Reply::open(Message::BatchAck { first, count: count as u16 })
                     .logging(move || {
@@ -588,13 +597,17 @@ impl Handler {
                     .logging(move || {
                         debug!("agency {agency}: bets {first}.. of a batch of {count} were stored before")
                     }),
-                StoreOutcome::OutOfSequence { stored } => refused(
+                StoreOutcome::OutOfSequence { stored } => Reply::refused(
+                    budget,
+                    agency,
+                    first,
                     ErrorCode::OutOfSequence,
                     format!("agency {agency} has {stored} bets stored; this batch starts at bet {first}"),
                     false,
                 ),
                 StoreOutcome::AlreadyFinished => {
-                    refused(ErrorCode::AlreadyFinished, format!("agency {agency} has already finished"), true)
+                    let reason = format!("agency {agency} has already finished");
+                    Reply::refused(budget, agency, first, ErrorCode::AlreadyFinished, reason, true)
                 }
                 StoreOutcome::Failed(e) => {
                     let line = Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e);
@@ -613,21 +626,19 @@ impl Handler {
         let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(outcome) = counted.await else { return shutting_down() };
-            let refused = |code: ErrorCode, reason: String, close: bool| {
-                let line = Action::fail("request").field("agency", agency).field("error", &reason);
-                let budget = budget.clone();
-                Reply { messages: vec![error_message(code, 0, None, reason)], close, lines: None }
-                    .logging(move || budget.log(Level::WARN, line))
-            };
             match outcome {
                 FinishOutcome::Counted => Reply::open(Message::FinishedAck),
-                FinishOutcome::OutOfSequence { claimed, stored } => refused(
+                FinishOutcome::OutOfSequence { claimed, stored } => Reply::refused(
+                    budget,
+                    agency,
+                    0,
                     ErrorCode::OutOfSequence,
                     format!("agency {agency} says it has {claimed} bets; the server holds {stored}"),
                     false,
                 ),
                 FinishOutcome::AlreadyFinished => {
-                    refused(ErrorCode::AlreadyFinished, format!("agency {agency} has already finished"), true)
+                    let reason = format!("agency {agency} has already finished");
+                    Reply::refused(budget, agency, 0, ErrorCode::AlreadyFinished, reason, true)
                 }
                 FinishOutcome::Failed(e) => {
                     let line = Action::fail("finish").field("agency", agency).field("error", &e);
