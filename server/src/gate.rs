@@ -184,6 +184,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        // Once out of the pool (every read of an agency's upload), a load.
+        if self.left.load(Ordering::Relaxed) == usize::MAX {
+            return Poll::Ready(Ok(()));
+        }
         let read = buf.filled().len() - before;
         let within = |left: usize| match left {
             usize::MAX => Some(left),
