@@ -120,12 +120,17 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
 
 type Link = tokio_rustls::client::TlsStream<TcpStream>;
 
-/// A TLS connection of `agency` that has said Hello.
-async fn connect(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<Link> {
+/// A TLS connection with `agency`'s certificate, its handshake done.
+async fn handshake(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<Link> {
     let config = protocol::tls::client_config(&testkit::credentials::agency(credentials, agency))?;
     let name = protocol::tls::server_name("127.0.0.1:1")?;
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let tls = TlsConnector::from(config).connect(name, stream).await?;
+    Ok(TlsConnector::from(config).connect(name, stream).await?)
+}
+
+/// A TLS connection of `agency` that has said Hello.
+async fn connect(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<Link> {
+    let tls = handshake(port, agency, credentials).await?;
     let (read_half, write_half) = tokio::io::split(tls);
     let mut writer = MessageWriter::new(write_half);
     let mut reader = MessageReader::new(read_half, MAX_FRAME_LEN);
@@ -141,10 +146,7 @@ async fn connect(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<L
 /// sent most of a record beyond, up to what it may send: the costliest
 /// place in the pool found (the echo's buffers stay grown).
 async fn wait_in_pool(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<Link> {
-    let config = protocol::tls::client_config(&testkit::credentials::agency(credentials, agency))?;
-    let name = protocol::tls::server_name("127.0.0.1:1")?;
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut tls = TlsConnector::from(config).connect(name, stream).await?;
+    let mut tls = handshake(port, agency, credentials).await?;
     let echo = Message::Echo(vec![b'x'; MAX_FRAME_LEN - 64].into());
     MessageWriter::new(&mut tls).send(&echo).await.context("the server closed a waiting connection")?;
     // Under TLS, the start of a record of the largest size: with the
