@@ -32,7 +32,7 @@ build: credentials static-binaries
 
 static-binaries:
 	RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked \
-		--target $(TARGET) -p server -p client -p loteria --bins
+		--target $(TARGET) -p server -p client -p datagen --bins
 
 docker-image: build
 	docker build -q -f ./server/Dockerfile -t server:latest .

@@ -122,7 +122,7 @@ type Link = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// A TLS connection with `agency`'s certificate, its handshake done.
 async fn handshake(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<Link> {
-    let config = protocol::tls::client_config(&testkit::credentials::agency(credentials, agency))?;
+    let config = edge::credentials::client_config(&testkit::credentials::agency(credentials, agency))?;
     let name = protocol::tls::server_name("127.0.0.1:1")?;
     let stream = TcpStream::connect(("127.0.0.1", port)).await?;
     Ok(TlsConnector::from(config).connect(name, stream).await?)

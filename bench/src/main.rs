@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use clap::Parser;
 use client::{BetSource, Ending};
-use lottery::sample::GeneratedAgency;
+use datagen::GeneratedAgency;
 use nix::sys::resource::{getrusage, UsageWho};
 use tokio_util::sync::CancellationToken;
 
@@ -132,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     }
     let total: usize = rows.iter().sum();
     eprintln!("generating {} agencies, {total} bets in {}", args.agencies, dir.display());
-    let agencies = lottery::sample::generate(&dir, &rows, &vec![args.winners; args.agencies], 75_74)?;
+    let agencies = datagen::generate(&dir, &rows, &vec![args.winners; args.agencies], 75_74)?;
     eprintln!("making TLS credentials for {} agencies", args.agencies);
     testkit::credentials::make(&credentials_dir(&dir), args.agencies as u32);
 
@@ -314,7 +314,7 @@ fn task_config(
         server_address: address.to_owned(),
         loop_amount: queries,
         loop_period: Duration::ZERO,
-        log_level: lottery::log::Level::Warning,
+        log_level: edge::log::Level::Warning,
         log_level_name: "WARNING".into(),
         batch_max_amount: args.max_amount,
         data_file: agency.path.clone(),
@@ -337,7 +337,9 @@ async fn run_tasks(
     // its credentials once, at start, before it connects.
     let agency_tls: Vec<_> = agencies
         .iter()
-        .map(|a| protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), a.agency)))
+        .map(|a| {
+            edge::credentials::client_config(&testkit::credentials::agency(&credentials_dir(dir), a.agency))
+        })
         .collect::<Result<_, _>>()?;
     let started = Instant::now();
     let runs: Vec<_> = agencies
@@ -392,8 +394,10 @@ async fn measure_handshakes(
     let storage = round.join("bets.csv");
     let mut server = start_server(args, dir, port, agencies.len(), &storage)?;
     let agency = &agencies[0];
-    let tls =
-        protocol::tls::client_config(&testkit::credentials::agency(&credentials_dir(dir), agency.agency))?;
+    let tls = edge::credentials::client_config(&testkit::credentials::agency(
+        &credentials_dir(dir),
+        agency.agency,
+    ))?;
     let config = task_config(args, agency, &format!("127.0.0.1:{port}"), 1, tls);
     let mut times = Vec::new();
     for _ in 0..51 {

@@ -118,7 +118,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             if let Some(line) = self.close_line.lock().unwrap().as_deref() {
-                let action = lottery::log::parse_action(line).map_err(anyhow::Error::msg)?;
+                let action = edge::log::parse_action(line).map_err(anyhow::Error::msg)?;
                 let number = |key: &str| action.get(key).and_then(|n| n.parse::<u64>().ok());
                 return Ok(number("syncs").zip(number("journal_syncs")));
             }

@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use lottery::log::Action;
+use edge::log::Action;
 use protocol::Message;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -132,7 +132,7 @@ impl<'a> Agency<'a> {
             connected_before |= connected;
             let line = Action::in_progress("reconnect")
                 .field("client_id", self.config.id)
-                .field("in", lottery::duration::GoDuration(delay))
+                .field("in", edge::duration::GoDuration(delay))
                 .field("error", &fault);
             // Until the server is first reached, retrying is routine
             // (Compose starts everything at once).

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lottery::duration::GoDuration;
-use lottery::log::Level;
-use lottery::settings::{ConfigError, SettingError, Sources};
-use protocol::tls::{self, CredentialFile, Credentials, ServerName};
+use edge::credentials::{self, CredentialFile, Credentials};
+use edge::duration::GoDuration;
+use edge::log::Level;
+use edge::settings::{ConfigError, SettingError, Sources};
+use protocol::tls::{self, ServerName};
 use serde_norway::Value;
 
 /// Everything an agency needs to run.
@@ -98,7 +99,7 @@ impl Config {
             cert: path("CLI_TLS_CERT", format!("agency-{id}.pem"))?,
             key: path("CLI_TLS_KEY", format!("agency-{id}.key"))?,
         };
-        let tls = tls::client_config(&credentials).map_err(|e| {
+        let tls = credentials::client_config(&credentials).map_err(|e| {
             let key = match e.file() {
                 Some(CredentialFile::Ca) => "CLI_TLS_CA",
                 Some(CredentialFile::Key) => "CLI_TLS_KEY",
@@ -147,7 +148,7 @@ mod tests {
         let mut all: Vec<(&str, &str)> = credentials.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.retain(|(k, _)| !env.iter().any(|(key, _)| key == k));
         all.extend_from_slice(env);
-        Config::load(&path, &lottery::settings::env_of(&all))
+        Config::load(&path, &edge::settings::env_of(&all))
     }
 
     #[test]

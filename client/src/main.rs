@@ -3,9 +3,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use client::{BetSource, Config, Ending};
-use lottery::duration::GoDuration;
-use lottery::log::Action;
-use lottery::settings::process_env;
+use edge::duration::GoDuration;
+use edge::log::Action;
+use edge::settings::process_env;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         }
     };
     // Written out when `main` returns.
-    let log = lottery::log::init(config.log_level);
+    let log = edge::log::init(config.log_level);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         // Signals are caught from before the first log line: a SIGTERM at
         // any moment after that ends in a clean exit.
         let stop = CancellationToken::new();
-        match lottery::signal::shutdown_signal() {
+        match edge::signal::shutdown_signal() {
             Ok(signal) => {
                 let stop = stop.clone();
                 tokio::spawn(async move {

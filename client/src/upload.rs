@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use lottery::log::Action;
+use edge::log::Action;
 use protocol::{ErrorCode, Message};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};

@@ -49,7 +49,7 @@ async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let record = seen.clone();
     let stored = Arc::new(Mutex::new(0u64));
     let dir = testkit::credentials::shared(1);
-    let tls = protocol::tls::server_config(&testkit::credentials::server(&dir), None).unwrap();
+    let tls = edge::credentials::server_config(&testkit::credentials::server(&dir), None).unwrap();
     let acceptor = protocol::tls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use lottery::log::{parse_action, ParsedAction};
+use edge::log::{parse_action, ParsedAction};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -182,7 +182,7 @@ impl Project {
         seed: u64,
     ) -> testkit::check::Expected {
         let data = self.path().join(".data");
-        let agencies = lottery::sample::generate(&data, rows, winners, seed).unwrap();
+        let agencies = datagen::generate(&data, rows, winners, seed).unwrap();
         let files: Vec<(u32, &Path)> = agencies.iter().map(|a| (a.agency, a.path.as_path())).collect();
         testkit::check::expected(&files)
     }

@@ -12,14 +12,15 @@
 //! certificate so that it can answer it with a clear `Unauthenticated`
 //! error in the protocol; a certificate it cannot verify (another CA,
 //! revoked, expired) fails the handshake itself, with TLS's own alert.
+//!
+//! This module holds the rules of the link; where the certificates come
+//! from (PEM files) is the programs' business (`edge::credentials`).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 pub use rustls::pki_types::ServerName;
@@ -31,111 +32,50 @@ pub const TLS_HANDSHAKE: u8 = 0x16;
 
 const _: () = assert!(crate::MAX_FRAME_LEN < 1 << 24, "a plaintext frame starts with a zero byte");
 
-/// One of the files of a side's credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialFile {
-    Ca,
-    Cert,
-    Key,
-    Crl,
-}
-
-impl CredentialFile {
-    fn what(self) -> &'static str {
-        match self {
-            CredentialFile::Ca => "the certificate authority",
-            CredentialFile::Cert => "the certificate",
-            CredentialFile::Key => "the private key",
-            CredentialFile::Crl => "the revocation list",
-        }
-    }
-}
-
-/// Why a TLS configuration cannot be made.
+/// Why a TLS configuration cannot be made from the credentials given.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {} at {path}: {reason}", .file.what())]
-    Read { file: CredentialFile, path: PathBuf, reason: String },
-    #[error("{0}")]
-    Config(String),
+    #[error("the agencies' verifier: {0}")]
+    Verifier(#[from] VerifierBuilderError),
+    #[error("the server's certificate and key: {0}")]
+    ServerIdentity(#[source] rustls::Error),
+    #[error("the agency's certificate and key: {0}")]
+    AgencyIdentity(#[source] rustls::Error),
+    #[error("TLS 1.3 with the ring provider: {0}")]
+    Provider(#[source] rustls::Error),
+    #[error("{host:?} is not a server name: {source}")]
+    ServerName { host: String, source: rustls::pki_types::InvalidDnsNameError },
 }
 
-impl TlsError {
-    /// The file at fault, if one is.
-    pub fn file(&self) -> Option<CredentialFile> {
-        match self {
-            TlsError::Read { file, .. } => Some(*file),
-            TlsError::Config(_) => None,
-        }
-    }
-}
-
-/// Where a side's credentials are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The certificate authority that signs both sides.
-    pub ca: PathBuf,
-    /// This side's certificate and its private key.
-    pub cert: PathBuf,
-    pub key: PathBuf,
+/// One side's own certificate chain and private key.
+#[derive(Debug)]
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_error(file: CredentialFile, path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + '_ {
-    move |e| TlsError::Read { file, path: path.into(), reason: e.to_string() }
-}
-
-fn certificates(file: CredentialFile, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(read_error(file, path))?
-        .collect::<Result<_, _>>()
-        .map_err(read_error(file, path))?;
-    if certs.is_empty() {
-        return Err(TlsError::Read { file, path: path.into(), reason: "no certificate in it".into() });
-    }
-    Ok(certs)
-}
-
-fn roots(ca: &Path) -> Result<Arc<RootCertStore>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in certificates(CredentialFile::Ca, ca)? {
-        roots.add(cert).map_err(|e| TlsError::Read {
-            file: CredentialFile::Ca,
-            path: ca.into(),
-            reason: e.to_string(),
-        })?;
-    }
-    Ok(Arc::new(roots))
-}
-
-fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(read_error(CredentialFile::Key, path))
-}
-
-/// The server's side: its certificate, the CA its agencies' certificates
-/// must come from, and the revoked ones (`crl`, optional).
-pub fn server_config(credentials: &Credentials, crl: Option<&Path>) -> Result<Arc<ServerConfig>, TlsError> {
-    let crls: Vec<CertificateRevocationListDer<'static>> = match crl {
-        None => Vec::new(),
-        Some(path) => CertificateRevocationListDer::pem_file_iter(path)
-            .map_err(read_error(CredentialFile::Crl, path))?
-            .collect::<Result<_, _>>()
-            .map_err(read_error(CredentialFile::Crl, path))?,
-    };
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&credentials.ca)?, provider())
+/// The server's side: its identity, the CA its agencies' certificates must
+/// come from (`roots`), and the revoked ones (`crls`, maybe none).
+pub fn server_config(
+    identity: Identity,
+    roots: RootCertStore,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    assert!(!identity.chain.is_empty(), "an identity has a certificate");
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .with_crls(crls)
         .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Config(format!("agency verification: {e}")))?;
+        .build()?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Provider)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certificates(CredentialFile::Cert, &credentials.cert)?, key(&credentials.key)?)
-        .map_err(|e| TlsError::Config(format!("the server's certificate and key: {e}")))?;
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(TlsError::ServerIdentity)?;
     // An agency keeps one connection for a round: no session resumption,
     // so no tickets to make and no sessions to remember per connection.
     config.send_tls13_tickets = 0;
@@ -143,15 +83,16 @@ pub fn server_config(credentials: &Credentials, crl: Option<&Path>) -> Result<Ar
     Ok(Arc::new(config))
 }
 
-/// An agency's side: the CA that signs the server, and the agency's own
-/// certificate and key.
-pub fn client_config(credentials: &Credentials) -> Result<Arc<ClientConfig>, TlsError> {
+/// An agency's side: the CA that signs the server (`roots`), and the
+/// agency's own identity.
+pub fn client_config(identity: Identity, roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
+    assert!(!identity.chain.is_empty(), "an identity has a certificate");
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots(&credentials.ca)?)
-        .with_client_auth_cert(certificates(CredentialFile::Cert, &credentials.cert)?, key(&credentials.key)?)
-        .map_err(|e| TlsError::Config(format!("the agency's certificate and key: {e}")))?;
+        .map_err(TlsError::Provider)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(identity.chain, identity.key)
+        .map_err(TlsError::AgencyIdentity)?;
     Ok(Arc::new(config))
 }
 
@@ -181,8 +122,7 @@ pub fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {
         Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
         None => address,
     };
-    ServerName::try_from(host.to_owned())
-        .map_err(|e| TlsError::Config(format!("{host:?} is not a server name: {e}")))
+    ServerName::try_from(host.to_owned()).map_err(|source| TlsError::ServerName { host: host.into(), source })
 }
 
 /// Why a TLS connection failed, when TLS itself says so: an alert from the

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lottery::duration::GoDuration;
-use lottery::log::Level;
-use lottery::settings::{ConfigError, SettingError, Sources};
-use protocol::tls::{self, CredentialFile, Credentials};
+use edge::credentials::{self, CredentialFile, Credentials};
+use edge::duration::GoDuration;
+use edge::log::Level;
+use edge::settings::{ConfigError, SettingError, Sources};
 
 /// Most agencies one server expects (it keeps a few bytes per agency).
 pub const MAX_AGENCIES: u32 = 1_000_000;
@@ -122,7 +122,7 @@ impl Config {
             .raw("SERVER_TLS_CRL", "SERVER_TLS_CRL")
             .unwrap_or_else(|| format!("{CREDENTIALS}/crl.pem"));
         let crl = (!crl.trim().is_empty()).then(|| PathBuf::from(crl.trim()));
-        let tls = tls::server_config(&credentials, crl.as_deref()).map_err(|e| {
+        let tls = credentials::server_config(&credentials, crl.as_deref()).map_err(|e| {
             let key = match e.file() {
                 Some(CredentialFile::Ca) => "SERVER_TLS_CA",
                 Some(CredentialFile::Key) => "SERVER_TLS_KEY",
@@ -166,7 +166,7 @@ mod tests {
         let mut all: Vec<(&str, &str)> = credentials.iter().map(|(k, v)| (*k, v.as_str())).collect();
         all.retain(|(k, _)| !env.iter().any(|(key, _)| key == k));
         all.extend_from_slice(env);
-        Config::load(&path, &lottery::settings::env_of(&all))
+        Config::load(&path, &edge::settings::env_of(&all))
     }
 
     #[test]

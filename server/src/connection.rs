@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lottery::log::Action;
+use edge::log::Action;
 use protocol::tls::{TlsAcceptor, TLS_HANDSHAKE};
 use protocol::{ErrorCode, Message, MessageWriter};
 use tokio::net::TcpStream;
@@ -94,8 +94,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             return;
         }
         Err(_) => {
-            close.why =
-                format!("no authentication within {}", lottery::duration::GoDuration(ctx.auth_timeout));
+            close.why = format!("no authentication within {}", edge::duration::GoDuration(ctx.auth_timeout));
             return;
         }
     };
@@ -210,6 +209,6 @@ pub fn failed(peer: SocketAddr, error: &str, failures: &Failures, lines: &PeerLi
             .field("ip", peer.ip())
             .field("error", error)
             .field("failures", failures)
-            .field("next_wait", lottery::duration::GoDuration(penalty))
+            .field("next_wait", edge::duration::GoDuration(penalty))
     );
 }

@@ -2,8 +2,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lottery::log::Action;
-use lottery::settings::process_env;
+use edge::log::Action;
+use edge::settings::process_env;
 use server::server::StartError;
 use server::{Config, Server};
 use tracing::{error, info, warn};
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         }
     };
     // Written out when `main` returns.
-    let log = lottery::log::init(config.logging_level);
+    let log = edge::log::init(config.logging_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         // Signals are caught from before the first line: a SIGTERM at any
         // moment after it ends in a clean exit.
-        let shutdown = match lottery::signal::shutdown_signal() {
+        let shutdown = match edge::signal::shutdown_signal() {
             Ok(shutdown) => shutdown,
             Err(e) => {
                 error!("{}", Action::fail("signal_handler").field("error", e));

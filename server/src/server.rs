@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lottery::log::Action;
+use edge::log::Action;
 use lottery::round::{self, Opened, RoundError, RoundFiles, RoundState};
 use protocol::tls::TlsAcceptor;
 use tokio::net::{TcpListener, TcpSocket};

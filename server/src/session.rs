@@ -35,9 +35,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use edge::log::Action;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
-use lottery::log::Action;
 use lottery::storage::row::ROW_BYTES_PER_WIRE_BYTE;
 use lottery::storage::write_row;
 use lottery::{BetRef, InvalidBet, Share};
@@ -382,7 +382,7 @@ pub async fn serve<S>(
                     Err(_) => {
                         why = format!(
                             "the peer stopped reading: a reply waited {} to be written",
-                            lottery::duration::GoDuration(limits.write)
+                            edge::duration::GoDuration(limits.write)
                         );
                         break;
                     }

@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lottery::log::Action;
+use edge::log::Action;
 use lottery::round::{Entry, RoundFiles, RoundState};
 use lottery::storage::{AppendError, StorageError};
 use lottery::{Progress, Share};

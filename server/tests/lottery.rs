@@ -21,7 +21,7 @@ async fn five_agencies_uploading_at_once_store_every_bet_once_and_get_only_their
     // 991 rows with batches of 10 leaves a last batch of one.
     let rows = [3000, 2500, 1601, 920, 991];
     let winners = [3, 0, 1, 5, 2];
-    let generated = lottery::sample::generate(data.path(), &rows, &winners, 42).unwrap();
+    let generated = datagen::generate(data.path(), &rows, &winners, 42).unwrap();
     let server = TestServer::start(5).await;
 
     let agencies = generated.iter().map(|g| {
@@ -363,7 +363,7 @@ async fn more_agencies_than_cores_are_all_served() {
     let agencies = 24;
     let server = TestServer::start(agencies).await;
     let data = tempfile::tempdir().unwrap();
-    let generated = lottery::sample::generate(data.path(), &[150; 24], &[1; 24], 7).unwrap();
+    let generated = datagen::generate(data.path(), &[150; 24], &[1; 24], 7).unwrap();
     let runs =
         generated.iter().map(|g| tokio::spawn(run_agency(client_config(g.agency, server.addr, &g.path))));
     for (g, ending) in generated.iter().zip(futures_util::future::join_all(runs).await) {
@@ -464,7 +464,7 @@ async fn a_second_server_on_storage_in_use_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agency_started_again_with_another_batch_size_stores_every_bet_once() {
     let data = tempfile::tempdir().unwrap();
-    let generated = lottery::sample::generate(data.path(), &[4000], &[3], 11).unwrap();
+    let generated = datagen::generate(data.path(), &[4000], &[3], 11).unwrap();
     let server = TestServer::start(1).await;
     for (max_amount, stop_after) in [(80, Some(3)), (7, Some(9)), (33, Some(1)), (50, None)] {
         let mut config = client_config(1, server.addr, &generated[0].path);

@@ -485,7 +485,7 @@ async fn a_stalled_log_costs_lines_not_service() {
     let (mut agency, _) = Raw::agency(addr(port), 1).await;
     let per_batch = 50;
     // (A line per bet is longer than 64 bytes.)
-    let batches = 2 * (lottery::log::BUFFERED_BYTES / 64) / per_batch;
+    let batches = 2 * (edge::log::BUFFERED_BYTES / 64) / per_batch;
     let upload = async {
         for b in 0..batches {
             let first = (b * per_batch) as u64;

@@ -49,8 +49,7 @@ async fn impersonations(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_can_act_as_another_agency_store_for_it_read_its_winners_or_finish_for_it() {
     let data = tempfile::tempdir().unwrap();
-    let generated =
-        lottery::sample::generate(data.path(), &[2000, 500, 2000, 500], &[1, 1, 2, 1], 3).unwrap();
+    let generated = datagen::generate(data.path(), &[2000, 500, 2000, 500], &[1, 1, 2, 1], 3).unwrap();
     let server = TestServer::start(4).await;
     let mut config = client_config(3, server.addr, &generated[2].path);
     config.batch_max_amount = 10;
@@ -111,16 +110,18 @@ async fn a_certificate_of_another_authority_or_a_revoked_one_is_refused() {
     testkit::credentials::run_script(&[own.path().to_str().unwrap(), "--revoke", "2"]);
     let server = TestServer::start_with(2, |c| {
         let credentials = testkit::credentials::server(own.path());
-        c.tls = tls::server_config(&credentials, Some(&own.path().join("crl.pem"))).unwrap();
+        c.tls = edge::credentials::server_config(&credentials, Some(&own.path().join("crl.pem"))).unwrap();
     })
     .await;
 
     for (dir, agency, alert) in [(elsewhere.path(), 1, "UnknownCA"), (own.path(), 2, "CertificateRevoked")] {
         // The agency trusts the server (our CA); its own certificate is the
         // one in question.
-        let credentials =
-            tls::Credentials { ca: own.path().join("ca.pem"), ..testkit::credentials::agency(dir, agency) };
-        let config = tls::client_config(&credentials).unwrap();
+        let credentials = edge::credentials::Credentials {
+            ca: own.path().join("ca.pem"),
+            ..testkit::credentials::agency(dir, agency)
+        };
+        let config = edge::credentials::client_config(&credentials).unwrap();
         // TLS 1.3: the client's side of the handshake ends before the server
         // judges its certificate; the refusal comes at the first read.
         let error = match Raw::tls_with(server.addr, config).await {
@@ -136,7 +137,7 @@ async fn a_certificate_of_another_authority_or_a_revoked_one_is_refused() {
         let tls_error = tls::tls_failure(&error).unwrap_or_else(|| panic!("not a TLS refusal: {error}"));
         assert!(format!("{tls_error:?}").contains(alert), "{tls_error:?}");
     }
-    let config = tls::client_config(&testkit::credentials::agency(own.path(), 1)).unwrap();
+    let config = edge::credentials::client_config(&testkit::credentials::agency(own.path(), 1)).unwrap();
     let mut fine = Raw::tls_with(server.addr, config).await.unwrap();
     assert!(matches!(fine.ask(&Message::Hello { agency: 1 }).await, Message::Welcome { .. }));
     server.stop().await;
@@ -342,11 +343,11 @@ async fn an_agency_with_a_refused_certificate_stops_at_once_saying_why() {
     let path = data.path().join("agency-1.csv");
     std::fs::write(&path, "Ana,Paz,1,1999-03-17,1\n").unwrap();
     let mut config = client_config(1, server.addr, &path);
-    let credentials = tls::Credentials {
+    let credentials = edge::credentials::Credentials {
         ca: common::credentials().join("ca.pem"),
         ..testkit::credentials::agency(elsewhere.path(), 1)
     };
-    config.tls = tls::client_config(&credentials).unwrap();
+    config.tls = edge::credentials::client_config(&credentials).unwrap();
     let started = Instant::now();
     let outcome = client::run(&config, BetSource::File(path.clone()), CancellationToken::new()).await;
     let err = outcome.unwrap_err().to_string();
@@ -355,7 +356,8 @@ async fn an_agency_with_a_refused_certificate_stops_at_once_saying_why() {
 
     // And an agency that does not trust the server's certificate stops too.
     let mut config = client_config(1, server.addr, &path);
-    config.tls = tls::client_config(&testkit::credentials::agency(elsewhere.path(), 1)).unwrap();
+    config.tls =
+        edge::credentials::client_config(&testkit::credentials::agency(elsewhere.path(), 1)).unwrap();
     let err =
         client::run(&config, BetSource::File(path), CancellationToken::new()).await.unwrap_err().to_string();
     assert!(err.contains("is not who it should be"), "{err}");

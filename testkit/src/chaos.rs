@@ -144,8 +144,7 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
     let data = work.path().join("data");
     std::fs::create_dir(&data).map_err(|e| e.to_string())?;
     let winners = vec![plan.winners; plan.rows.len()];
-    let agencies =
-        lottery::sample::generate(&data, &plan.rows, &winners, plan.seed).map_err(|e| e.to_string())?;
+    let agencies = datagen::generate(&data, &plan.rows, &winners, plan.seed).map_err(|e| e.to_string())?;
     let files: Vec<(u32, &Path)> = agencies.iter().map(|a| (a.agency, a.path.as_path())).collect();
     let expected = check::expected(&files);
     let storage_dir = plan.storage_dir.clone().unwrap_or_else(|| work.path().join("round"));
@@ -468,7 +467,7 @@ fn tail(lines: &[String]) -> String {
 /// Asks the server, as `agency` (with its certificate in `credentials`),
 /// for its winners.
 pub fn winners_of(address: SocketAddr, agency: u32, credentials: &Path) -> Result<Vec<String>, String> {
-    let config = protocol::tls::client_config(&crate::credentials::agency(credentials, agency))
+    let config = edge::credentials::client_config(&crate::credentials::agency(credentials, agency))
         .map_err(|e| e.to_string())?;
     let name = protocol::tls::server_name(&address.to_string()).map_err(|e| e.to_string())?;
     let tcp = TcpStream::connect(address).map_err(|e| e.to_string())?;

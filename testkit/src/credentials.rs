@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use protocol::tls::Credentials;
+use edge::credentials::Credentials;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -37,11 +37,13 @@ pub struct TestServer {
 
 pub fn config(agencies: u32, storage: &Path) -> Config {
     let dir = credentials();
-    let tls = tls::server_config(&testkit::credentials::server(&dir), Some(&dir.join("crl.pem"))).unwrap();
+    let tls =
+        edge::credentials::server_config(&testkit::credentials::server(&dir), Some(&dir.join("crl.pem")))
+            .unwrap();
     Config {
         port: 0,
         listen_backlog: 64,
-        logging_level: lottery::log::Level::Info,
+        logging_level: edge::log::Level::Info,
         logging_level_name: "INFO".into(),
         agencies,
         storage_path: storage.to_path_buf(),
@@ -146,7 +148,9 @@ impl Raw {
     pub async fn try_tls(addr: SocketAddr, agency: Option<u32>) -> std::io::Result<Raw> {
         let dir = credentials();
         let config = match agency {
-            Some(agency) => tls::client_config(&testkit::credentials::agency(&dir, agency)).unwrap(),
+            Some(agency) => {
+                edge::credentials::client_config(&testkit::credentials::agency(&dir, agency)).unwrap()
+            }
             None => anonymous_tls(&dir),
         };
         Raw::tls_with(addr, config).await
@@ -253,13 +257,13 @@ pub fn client_config(id: u32, addr: SocketAddr, data_file: &Path) -> client::Con
         server_address: addr.to_string(),
         loop_amount: 2000,
         loop_period: Duration::ZERO,
-        log_level: lottery::log::Level::Info,
+        log_level: edge::log::Level::Info,
         log_level_name: "INFO".into(),
         batch_max_amount: 80,
         data_file: data_file.to_path_buf(),
         reply_timeout: Duration::from_secs(5),
         retry_timeout: Duration::from_secs(20),
-        tls: tls::client_config(&credentials).unwrap(),
+        tls: edge::credentials::client_config(&credentials).unwrap(),
         server_name: tls::server_name(&addr.to_string()).unwrap(),
     }
 }

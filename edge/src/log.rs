@@ -43,7 +43,7 @@ impl Outcome {
 /// One `action: NAME | result: ... | key: value ...` line.
 ///
 /// ```
-/// use lottery::log::Action;
+/// use edge::log::Action;
 /// let line = Action::success("apuesta_recibida").field("cantidad", 64);
 /// assert_eq!(line.to_string(), "action: apuesta_recibida | result: success | cantidad: 64");
 /// ```

@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     let rows = per_agency(&args.rows, args.agencies, "rows")?;
     let winners = per_agency(&args.winners, args.agencies, "winners")?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let agencies = lottery::sample::generate(&args.out, &rows, &winners, args.seed)
+    let agencies = datagen::generate(&args.out, &rows, &winners, args.seed)
         .with_context(|| format!("cannot write into {}", args.out.display()))?;
     for a in agencies {
         let name = a.path.file_name().unwrap_or_default().to_string_lossy();

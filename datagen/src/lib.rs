@@ -15,7 +15,7 @@ use rand::seq::{index, IndexedRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::bet::WINNING_NUMBER;
+use lottery::WINNING_NUMBER;
 
 const FIRST_NAMES: &[&str] = &[
     "Santiago",
@@ -193,7 +193,7 @@ fn random_date(rng: &mut impl Rng) -> Date {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bet::Bet;
+    use lottery::Bet;
 
     fn rows_of(seed: u64, rows: usize, winners: usize) -> (String, Vec<String>) {
         let mut out = Vec::new();
