@@ -14,8 +14,7 @@ use protocol::{bet_wire_len, BetBatchBuilder, Message, MessageReader, MessageWri
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use ::server::config::DEFAULT_MAX_UNAUTHENTICATED;
-use ::server::gate::BEFORE_HELLO_BYTES;
+use ::server::{BEFORE_HELLO_BYTES, DEFAULT_MAX_UNAUTHENTICATED};
 
 use crate::server::Server;
 
@@ -41,7 +40,7 @@ pub const PER_WAITING_KIB: u64 = 48;
 pub const WORKING_KIB: u64 = 1024;
 
 /// The writer's queue, in KiB.
-pub const QUEUE_KIB: u64 = ::server::agencies::QUEUE_BYTES as u64 / 1024;
+pub const QUEUE_KIB: u64 = ::server::QUEUE_BYTES as u64 / 1024;
 
 /// What the server's memory did.
 pub struct Report {

@@ -21,5 +21,7 @@ pub mod server;
 pub mod session;
 pub mod writer;
 
-pub use config::Config;
+pub use agencies::QUEUE_BYTES;
+pub use config::{Config, DEFAULT_MAX_UNAUTHENTICATED};
+pub use gate::BEFORE_HELLO_BYTES;
 pub use server::Server;
