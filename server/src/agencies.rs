@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::draw::DrawBarrier;
-use crate::writer::{EncodedBatch, FinishOutcome, Job, StoreOutcome, Welcome};
+use lottery::round::{EncodedBatch, FinishOutcome, StoreOutcome, Welcome};
+
+use crate::writer::Job;
 
 /// Why a request about an agency is refused before it reaches the writer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +46,8 @@ impl Refusal {
 }
 
 /// Bytes of rows queued for the writer at most, all connections together,
-/// however many agencies upload at once: at a million bets a second, about
-/// 30 ms of bets, plenty for a group per sync.
+/// however many agencies upload at once: room for many batches per group,
+/// and a bound on the memory they take (docs/DESIGN.md).
 pub const QUEUE_BYTES: usize = 512 * 1024;
 
 /// A connection, as the registry knows it.
@@ -101,8 +103,8 @@ impl Agencies {
     pub fn hello(&self, agency: u32, connection: &Connection) -> Result<oneshot::Receiver<Welcome>, Refusal> {
         self.check(agency)?;
         let mut inner = self.lock();
-        let (done, welcome) = oneshot::channel();
-        inner.send(Job::Hello { agency, done })?;
+        let (job, welcome) = Job::hello(agency);
+        inner.send(job)?;
         let claim = &mut inner.claims[agency as usize - 1];
         if let Some(older) = claim.replace(connection.clone()) {
             assert_ne!(older.id, connection.id, "a connection says Hello once");
@@ -127,8 +129,8 @@ impl Agencies {
         permit: OwnedSemaphorePermit,
     ) -> Result<oneshot::Receiver<StoreOutcome>, Refusal> {
         let inner = self.claimed(agency, connection)?;
-        let (done, outcome) = oneshot::channel();
-        inner.send(Job::Store { agency, batch, done, permit })?;
+        let (job, outcome) = Job::store(agency, batch, permit);
+        inner.send(job)?;
         Ok(outcome)
     }
 
@@ -140,8 +142,8 @@ impl Agencies {
         bets: u64,
     ) -> Result<oneshot::Receiver<FinishOutcome>, Refusal> {
         let inner = self.claimed(agency, connection)?;
-        let (done, outcome) = oneshot::channel();
-        inner.send(Job::Finish { agency, bets, done })?;
+        let (job, outcome) = Job::finish(agency, bets);
+        inner.send(job)?;
         Ok(outcome)
     }
 

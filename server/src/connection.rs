@@ -16,10 +16,13 @@
 //! connection, however it ends (aborted at shutdown included), gets one
 //! `close_connection` line.
 
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edge::duration::GoDuration;
 use edge::log::Action;
 use protocol::tls::{TlsAcceptor, TLS_HANDSHAKE};
 use protocol::{ErrorCode, Message, MessageWriter};
@@ -29,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agencies::Agencies;
-use crate::gate::{Failures, Gate, Metered, Stage, Waiting};
+use crate::gate::{Gate, Metered, Stage, Waiting};
+use crate::penalty::Failures;
 use crate::session::{self, Identity, Limits, PeerLines};
 
 /// What every connection shares.
@@ -47,12 +51,58 @@ pub struct Context {
     pub stop: CancellationToken,
 }
 
+/// Why a connection closed, as its closing line says.
+#[derive(Debug)]
+pub enum CloseReason {
+    AbortedAtShutdown,
+    PeerClosed,
+    PeerLost(io::Error),
+    PushedOut,
+    ShuttingDown,
+    NoAuthentication(Duration),
+    HandshakeBroken(io::Error),
+    NotAuthenticated(&'static str),
+    AuthenticationFailed(rustls::Error),
+    NoHello,
+    Superseded,
+    ProtocolError,
+    ReplyNotSent,
+    StoppedReading(Duration),
+    IdleTimeout,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::AbortedAtShutdown => write!(f, "aborted at shutdown"),
+            CloseReason::PeerClosed => write!(f, "peer closed the connection"),
+            CloseReason::PeerLost(e) => write!(f, "peer lost: {e}"),
+            CloseReason::PushedOut => write!(f, "pushed out: too many connections waiting to authenticate"),
+            CloseReason::ShuttingDown => write!(f, "server shutting down"),
+            CloseReason::NoAuthentication(within) => {
+                write!(f, "no authentication within {}", GoDuration(*within))
+            }
+            CloseReason::HandshakeBroken(e) => write!(f, "TLS handshake broken off: {e}"),
+            CloseReason::NotAuthenticated(why) => write!(f, "not authenticated: {why}"),
+            CloseReason::AuthenticationFailed(e) => write!(f, "authentication failed: {e}"),
+            CloseReason::NoHello => write!(f, "no Hello within the authentication deadline"),
+            CloseReason::Superseded => write!(f, "superseded by a newer connection of its agency"),
+            CloseReason::ProtocolError => write!(f, "protocol error"),
+            CloseReason::ReplyNotSent => write!(f, "the reply could not be sent"),
+            CloseReason::StoppedReading(within) => {
+                write!(f, "the peer stopped reading: a reply waited {} to be written", GoDuration(*within))
+            }
+            CloseReason::IdleTimeout => write!(f, "idle timeout"),
+        }
+    }
+}
+
 /// Logs `close_connection` when dropped, with the last reason given: a
 /// connection aborted at shutdown still gets its line.
 pub struct CloseLine {
     peer: SocketAddr,
     pub agency: Option<u32>,
-    pub why: String,
+    pub why: CloseReason,
     /// Lines of this connection that were not logged (see the session's
     /// log budget).
     pub unlogged: u32,
@@ -73,16 +123,16 @@ impl Drop for CloseLine {
 
 /// Serves one accepted connection until it ends.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Context>) {
-    let mut close = CloseLine { peer, agency: None, why: "aborted at shutdown".into(), unlogged: 0 };
+    let mut close = CloseLine { peer, agency: None, why: CloseReason::AbortedAtShutdown, unlogged: 0 };
     let waiting = ctx.gate.admit(id, peer.ip());
     let deadline = Instant::now() + ctx.auth_timeout;
     let arrival = tokio::select! {
         () = waiting.pushed_out.cancelled() => {
-            close.why = "pushed out: too many connections waiting to authenticate".into();
+            close.why = CloseReason::PushedOut;
             return;
         }
         () = ctx.stop.cancelled() => {
-            close.why = "server shutting down".into();
+            close.why = CloseReason::ShuttingDown;
             return;
         }
         arrival = timeout_at(deadline, arrive(stream, peer, &ctx, &waiting)) => arrival,
@@ -94,7 +144,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             return;
         }
         Err(_) => {
-            close.why = format!("no authentication within {}", edge::duration::GoDuration(ctx.auth_timeout));
+            close.why = CloseReason::NoAuthentication(ctx.auth_timeout);
             return;
         }
     };
@@ -110,7 +160,7 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             session::serve(*stream, peer, id, Identity::Agency(agency), &ctx, limits, &mut close).await;
         }
         Arrival::Anonymous(stream, reason) => {
-            failed(peer, reason, &ctx.failures, &ctx.peer_lines);
+            failed(peer, &reason, &ctx.failures, &ctx.peer_lines);
             let mut writer = MessageWriter::new(*stream);
             let refusal = Message::Error {
                 code: ErrorCode::Unauthenticated,
@@ -120,11 +170,11 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             };
             let _ = timeout(ctx.write_timeout, writer.send(&refusal)).await;
             let _ = timeout(ctx.write_timeout, writer.shutdown()).await;
-            close.why = format!("not authenticated: {reason}");
+            close.why = CloseReason::NotAuthenticated(reason);
         }
         Arrival::Refused(error) => {
             failed(peer, &error, &ctx.failures, &ctx.peer_lines);
-            close.why = format!("authentication failed: {error}");
+            close.why = CloseReason::AuthenticationFailed(error);
         }
     }
 }
@@ -141,8 +191,8 @@ enum Arrival {
     /// TLS without an agency's certificate (none, or one that names no
     /// agency), and why.
     Anonymous(Box<protocol::tls::server::TlsStream<Stream>>, &'static str),
-    /// TLS that failed: the certificate was refused, or the handshake broke.
-    Refused(String),
+    /// TLS that failed: the certificate was refused, or TLS itself failed.
+    Refused(rustls::Error),
 }
 
 /// Reads the first byte, then does the TLS handshake if it is one; tells
@@ -152,12 +202,12 @@ async fn arrive(
     peer: SocketAddr,
     ctx: &Context,
     waiting: &Waiting,
-) -> Result<Arrival, String> {
+) -> Result<Arrival, CloseReason> {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
-        Ok(0) => return Err("peer closed the connection".into()),
+        Ok(0) => return Err(CloseReason::PeerClosed),
         Ok(_) => {}
-        Err(e) => return Err(format!("peer lost: {e}")),
+        Err(e) => return Err(CloseReason::PeerLost(e)),
     }
     waiting.reached(Stage::Started);
     // An address whose credentials failed recently waits, having shown
@@ -174,8 +224,8 @@ async fn arrive(
         Ok(tls) => tls,
         Err(e) => {
             return match protocol::tls::tls_failure(&e) {
-                Some(tls) => Ok(Arrival::Refused(tls.to_string())),
-                None => Err(format!("TLS handshake broken off: {e}")),
+                Some(tls) => Ok(Arrival::Refused(tls.clone())),
+                None => Err(CloseReason::HandshakeBroken(e)),
             }
         }
     };
@@ -198,7 +248,7 @@ async fn arrive(
 }
 
 /// Logs a failed authentication, once, and counts it against the address.
-pub fn failed(peer: SocketAddr, error: &str, failures: &Failures, lines: &PeerLines) {
+pub fn failed(peer: SocketAddr, error: &dyn fmt::Display, failures: &Failures, lines: &PeerLines) {
     let (failures, penalty) = failures.fail(peer.ip());
     if !lines.allow() {
         return;

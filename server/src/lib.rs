@@ -6,7 +6,8 @@
 //! - [`config`]: `config.ini` and the environment.
 //! - [`server`]: the round, the listener and shutdown.
 //! - [`connection`]: a connection until it is authenticated (or not).
-//! - [`gate`]: the bound on unauthenticated connections, failure penalties.
+//! - [`gate`]: the bound on unauthenticated connections.
+//! - [`penalty`]: slowing down addresses whose credentials keep failing.
 //! - [`session`]: one connection's requests and replies.
 //! - [`agencies`]: the state shared by every session (one mutex).
 //! - [`writer`]: the one owner of `bets.csv` (group commit).
@@ -17,6 +18,7 @@ pub mod config;
 pub mod connection;
 pub mod draw;
 pub mod gate;
+pub mod penalty;
 pub mod server;
 pub mod session;
 pub mod writer;

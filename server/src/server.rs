@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge::log::Action;
-use lottery::round::{self, Opened, RoundError, RoundFiles, RoundState};
+use lottery::round::{self, Opened, Round, RoundError, RoundFiles, RoundState};
 use protocol::tls::TlsAcceptor;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
@@ -72,21 +72,22 @@ impl Server {
         match &self.opened {
             Opened::New => info!(
                 "{}",
-                Action::success("new_round").field("round", state.id).field("agencies", state.agencies.len())
+                Action::success("new_round").field("round", state.id()).field("agencies", state.expected())
             ),
-            Opened::Resumed { cut_bets, cut_journal, why } => {
+            Opened::Resumed { cut_bets, cut_journal, cuts } => {
                 let line = Action::success("recover")
-                    .field("round", state.id)
+                    .field("round", state.id())
                     .field("bets", state.bets())
                     .field("finished", state.finished())
-                    .field("agencies", state.agencies.len())
-                    .field("drawn", if state.drawn { "yes" } else { "no" })
+                    .field("agencies", state.expected())
+                    .field("drawn", if state.drawn() { "yes" } else { "no" })
                     .field("cut_bytes", cut_bets + cut_journal);
-                if why.is_empty() {
+                if cuts.is_empty() {
                     info!("{line}");
                 } else {
                     // Bytes a crash left unfinished: nothing acknowledged,
                     // but worth an operator's eye.
+                    let why: Vec<String> = cuts.iter().map(ToString::to_string).collect();
                     warn!("{}", line.field("cut_because", why.join("; ")));
                 }
             }
@@ -105,7 +106,7 @@ impl Server {
         let barrier = Arc::new(DrawBarrier::new(config.agencies));
         let (jobs, queue) = mpsc::unbounded_channel();
         let agencies = Arc::new(Agencies::new(jobs, barrier.clone()));
-        let mut writer = writer::spawn(files, state, queue, barrier);
+        let mut writer = writer::spawn(Round::new(files, state), queue, barrier);
         let stop = CancellationToken::new();
         let ctx = Arc::new(Context {
             agencies: agencies.clone(),

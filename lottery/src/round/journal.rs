@@ -57,34 +57,34 @@ impl Entry {
     }
 
     /// Reads a line (without its line end).
-    pub fn parse(line: &str) -> Result<Entry, String> {
+    pub fn parse(line: &str) -> Result<Entry, LineError> {
         Entry::from_text(checked(line)?)
     }
 
     /// Reads the text of a line whose CRC was checked.
-    fn from_text(text: &str) -> Result<Entry, String> {
+    fn from_text(text: &str) -> Result<Entry, LineError> {
         let mut words = text.split(' ');
         let kind = words.next().unwrap_or_default();
         let fields: Vec<(&str, &str)> = words
-            .map(|w| w.split_once('=').ok_or(format!("{w:?} is not key=value")))
+            .map(|w| w.split_once('=').ok_or_else(|| LineError::NotKeyValue(w.to_owned())))
             .collect::<Result<_, _>>()?;
-        let get = |key: &str| -> Result<&str, String> {
-            fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).ok_or(format!("{kind} without {key}"))
+        let get = |key: &'static str| -> Result<&str, LineError> {
+            fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v).ok_or(LineError::Missing(key))
         };
-        let number = |key: &str| -> Result<u64, String> {
-            get(key)?.parse().map_err(|_| format!("{key} is not a number"))
+        let number = |key: &'static str| -> Result<u64, LineError> {
+            get(key)?.parse().map_err(|_| LineError::NotNumber(key))
         };
-        let hex = |key: &str| -> Result<u128, String> {
-            u128::from_str_radix(get(key)?, 16).map_err(|_| format!("{key} is not hexadecimal"))
+        let hex = |key: &'static str| -> Result<u128, LineError> {
+            u128::from_str_radix(get(key)?, 16).map_err(|_| LineError::NotHex(key))
         };
-        let small = |key: &str| -> Result<u32, String> {
-            u32::try_from(number(key)?).map_err(|_| format!("{key} is too large"))
+        let small = |key: &'static str| -> Result<u32, LineError> {
+            u32::try_from(number(key)?).map_err(|_| LineError::TooLarge(key))
         };
         let entry = match kind {
             "round" => {
                 let format = small("format")?;
                 if format != FORMAT {
-                    return Err(format!("journal format {format}, this server reads format {FORMAT}"));
+                    return Err(LineError::Format(format));
                 }
                 Entry::Round { id: hex("id")?, agencies: small("agencies")? }
             }
@@ -94,20 +94,73 @@ impl Entry {
             },
             "drawn" => Entry::Drawn { winners: number("winners")? },
             "checkpoint" => Entry::Checkpoint { bytes: number("bytes")? },
-            other => return Err(format!("unknown entry {other:?}")),
+            other => return Err(LineError::Unknown(other.to_owned())),
         };
         Ok(entry)
     }
 }
 
+/// What is wrong with a journal line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("a line without its end")]
+    NoLineEnd,
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("no crc")]
+    NoCrc,
+    #[error("crc {0:?} is not hexadecimal")]
+    CrcNotHex(String),
+    #[error("the crc does not match")]
+    CrcMismatch,
+    #[error("{0:?} is not key=value")]
+    NotKeyValue(String),
+    #[error("without {0}")]
+    Missing(&'static str),
+    #[error("{0} is not a number")]
+    NotNumber(&'static str),
+    #[error("{0} is not hexadecimal")]
+    NotHex(&'static str),
+    #[error("{0} is too large")]
+    TooLarge(&'static str),
+    #[error("journal format {0}, this server reads format {FORMAT}")]
+    Format(u32),
+    #[error("unknown entry {0:?}")]
+    Unknown(String),
+}
+
+impl LineError {
+    /// Whether the line's CRC held: then the line is whole and was meant
+    /// (a newer format, say), not torn or damaged.
+    pub fn crc_held(&self) -> bool {
+        !matches!(
+            self,
+            LineError::NoLineEnd
+                | LineError::NotUtf8
+                | LineError::NoCrc
+                | LineError::CrcNotHex(_)
+                | LineError::CrcMismatch
+        )
+    }
+}
+
 /// The text of `line` before its CRC, if the CRC holds.
-fn checked(line: &str) -> Result<&str, String> {
-    let (text, crc) = line.rsplit_once(" crc=").ok_or("no crc")?;
-    let crc = u32::from_str_radix(crc, 16).map_err(|_| format!("crc {crc:?} is not hexadecimal"))?;
+fn checked(line: &str) -> Result<&str, LineError> {
+    let (text, crc) = line.rsplit_once(" crc=").ok_or(LineError::NoCrc)?;
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| LineError::CrcNotHex(crc.to_owned()))?;
     if crc32fast::hash(text.as_bytes()) != crc {
-        return Err("the crc does not match".into());
+        return Err(LineError::CrcMismatch);
     }
     Ok(text)
+}
+
+/// Where a journal's valid lines end, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("byte {at}: {error}")]
+pub struct LineFault {
+    /// The offset of the line.
+    pub at: u64,
+    pub error: LineError,
 }
 
 /// What the journal holds.
@@ -118,12 +171,12 @@ pub struct JournalRead {
     pub valid_len: u64,
     pub file_len: u64,
     /// Why the valid lines end before the file does, when they do.
-    pub stopped: Option<String>,
+    pub stopped: Option<LineFault>,
     /// Lines with a good CRC after that point: not a torn tail.
     pub lines_after_stop: usize,
     /// A line whose CRC holds but whose meaning is unknown (a newer
     /// format?), with where it is: never cut, refused.
-    pub unknown: Option<String>,
+    pub unknown: Option<LineFault>,
 }
 
 /// Reads the journal; a missing one holds nothing.
@@ -137,19 +190,19 @@ pub fn read(path: &Path) -> Result<Option<JournalRead>, StorageError> {
     let mut read = JournalRead { file_len: bytes.len() as u64, ..JournalRead::default() };
     let mut lines = bytes.split_inclusive(|&b| b == b'\n');
     for line in lines.by_ref() {
+        let fault = |error| LineFault { at: read.valid_len, error };
         let Some(text) = line.strip_suffix(b"\n") else {
-            read.stopped = Some(format!("byte {}: a line without its end", read.valid_len));
+            read.stopped = Some(fault(LineError::NoLineEnd));
             break;
         };
-        let text = std::str::from_utf8(text).map_err(|_| "not UTF-8".to_owned()).and_then(checked);
-        match text.map(|text| (text, Entry::from_text(text))) {
-            Ok((_, Ok(entry))) => read.entries.push(entry),
-            Ok((text, Err(reason))) => {
-                read.unknown = Some(format!("byte {}: {text:?}: {reason}", read.valid_len));
+        match std::str::from_utf8(text).map_err(|_| LineError::NotUtf8).and_then(Entry::parse) {
+            Ok(entry) => read.entries.push(entry),
+            Err(error) if error.crc_held() => {
+                read.unknown = Some(fault(error));
                 break;
             }
-            Err(reason) => {
-                read.stopped = Some(format!("byte {}: {reason}", read.valid_len));
+            Err(error) => {
+                read.stopped = Some(fault(error));
                 break;
             }
         }
@@ -161,6 +214,9 @@ pub fn read(path: &Path) -> Result<Option<JournalRead>, StorageError> {
             .filter(|l| checked(l).is_ok())
             .count();
     }
+    assert!(read.valid_len <= read.file_len, "the lines read lie inside the file");
+    let stopped_early = read.stopped.is_some() || read.unknown.is_some();
+    assert_eq!(stopped_early, read.valid_len < read.file_len, "lines stop early only with a reason");
     Ok(Some(read))
 }
 
@@ -190,7 +246,7 @@ mod tests {
     #[test]
     fn a_changed_line_fails_its_crc() {
         let line = entries()[2].line().replace("bets=16014", "bets=16015");
-        assert_eq!(Entry::parse(line.trim_end()), Err("the crc does not match".into()));
+        assert_eq!(Entry::parse(line.trim_end()), Err(LineError::CrcMismatch));
     }
 
     #[test]
@@ -226,6 +282,6 @@ mod tests {
         let unknown = format!("{text} crc={:08x}\n", crc32fast::hash(text.as_bytes()));
         std::fs::write(&path, [lines[0].clone(), unknown].concat()).unwrap();
         let newer = read(&path).unwrap().unwrap();
-        assert!(newer.unknown.unwrap().contains("unknown entry"));
+        assert_eq!(newer.unknown.unwrap().error, LineError::Unknown("rollback".into()));
     }
 }

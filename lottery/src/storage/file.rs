@@ -41,8 +41,7 @@ impl AppendFile {
         let mut file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
         let actual = file.metadata().map_err(io_err)?.len();
         if actual != len {
-            let reason = format!("holds {actual} bytes where {len} were expected");
-            return Err(StorageError::Corrupt { path: path.into(), reason });
+            return Err(StorageError::Length { path: path.into(), actual, expected: len });
         }
         file.seek(SeekFrom::Start(len)).map_err(io_err)?;
         Ok(AppendFile { file, path: path.into(), len, syncs: 0 })
@@ -59,10 +58,9 @@ impl AppendFile {
         if let Err(e) = self.write_durably(parts) {
             return match self.cut_back() {
                 Ok(()) => Err(AppendError::Transient(StorageError::io(&self.path, e))),
-                Err(cut) => Err(AppendError::Fatal(StorageError::io(
-                    &self.path,
-                    io::Error::new(cut.kind(), format!("{e}; then cutting back failed: {cut}")),
-                ))),
+                Err(cut) => {
+                    Err(AppendError::Fatal(StorageError::CutBack { path: self.path.clone(), write: e, cut }))
+                }
             };
         }
         self.len += group;
@@ -143,7 +141,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
-        assert!(matches!(AppendFile::open(&path, 2), Err(StorageError::Corrupt { .. })));
+        assert!(matches!(
+            AppendFile::open(&path, 2),
+            Err(StorageError::Length { actual: 3, expected: 2, .. })
+        ));
         assert!(AppendFile::open(&path, 3).is_ok());
     }
 
@@ -159,7 +160,9 @@ mod tests {
         let file = OpenOptions::new().write(true).open(full).unwrap();
         let mut file = AppendFile { file, path: full.into(), len: 0, syncs: 0 };
         match file.append(&[b"abc"]) {
-            Err(AppendError::Fatal(e)) => assert!(e.to_string().contains("cutting back failed"), "{e}"),
+            Err(AppendError::Fatal(StorageError::CutBack { write, .. })) => {
+                assert_eq!(write.raw_os_error(), Some(28), "no space left on device: {write}")
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(file.len(), 0);

@@ -23,7 +23,7 @@ pub mod row;
 pub mod scan;
 
 pub use crate::bet::has_won;
-use crate::bet::Bet;
+use crate::bet::{Bet, InvalidBet};
 pub use file::{AppendError, AppendFile};
 pub use row::write_row;
 pub use scan::{scan, AgencyBets, Scan};
@@ -35,10 +35,23 @@ pub enum StorageError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
-    #[error("{path}, line {line}: {reason}")]
-    BadRow { path: PathBuf, line: u64, reason: String },
-    #[error("{path}: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}, line {line}: {problem}")]
+    BadRow { path: PathBuf, line: u64, problem: BadRow },
+    #[error("{path}: {write}; then cutting back failed: {cut}")]
+    CutBack { path: PathBuf, write: io::Error, cut: io::Error },
+    #[error("{path}: holds {actual} bytes where {expected} were expected")]
+    Length { path: PathBuf, actual: u64, expected: u64 },
+}
+
+/// Why a row of the bets file is not a bet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRow {
+    #[error("expected 6 fields, found {0}")]
+    Fields(usize),
+    #[error("agency {0:?} is not a number")]
+    Agency(String),
+    #[error(transparent)]
+    Bet(#[from] InvalidBet),
 }
 
 impl StorageError {
@@ -91,16 +104,16 @@ impl Iterator for BetRows {
 impl BetRows {
     fn bet(&self) -> Result<Bet, StorageError> {
         let row = &self.record;
-        let bad = |reason: String| StorageError::BadRow {
+        let bad = |problem: BadRow| StorageError::BadRow {
             path: self.path.clone(),
             line: row.position().map_or(0, |p| p.line()),
-            reason,
+            problem,
         };
         if row.len() != 6 {
-            return Err(bad(format!("expected 6 fields, found {}", row.len())));
+            return Err(bad(BadRow::Fields(row.len())));
         }
-        let agency = row[0].parse().map_err(|_| bad(format!("agency {:?} is not a number", &row[0])))?;
-        Bet::parse(agency, &row[1], &row[2], &row[3], &row[4], &row[5]).map_err(|e| bad(e.to_string()))
+        let agency = row[0].parse().map_err(|_| bad(BadRow::Agency(row[0].to_owned())))?;
+        Bet::parse(agency, &row[1], &row[2], &row[3], &row[4], &row[5]).map_err(|e| bad(e.into()))
     }
 }
 
@@ -141,8 +154,9 @@ mod tests {
         std::fs::write(&path, "1,A,B,1,1999-03-17,1\n1,A,B,1,1999-02-30,1\n").unwrap();
         let rows: Vec<_> = load_bets(&path).unwrap().collect();
         assert!(rows[0].is_ok());
-        let err = rows[1].as_ref().unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains("1999-02-30"), "{err}");
+        let Err(StorageError::BadRow { line, problem, .. }) = &rows[1] else { panic!("{rows:?}") };
+        assert_eq!(*line, 2);
+        assert_eq!(*problem, BadRow::Bet(InvalidBet::Birthdate("1999-02-30".into())));
     }
 
     proptest! {

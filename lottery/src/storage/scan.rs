@@ -18,9 +18,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::row::{read_row, write_row, ReadRow, FIELDS};
+use super::row::{read_row, write_row, Malformed, ReadRow, FIELDS};
 use super::StorageError;
-use crate::bet::BetRef;
+use crate::bet::{BetRef, InvalidBet};
 use crate::progress::Progress;
 
 /// Longest row the scan waits for; rows the server writes are far shorter
@@ -44,7 +44,7 @@ pub struct Scan {
     /// Bytes in the file.
     pub file_len: u64,
     /// Why the valid rows end before the file does, when they do.
-    pub stopped: Option<String>,
+    pub stopped: Option<RowFault>,
     /// Whole, valid rows found after that point (looked for only when the
     /// rest of the file is at most [`MAX_TAIL_LOOKED_AT`] bytes). A torn
     /// last group may hold a few; many mean the bad bytes sit inside data
@@ -59,6 +59,36 @@ impl Scan {
     pub fn bets(&self) -> u64 {
         self.agencies.iter().map(|a| a.progress.bets()).sum()
     }
+}
+
+/// Why the valid rows of the bets file end where they do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("byte {at}: {problem}")]
+pub struct RowFault {
+    /// The offset where the valid rows end.
+    pub at: u64,
+    pub problem: RowProblem,
+}
+
+/// What is wrong with the bytes after the valid rows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowProblem {
+    #[error("the last {0} bytes are not a whole row")]
+    Torn(usize),
+    #[error("no line end within {MAX_ROW_LEN} bytes")]
+    NoLineEnd,
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    #[error("a field is not valid UTF-8")]
+    NotUtf8,
+    #[error("{0} fields where a row has {FIELDS}")]
+    Fields(usize),
+    #[error("agency {found:?} is not one of 1..={agencies}")]
+    Agency { found: String, agencies: u32 },
+    #[error(transparent)]
+    Bet(#[from] InvalidBet),
+    #[error("the row is not written the way the server writes it")]
+    NotAsWritten,
 }
 
 /// What one agency has in the file.
@@ -99,23 +129,21 @@ pub fn scan(path: &Path, agencies: u32) -> Result<Scan, StorageError> {
                         scan.valid_len += len as u64;
                         start += len;
                     }
-                    Err(reason) => {
-                        scan.stopped = Some(format!("byte {}: {reason}", scan.valid_len));
+                    Err(problem) => {
+                        scan.stopped = Some(RowFault { at: scan.valid_len, problem });
                         break;
                     }
                 }
             }
             ReadRow::Incomplete if eof => {
                 if start < buf.len() {
-                    let torn = buf.len() - start;
-                    scan.stopped =
-                        Some(format!("byte {}: the last {torn} bytes are not a whole row", scan.valid_len));
+                    let problem = RowProblem::Torn(buf.len() - start);
+                    scan.stopped = Some(RowFault { at: scan.valid_len, problem });
                 }
                 break;
             }
             ReadRow::Incomplete if buf.len() - start > MAX_ROW_LEN => {
-                scan.stopped =
-                    Some(format!("byte {}: no line end within {MAX_ROW_LEN} bytes", scan.valid_len));
+                scan.stopped = Some(RowFault { at: scan.valid_len, problem: RowProblem::NoLineEnd });
                 break;
             }
             ReadRow::Incomplete => {
@@ -127,8 +155,8 @@ pub fn scan(path: &Path, agencies: u32) -> Result<Scan, StorageError> {
                 buf.truncate(before + n);
                 eof = n == 0;
             }
-            ReadRow::Malformed(reason) => {
-                scan.stopped = Some(format!("byte {}: {reason}", scan.valid_len));
+            ReadRow::Malformed(malformed) => {
+                scan.stopped = Some(RowFault { at: scan.valid_len, problem: malformed.into() });
                 break;
             }
         }
@@ -139,7 +167,7 @@ pub fn scan(path: &Path, agencies: u32) -> Result<Scan, StorageError> {
         scan.rows_after_stop = count_rows(&rest, agencies, &mut again);
     }
     assert!(scan.valid_len <= scan.file_len, "the rows read lie inside the file");
-    assert_eq!(scan.stopped.is_none(), scan.valid_len == scan.file_len, "rows stop early only with a reason");
+    assert_eq!(scan.stopped.is_some(), scan.valid_len < scan.file_len, "rows stop early only with a reason");
     Ok(scan)
 }
 
@@ -175,25 +203,25 @@ fn check_row(
     raw: &[u8],
     agencies: u32,
     again: &mut Vec<u8>,
-) -> Result<(u32, Option<String>), String> {
+) -> Result<(u32, Option<String>), RowProblem> {
     let fields: Vec<&str> = fields
         .iter()
         .map(|f| std::str::from_utf8(f))
         .collect::<Result<_, _>>()
-        .map_err(|_| "a field is not valid UTF-8".to_owned())?;
+        .map_err(|_| RowProblem::NotUtf8)?;
     let &[agency, first, last, document, birthdate, number] = fields.as_slice() else {
-        return Err(format!("{} fields where a row has {FIELDS}", fields.len()));
+        return Err(RowProblem::Fields(fields.len()));
     };
     let agency = agency
         .parse::<u32>()
         .ok()
         .filter(|a| (1..=agencies).contains(a))
-        .ok_or_else(|| format!("agency {agency:?} is not one of 1..={agencies}"))?;
-    let bet = BetRef::parse([first, last, document, birthdate, number]).map_err(|e| e.to_string())?;
+        .ok_or_else(|| RowProblem::Agency { found: agency.to_owned(), agencies })?;
+    let bet = BetRef::parse([first, last, document, birthdate, number])?;
     again.clear();
     write_row(again, agency, &bet);
     if again.as_slice() != raw {
-        return Err("the row is not written the way the server writes it".into());
+        return Err(RowProblem::NotAsWritten);
     }
     Ok((agency, bet.has_won().then(|| bet.document.to_owned())))
 }
@@ -222,7 +250,7 @@ mod tests {
         let rows = [row(1, "111", 7574), row(2, "222", 1), row(1, "0333", 7574)];
         let (_dir, path) = file_of(&rows.concat());
         let scan = scan(&path, 3).unwrap();
-        assert_eq!((scan.valid_len, scan.stopped.as_deref()), (scan.file_len, None));
+        assert_eq!((scan.valid_len, scan.stopped.as_ref()), (scan.file_len, None));
         let mut one = Progress::default();
         one.push(&rows[0]);
         one.push(&rows[2]);
@@ -295,6 +323,6 @@ mod tests {
         let count = CHUNK / one.len() * 3 + 7;
         let (_dir, path) = file_of(&one.repeat(count));
         let scan = scan(&path, 1).unwrap();
-        assert_eq!((scan.bets() as usize, scan.stopped.as_deref()), (count, None));
+        assert_eq!((scan.bets() as usize, scan.stopped.as_ref()), (count, None));
     }
 }

@@ -1,0 +1,164 @@
+//! The round's files on disk: the bets file and its journal in one locked
+//! directory (see the [module documentation](super)), and [`open`], which
+//! starts a new round on empty storage or resumes the one it finds.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::Path;
+
+use crate::storage::file::sync_dir;
+use crate::storage::{AppendError, AppendFile, StorageError};
+
+use super::journal::{self, Entry};
+use super::recovery::{recover, Damage, Opened};
+use super::rules::Ledger;
+use super::state::RoundState;
+use super::{beside, RoundError, RoundId, CHECKPOINT_EVERY};
+
+/// The files of a round, owned by one server.
+#[derive(Debug)]
+pub struct RoundFiles {
+    /// The directory, locked for as long as this value lives; released by
+    /// the kernel when the process dies, however it dies.
+    _lock: File,
+    bets: AppendFile,
+    journal: AppendFile,
+    /// The bets file's length when the next checkpoint is due.
+    next_checkpoint: u64,
+}
+
+impl Ledger for RoundFiles {
+    fn append_bets(&mut self, rows: &[&[u8]]) -> Result<(), AppendError> {
+        let before = self.bets.len();
+        self.bets.append(rows)?;
+        let appended: usize = rows.iter().map(|r| r.len()).sum();
+        assert_eq!(self.bets.len(), before + appended as u64, "the bets file grew by the rows");
+        Ok(())
+    }
+
+    /// Appends entries to the journal: all durable, or none kept. A
+    /// checkpoint of the bets file goes with them when one is due; with no
+    /// entries and none due, nothing is written.
+    fn record(&mut self, entries: &[Entry]) -> Result<(), AppendError> {
+        let due = self.bets.len() >= self.next_checkpoint;
+        if entries.is_empty() && !due {
+            return Ok(());
+        }
+        let checkpoint = due.then(|| Entry::Checkpoint { bytes: self.bets.len() });
+        let lines: Vec<String> = checkpoint.iter().chain(entries).map(Entry::line).collect();
+        let parts: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        let before = self.journal.len();
+        self.journal.append(&parts)?;
+        let appended: usize = lines.iter().map(String::len).sum();
+        assert_eq!(self.journal.len(), before + appended as u64, "the journal grew by the lines");
+        if due {
+            self.next_checkpoint = self.bets.len() + CHECKPOINT_EVERY;
+        }
+        Ok(())
+    }
+}
+
+impl RoundFiles {
+    pub fn bets_path(&self) -> &Path {
+        self.bets.path()
+    }
+
+    /// Bytes of the bets file.
+    pub fn bets_len(&self) -> u64 {
+        self.bets.len()
+    }
+
+    /// Syncs of the bets file and of the journal since the round opened.
+    pub fn syncs(&self) -> (u64, u64) {
+        (self.bets.syncs(), self.journal.syncs())
+    }
+}
+
+/// Opens the round kept at `bets`: takes the directory's lock first (and
+/// touches nothing if another server holds it), then starts a new round on
+/// empty storage or resumes the one it finds (see [`super::recovery`]).
+pub fn open(bets: &Path, agencies: u32) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
+    let journal_path = beside(bets, ".journal");
+    let lock = lock(bets.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+
+    let journal = journal::read(&journal_path)?;
+    let bets_len = match std::fs::metadata(bets) {
+        Ok(meta) => Some(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StorageError::io(bets, e).into()),
+    };
+    let header = journal.as_ref().and_then(|j| j.entries.first().copied());
+    let Some(Entry::Round { id, agencies: round_agencies }) = header else {
+        if bets_len.unwrap_or(0) == 0 {
+            return start(lock, bets, &journal_path, agencies);
+        }
+        if journal.is_none() {
+            return Err(RoundError::Foreign { bets: bets.into(), journal: journal_path });
+        }
+        return Err(RoundError::Damaged { path: journal_path, damage: Damage::NoRoundLine });
+    };
+    if round_agencies != agencies {
+        return Err(RoundError::AgenciesDiffer {
+            journal: journal_path,
+            round: round_agencies,
+            configured: agencies,
+        });
+    }
+    let journal = journal.expect("a header comes from a journal");
+    let found = recover(RoundId(id), agencies, bets, &journal_path, journal, bets_len.is_some())?;
+    let files = RoundFiles {
+        _lock: lock,
+        bets: AppendFile::open(bets, found.bets_len)?,
+        journal: AppendFile::open(&journal_path, found.journal_len)?,
+        next_checkpoint: found.checkpoint + CHECKPOINT_EVERY,
+    };
+    Ok((files, found.state, found.opened))
+}
+
+/// Locks the storage directory, or says another server has it.
+fn lock(dir: &Path) -> Result<File, RoundError> {
+    let file = File::open(dir).map_err(|e| StorageError::io(dir, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(RoundError::InUse { dir: dir.into() }),
+        Err(TryLockError::Error(e)) => Err(StorageError::io(dir, e).into()),
+    }
+}
+
+/// Starts a new round on empty storage.
+fn start(
+    lock: File,
+    bets: &Path,
+    journal_path: &Path,
+    agencies: u32,
+) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
+    create_empty(bets)?;
+    let id = RoundId(rand::random());
+    let header = Entry::Round { id: id.0, agencies }.line();
+    let fresh = beside(journal_path, ".new");
+    let written = File::create(&fresh).and_then(|mut file| {
+        file.write_all(header.as_bytes())?;
+        file.sync_all()
+    });
+    written.map_err(|e| StorageError::io(&fresh, e))?;
+    std::fs::rename(&fresh, journal_path).map_err(|e| StorageError::io(journal_path, e))?;
+    let dir = journal_path.parent().unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    let files = RoundFiles {
+        _lock: lock,
+        bets: AppendFile::open(bets, 0)?,
+        journal: AppendFile::open(journal_path, header.len() as u64)?,
+        next_checkpoint: CHECKPOINT_EVERY,
+    };
+    Ok((files, RoundState::new(id, agencies), Opened::New))
+}
+
+/// Creates the bets file (or keeps an empty one), durably.
+fn create_empty(bets: &Path) -> Result<(), StorageError> {
+    let io_err = |e| StorageError::io(bets, e);
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(bets).map_err(io_err)?;
+    assert_eq!(file.metadata().map_err(io_err)?.len(), 0, "only an empty bets file is created");
+    file.sync_all().map_err(io_err)?;
+    let dir = bets.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(|e| StorageError::io(dir, e))
+}

@@ -1,0 +1,438 @@
+//! Reading a round back when a server starts on it.
+//!
+//! A crash can leave unfinished only what was never synced, and a group
+//! is bounded ([`MAX_GROUP_BETS`], [`MAX_GROUP_BYTES`]), so the rule is:
+//! **cut only a torn tail, refuse anything else.** Bytes after the first
+//! bad row are cut only if they are at most one group with at most one
+//! group's worth of whole rows among them; a damaged journal line is cut
+//! only if no good line follows it. Damage inside what was synced makes
+//! the round [`Damage`]d: the server refuses to start and changes
+//! nothing. Otherwise each agency's count, digest and winners are rebuilt
+//! from the bets file, checked against the journal, and only then are the
+//! torn tails cut.
+
+use std::path::{Path, PathBuf};
+
+use crate::progress::Progress;
+use crate::storage::file::cut;
+use crate::storage::scan::{scan, RowFault, Scan};
+
+use super::journal::{Entry, JournalRead, LineFault};
+use super::state::{AgencyState, RoundState};
+use super::{RoundError, RoundId, MAX_GROUP_BETS, MAX_GROUP_BYTES};
+
+/// How [`super::open`] found the storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Empty storage: a new round.
+    New,
+    /// A round in progress (or drawn), resumed.
+    Resumed {
+        /// Bytes cut from the end of the bets file: rows never acknowledged.
+        cut_bets: u64,
+        /// Bytes cut from the end of the journal: a line never acknowledged.
+        cut_journal: u64,
+        /// What was cut, and why.
+        cuts: Vec<Cut>,
+    },
+}
+
+/// A torn tail cut from one of the round's files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {why}", .path.display())]
+pub struct Cut {
+    pub path: PathBuf,
+    pub why: CutReason,
+}
+
+/// Why a tail was cut.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CutReason {
+    #[error(transparent)]
+    Bets(RowFault),
+    #[error(transparent)]
+    Journal(LineFault),
+}
+
+/// Damage inside what was synced: the round is refused, never cut.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("the journal does not start with its round line, yet the bets file holds bets")]
+    NoRoundLine,
+    #[error("a line this server does not know (written by a newer one?) at {0}")]
+    UnknownLine(LineFault),
+    #[error("{lines} good lines follow a damaged one ({fault}): that is damage inside what was synced, not a torn last line")]
+    GoodLinesAfterDamage { lines: usize, fault: LineFault },
+    #[error("the round's bets file is missing (it is created before its journal)")]
+    BetsMissing,
+    #[error("{bytes} bytes ({rows} whole rows among them) follow the first bad row ({fault}): more than one group, so not a torn tail")]
+    NotATornTail { bytes: u64, rows: usize, fault: RowFault },
+    #[error("a second round line")]
+    SecondRoundLine,
+    #[error("agency {0} finished, but the round has no such agency")]
+    NoSuchAgency(u32),
+    #[error("agency {0} finished twice")]
+    FinishedTwice(u32),
+    #[error("agency {agency} finished with {finished}, but the bets file holds {holds} of it: acknowledged bets are missing")]
+    FinishedBetsMissing { agency: u32, finished: Progress, holds: Progress },
+    #[error("agency {agency} finished with {finished}, but the bets file holds {holds} of it: its bets were changed after it finished")]
+    FinishedBetsChanged { agency: u32, finished: Progress, holds: Progress },
+    #[error("the first {synced} bytes of the bets file were synced, but only {whole} are whole rows: acknowledged bets are missing")]
+    CheckpointMissing { synced: u64, whole: u64 },
+    #[error("a draw before every agency finished, or a second one")]
+    DrawTooEarly,
+    #[error("the draw found {recorded} winners, the bets file holds {found}")]
+    DrawWinners { recorded: u64, found: u64 },
+}
+
+/// A round found on disk, checked and with its torn tails cut.
+#[derive(Debug)]
+pub struct Recovered {
+    pub state: RoundState,
+    /// Bytes of the bets file and of the journal after the cuts.
+    pub bets_len: u64,
+    pub journal_len: u64,
+    /// The bets file's length at the last checkpoint (0 without one).
+    pub checkpoint: u64,
+    pub opened: Opened,
+}
+
+/// Reads back the round of `id` whose journal at `journal_path` was read
+/// (its first line is the round's) and whose bets file is at `bets`.
+pub fn recover(
+    id: RoundId,
+    agencies: u32,
+    bets: &Path,
+    journal_path: &Path,
+    journal: JournalRead,
+    bets_exist: bool,
+) -> Result<Recovered, RoundError> {
+    let damaged = |path: &Path, damage: Damage| RoundError::Damaged { path: path.into(), damage };
+    if let Some(unknown) = &journal.unknown {
+        return Err(damaged(journal_path, Damage::UnknownLine(unknown.clone())));
+    }
+    if let Some(fault) = journal.stopped.clone().filter(|_| journal.lines_after_stop > 0) {
+        return Err(damaged(
+            journal_path,
+            Damage::GoodLinesAfterDamage { lines: journal.lines_after_stop, fault },
+        ));
+    }
+    if !bets_exist {
+        return Err(damaged(bets, Damage::BetsMissing));
+    }
+    let found = scan(bets, agencies)?;
+    let tail = found.file_len - found.valid_len;
+    if let Some(fault) = found.stopped.clone() {
+        if tail > MAX_GROUP_BYTES as u64 || found.rows_after_stop > MAX_GROUP_BETS {
+            let damage = Damage::NotATornTail { bytes: tail, rows: found.rows_after_stop, fault };
+            return Err(damaged(bets, damage));
+        }
+    }
+    let state = replay(id, &journal.entries, &found).map_err(|damage| damaged(journal_path, damage))?;
+
+    // Everything checks out: only now cut what was never acknowledged.
+    let mut cuts = Vec::new();
+    if let Some(fault) = found.stopped {
+        cut(bets, found.valid_len)?;
+        cuts.push(Cut { path: bets.into(), why: CutReason::Bets(fault) });
+    }
+    if let Some(fault) = journal.stopped {
+        cut(journal_path, journal.valid_len)?;
+        cuts.push(Cut { path: journal_path.into(), why: CutReason::Journal(fault) });
+    }
+    let opened = Opened::Resumed { cut_bets: tail, cut_journal: journal.file_len - journal.valid_len, cuts };
+    Ok(Recovered {
+        state,
+        bets_len: found.valid_len,
+        journal_len: journal.valid_len,
+        checkpoint: last_checkpoint(&journal.entries),
+        opened,
+    })
+}
+
+/// The bets file's length at the last checkpoint (0 without one).
+fn last_checkpoint(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .filter_map(|e| if let Entry::Checkpoint { bytes } = e { Some(*bytes) } else { None })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The state of a round from its journal and what the bets file holds,
+/// checked against each other.
+fn replay(id: RoundId, entries: &[Entry], found: &Scan) -> Result<RoundState, Damage> {
+    let agencies = found
+        .agencies
+        .iter()
+        .map(|a| AgencyState { progress: a.progress, finished: false, winners: a.winners.clone() })
+        .collect();
+    let mut state = RoundState::resumed(id, agencies);
+    assert!(matches!(entries.first(), Some(Entry::Round { .. })), "a journal starts with its round");
+    for entry in &entries[1..] {
+        match *entry {
+            Entry::Round { .. } => return Err(Damage::SecondRoundLine),
+            Entry::Finished { agency, progress } => {
+                check_finished(&state, agency, progress)?;
+                state.finish(agency);
+            }
+            Entry::Checkpoint { bytes } => {
+                if found.valid_len < bytes {
+                    return Err(Damage::CheckpointMissing { synced: bytes, whole: found.valid_len });
+                }
+            }
+            Entry::Drawn { winners } => {
+                if !state.all_finished() || state.drawn() {
+                    return Err(Damage::DrawTooEarly);
+                }
+                if winners != state.winners() {
+                    return Err(Damage::DrawWinners { recorded: winners, found: state.winners() });
+                }
+                state.draw();
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// Whether `agency` may have finished with `finished`, given the state.
+fn check_finished(state: &RoundState, agency: u32, finished: Progress) -> Result<(), Damage> {
+    if !state.is_agency(agency) {
+        return Err(Damage::NoSuchAgency(agency));
+    }
+    let holds = state.agency(agency);
+    if holds.finished {
+        return Err(Damage::FinishedTwice(agency));
+    }
+    if holds.progress.bets() < finished.bets() {
+        return Err(Damage::FinishedBetsMissing { agency, finished, holds: holds.progress });
+    }
+    if holds.progress != finished {
+        return Err(Damage::FinishedBetsChanged { agency, finished, holds: holds.progress });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bet::BetRef;
+    use crate::round::journal::LineError;
+    use crate::round::CHECKPOINT_EVERY;
+    use crate::round::{beside, open, Entry, Ledger, RoundError};
+    use crate::storage::scan::RowProblem;
+    use crate::storage::write_row;
+    use std::path::PathBuf;
+
+    fn row(agency: u32, number: u32) -> Vec<u8> {
+        let number = number.to_string();
+        let mut out = Vec::new();
+        write_row(&mut out, agency, &BetRef::parse(["Ana", "Paz", "123", "1999-03-17", &number]).unwrap());
+        out
+    }
+
+    fn storage() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        (dir, path)
+    }
+
+    #[test]
+    fn empty_storage_starts_a_new_round_and_reopening_resumes_it() {
+        let (_dir, path) = storage();
+        let (mut files, state, opened) = open(&path, 2).unwrap();
+        assert_eq!((opened, state.bets(), state.finished()), (Opened::New, 0, 0));
+        let rows = [row(1, 7574), row(2, 5)];
+        files.append_bets(&[&rows[0], &rows[1]]).unwrap();
+        let mut one = Progress::default();
+        one.push(&rows[0]);
+        files.record(&[Entry::Finished { agency: 1, progress: one }]).unwrap();
+        drop(files);
+
+        let (_files, again, opened) = open(&path, 2).unwrap();
+        assert_eq!(opened, Opened::Resumed { cut_bets: 0, cut_journal: 0, cuts: vec![] });
+        assert_eq!(again.id(), state.id());
+        assert_eq!(
+            *again.agency(1),
+            AgencyState { progress: one, finished: true, winners: vec!["123".into()] }
+        );
+        assert_eq!((again.agency(2).progress.bets(), again.agency(2).finished), (1, false));
+        assert!(!again.drawn());
+    }
+
+    #[test]
+    fn a_second_owner_is_refused_and_touches_nothing_even_without_a_lock_file() {
+        let (_dir, path) = storage();
+        let (mut files, _, _) = open(&path, 1).unwrap();
+        files.append_bets(&[&row(1, 1)]).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let journal = std::fs::read(beside(&path, ".journal")).unwrap();
+        assert!(matches!(open(&path, 1), Err(RoundError::InUse { .. })));
+        assert!(matches!(open(&path, 3), Err(RoundError::InUse { .. })), "the lock comes before any check");
+        let files_in_dir = std::fs::read_dir(path.parent().unwrap()).unwrap().count();
+        assert_eq!(files_in_dir, 2, "the directory itself is the lock: nothing to delete to get past it");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(std::fs::read(beside(&path, ".journal")).unwrap(), journal);
+        drop(files);
+        assert!(open(&path, 1).is_ok(), "free again once its owner is gone");
+    }
+
+    #[test]
+    fn a_torn_tail_of_both_files_is_cut_and_said() {
+        let (_dir, path) = storage();
+        let (mut files, _, _) = open(&path, 1).unwrap();
+        files.append_bets(&[&row(1, 1)]).unwrap();
+        drop(files);
+        let good = std::fs::read(&path).unwrap();
+        std::fs::write(&path, [good.as_slice(), b"1,Noelia,\xc3"].concat()).unwrap();
+        let journal = beside(&path, ".journal");
+        let mut text = std::fs::read(&journal).unwrap();
+        text.extend_from_slice(b"finished agency=1 bets=");
+        std::fs::write(&journal, &text).unwrap();
+
+        let (_files, state, opened) = open(&path, 1).unwrap();
+        let Opened::Resumed { cut_bets, cut_journal, cuts } = opened else { panic!() };
+        assert_eq!((cut_bets, cut_journal), (10, 23));
+        let reasons: Vec<&CutReason> = cuts.iter().map(|c| &c.why).collect();
+        let torn_row = RowFault { at: good.len() as u64, problem: RowProblem::Torn(10) };
+        let torn_line = LineFault { at: text.len() as u64 - 23, error: LineError::NoLineEnd };
+        assert_eq!(reasons, [&CutReason::Bets(torn_row), &CutReason::Journal(torn_line)]);
+        assert_eq!(std::fs::read(&path).unwrap(), good);
+        assert_eq!((state.bets(), state.finished()), (1, 0));
+    }
+
+    /// A round whose bets file and journal can be damaged by hand.
+    fn round_with_rows(rows: usize) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+        let (dir, path) = storage();
+        let (mut files, _, _) = open(&path, 1).unwrap();
+        let all: Vec<Vec<u8>> = (0..rows).map(|i| row(1, i as u32)).collect();
+        for chunk in all.chunks(100) {
+            let parts: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            files.append_bets(&parts).unwrap();
+            files.record(&[]).unwrap();
+        }
+        drop(files);
+        let bytes = std::fs::read(&path).unwrap();
+        (dir, path, bytes)
+    }
+
+    /// Opening the round at `path` is refused for damage that `is`, and
+    /// leaves both files as they were.
+    fn refused_untouched(path: &Path, agencies: u32, is: impl Fn(&Damage) -> bool) {
+        let before = std::fs::read(path).unwrap();
+        let journal = std::fs::read(beside(path, ".journal")).ok();
+        match open(path, agencies) {
+            Err(RoundError::Damaged { damage, .. }) => assert!(is(&damage), "{damage:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read(path).unwrap(), before, "the bets file is left as found");
+        assert_eq!(std::fs::read(beside(path, ".journal")).ok(), journal, "the journal is left as found");
+    }
+
+    #[test]
+    fn damage_with_whole_rows_after_it_is_refused_not_cut() {
+        let (_dir, path, mut bytes) = round_with_rows(20_000);
+        // Two rows in the middle run into one.
+        let at = bytes.len() / 2 + bytes[bytes.len() / 2..].iter().position(|&b| b == b'\n').unwrap();
+        bytes[at] = b'X';
+        std::fs::write(&path, &bytes).unwrap();
+        refused_untouched(&path, 1, |d| matches!(d, Damage::NotATornTail { .. }));
+    }
+
+    #[test]
+    fn a_bets_file_shorter_than_its_last_checkpoint_is_refused() {
+        let (_dir, path, bytes) = round_with_rows(40_000);
+        assert!(bytes.len() as u64 > CHECKPOINT_EVERY, "the round has a checkpoint");
+        let journal = std::fs::read_to_string(beside(&path, ".journal")).unwrap();
+        assert!(journal.contains("checkpoint bytes="), "{journal}");
+        let mut whole_rows = bytes[..CHECKPOINT_EVERY as usize / 2].to_vec();
+        whole_rows.truncate(whole_rows.iter().rposition(|&b| b == b'\n').unwrap() + 1);
+        std::fs::write(&path, &whole_rows).unwrap();
+        refused_untouched(&path, 1, |d| matches!(d, Damage::CheckpointMissing { .. }));
+    }
+
+    #[test]
+    fn a_missing_bets_file_is_refused() {
+        let (_dir, path, _) = round_with_rows(10);
+        std::fs::remove_file(&path).unwrap();
+        let err = open(&path, 1).unwrap_err();
+        assert!(matches!(err, RoundError::Damaged { damage: Damage::BetsMissing, .. }), "{err:?}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn journal_damage_before_good_lines_and_lines_of_unknown_meaning_are_refused() {
+        let (_dir, path) = storage();
+        let (mut files, _, _) = open(&path, 3).unwrap();
+        let rows = [row(1, 1), row(2, 2)];
+        files.append_bets(&[&rows[0], &rows[1]]).unwrap();
+        for (agency, r) in [(1, &rows[0]), (2, &rows[1])] {
+            let mut p = Progress::default();
+            p.push(r);
+            files.record(&[Entry::Finished { agency, progress: p }]).unwrap();
+        }
+        drop(files);
+        let journal = beside(&path, ".journal");
+        let text = std::fs::read_to_string(&journal).unwrap();
+        std::fs::write(&journal, text.replacen("finished agency=1", "finished agency=9", 1)).unwrap();
+        refused_untouched(&path, 3, |d| matches!(d, Damage::GoodLinesAfterDamage { lines: 1, .. }));
+
+        let line = "forget agency=2";
+        std::fs::write(&journal, format!("{text}{line} crc={:08x}\n", crc32fast::hash(line.as_bytes())))
+            .unwrap();
+        refused_untouched(&path, 3, |d| matches!(d, Damage::UnknownLine(_)));
+    }
+
+    #[test]
+    fn another_number_of_agencies_is_refused_without_touching_the_round() {
+        let (_dir, path) = storage();
+        drop(open(&path, 5).unwrap());
+        let err = open(&path, 3).unwrap_err();
+        assert!(matches!(err, RoundError::AgenciesDiffer { round: 5, configured: 3, .. }), "{err}");
+        assert!(open(&path, 5).is_ok());
+    }
+
+    #[test]
+    fn bets_without_a_journal_are_not_taken_over() {
+        let (_dir, path) = storage();
+        std::fs::write(&path, row(1, 1)).unwrap();
+        assert!(matches!(open(&path, 1), Err(RoundError::Foreign { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), row(1, 1));
+        std::fs::write(&path, b"").unwrap();
+        drop(open(&path, 1).unwrap());
+        assert!(beside(&path, ".journal").exists(), "an empty bets file is empty storage");
+    }
+
+    #[test]
+    fn a_finished_agency_whose_bets_are_missing_is_corruption_not_a_cut() {
+        let (_dir, path) = storage();
+        let (mut files, _, _) = open(&path, 1).unwrap();
+        let rows = [row(1, 1), row(1, 2)];
+        files.append_bets(&[&rows[0], &rows[1]]).unwrap();
+        let mut both = Progress::default();
+        rows.iter().for_each(|r| both.push(r));
+        files.record(&[Entry::Finished { agency: 1, progress: both }]).unwrap();
+        drop(files);
+        std::fs::write(&path, &rows[0]).unwrap();
+        let err = open(&path, 1).unwrap_err();
+        let missing =
+            matches!(err, RoundError::Damaged { damage: Damage::FinishedBetsMissing { agency: 1, .. }, .. });
+        assert!(missing, "{err:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), rows[0], "left as found");
+    }
+
+    #[test]
+    fn a_drawn_round_comes_back_drawn_with_its_winners() {
+        let (_dir, path) = storage();
+        let (mut files, _, _) = open(&path, 1).unwrap();
+        let rows = [row(1, 7574)];
+        files.append_bets(&[&rows[0]]).unwrap();
+        let mut p = Progress::default();
+        p.push(&rows[0]);
+        files.record(&[Entry::Finished { agency: 1, progress: p }, Entry::Drawn { winners: 1 }]).unwrap();
+        drop(files);
+        let (_, state, _) = open(&path, 1).unwrap();
+        assert!(state.drawn());
+        assert_eq!(state.agency(1).winners, ["123"]);
+    }
+}
