@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::link::{Fault, Link, Welcome};
+use crate::fault::{Fatal, Fault, NotItsFile, Retry};
+use crate::link::{Link, Welcome};
 use crate::source::{spawn_reader, BetSource, Item, ReadFrom};
 use crate::upload::{pause, upload, Reported, READ_AHEAD};
 
@@ -55,10 +56,10 @@ pub enum Ending {
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgencyError {
-    #[error("{0}")]
-    Fatal(String),
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
     #[error("no progress for {after:?}, giving up; last problem: {last}")]
-    GaveUp { after: Duration, last: String },
+    GaveUp { after: Duration, last: Retry },
 }
 
 /// Runs the agency until it has its winners, gives up, fails or `stop`
@@ -159,11 +160,8 @@ impl<'a> Agency<'a> {
 
         if self.total != Some(welcome.progress.bets()) {
             if let Some(total) = self.total.filter(|total| welcome.progress.bets() > *total) {
-                return Err(Fault::Fatal(format!(
-                    "the server holds {} bets of agency {}, more than the {total} of its file",
-                    welcome.progress.bets(),
-                    self.config.id
-                )));
+                let held = welcome.progress.bets();
+                return Err(NotItsFile::MoreThanTheFile { agency: self.config.id, held, total }.into());
             }
             let total = self.upload(&mut link, welcome).await?;
             self.total = Some(total);

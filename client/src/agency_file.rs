@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use csv_core::ReadRecordResult;
 use protocol::BetFields;
@@ -28,13 +29,46 @@ pub struct Row<'a> {
 }
 
 /// Why a row gives no bet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RowError {
-    /// This row cannot be a bet (wrong number of fields, invalid UTF-8).
-    Unusable(String),
+    /// This row cannot be a bet.
+    #[error(transparent)]
+    Unusable(#[from] Unusable),
     /// The file could not be read any further.
-    Unreadable(String),
+    #[error(transparent)]
+    Unreadable(#[from] Unreadable),
 }
+
+/// Why a row cannot be a bet at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    #[error("expected 5 fields, found {0}")]
+    Fields(usize),
+}
+
+/// Why the file cannot be read any further.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unreadable {
+    #[error("{0}")]
+    Io(Arc<io::Error>),
+    #[error("a row longer than {kib} KiB (a quote left open?)")]
+    RowTooLong { kib: usize },
+}
+
+/// Two read errors are alike when they are of the same kind.
+impl PartialEq for Unreadable {
+    fn eq(&self, other: &Unreadable) -> bool {
+        match (self, other) {
+            (Unreadable::Io(a), Unreadable::Io(b)) => a.kind() == b.kind(),
+            (Unreadable::RowTooLong { kib: a }, Unreadable::RowTooLong { kib: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Unreadable {}
 
 /// Bytes read at a time; a row must fit in them.
 const CHUNK: usize = 256 * 1024;
@@ -99,7 +133,7 @@ impl<R: Read> AgencyFile<R> {
         let mut first = true;
         loop {
             if let Err(e) = self.fill() {
-                visit(Row { line: self.line, bet: Err(RowError::Unreadable(e.to_string())) });
+                visit(Row { line: self.line, bet: Err(Unreadable::Io(Arc::new(e)).into()) });
                 return;
             }
             if first && self.buf[self.pos..self.end].starts_with(b"\xef\xbb\xbf") {
@@ -110,9 +144,8 @@ impl<R: Read> AgencyFile<R> {
             match self.rows(&mut visit) {
                 Parsed::Done => return,
                 Parsed::NeedBytes if self.pos == pos_before && self.end - self.pos == self.buf.len() => {
-                    let reason =
-                        format!("a row longer than {} KiB (a quote left open?)", self.buf.len() / 1024);
-                    visit(Row { line: self.line, bet: Err(RowError::Unreadable(reason)) });
+                    let too_long = Unreadable::RowTooLong { kib: self.buf.len() / 1024 };
+                    visit(Row { line: self.line, bet: Err(too_long.into()) });
                     return;
                 }
                 Parsed::NeedBytes => {}
@@ -172,8 +205,8 @@ impl<R: Read> AgencyFile<R> {
                 }
                 let bet = match (scan.count + 1, text.get(at - text_at..at - text_at + line.len())) {
                     (5, Some(row)) => Ok(split(row, scan.commas)),
-                    (5, None) => Err(RowError::Unusable("not valid UTF-8".to_owned())),
-                    (n, _) => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
+                    (5, None) => Err(Unusable::NotUtf8.into()),
+                    (n, _) => Err(Unusable::Fields(n).into()),
                 };
                 visit(Row { line: row_line, bet })
             } else {
@@ -183,7 +216,7 @@ impl<R: Read> AgencyFile<R> {
                 let bet = match count {
                     None => continue, // only blank lines, to the end of the file
                     Some(5) => quoted_fields(&self.quoted.fields, &self.quoted.ends[..5]),
-                    Some(n) => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
+                    Some(n) => Err(Unusable::Fields(n).into()),
                 };
                 visit(Row { line: row_line, bet })
             };
@@ -296,7 +329,7 @@ fn split(row: &str, [a, b, c, d]: [usize; 4]) -> BetFields<'_> {
 /// they are checked in one pass, and a field is UTF-8 exactly when it
 /// starts and ends on a character boundary of that whole.
 fn quoted_fields<'a>(fields: &'a [u8], ends: &[usize]) -> Result<BetFields<'a>, RowError> {
-    let not_utf8 = || RowError::Unusable("not valid UTF-8".to_owned());
+    let not_utf8 = || RowError::Unusable(Unusable::NotUtf8);
     let whole = std::str::from_utf8(&fields[..ends[4]]).map_err(|_| not_utf8())?;
     let range = |i: usize| -> Range<usize> {
         if i == 0 {
@@ -341,8 +374,8 @@ mod tests {
     fn unusable_rows_are_reported_with_their_line_and_reading_goes_on() {
         let rows = rows(b"a,b,1,1990-01-01,1\na,b,1\n\xff,b,1,1990-01-01,1\nc,d,2,1990-01-01,2\n");
         assert!(rows[0].1.is_ok());
-        assert_eq!(rows[1], (2, Err(RowError::Unusable("expected 5 fields, found 3".into()))));
-        assert_eq!(rows[2], (3, Err(RowError::Unusable("not valid UTF-8".into()))));
+        assert_eq!(rows[1], (2, Err(RowError::Unusable(Unusable::Fields(3)))));
+        assert_eq!(rows[2], (3, Err(RowError::Unusable(Unusable::NotUtf8))));
         assert_eq!(rows[3].0, 4);
         assert!(rows[3].1.is_ok());
     }
@@ -364,8 +397,8 @@ mod tests {
                 5 => fields
                     .into_iter()
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| RowError::Unusable("not valid UTF-8".into())),
-                n => Err(RowError::Unusable(format!("expected 5 fields, found {n}"))),
+                    .map_err(|_| RowError::Unusable(Unusable::NotUtf8)),
+                n => Err(RowError::Unusable(Unusable::Fields(n))),
             };
             rows.push((line, bet));
         }
@@ -407,7 +440,7 @@ mod tests {
                 // A record longer than the buffer (an open quote runs to
                 // the end) stops the reading; what came before is right.
                 Some((_, Err(RowError::Unreadable(e)))) => {
-                    prop_assert!(e.contains("a row longer than"), "{}", e);
+                    prop_assert!(matches!(e, Unreadable::RowTooLong { .. }), "{}", e);
                     prop_assert!(text.len() >= chunk);
                     prop_assert_eq!(&rows[..rows.len() - 1], &expected[..rows.len() - 1]);
                 }
@@ -442,7 +475,7 @@ mod tests {
         };
         assert_eq!(rows[0], (1, Ok(5)));
         assert!(
-            matches!(&rows[1], (2, Err(RowError::Unreadable(e))) if e.contains("a row longer than")),
+            matches!(&rows[1], (2, Err(RowError::Unreadable(Unreadable::RowTooLong { .. })))),
             "{rows:?}"
         );
         assert_eq!(rows.len(), 2);
@@ -458,7 +491,7 @@ mod tests {
     fn a_character_cut_in_two_by_a_comma_is_not_utf8() {
         // "é" is C3 A9: each half alone is invalid, together they are not.
         let rows = rows(b"a\xc3,\xa9b,1,1990-01-01,1\n\"a\xc3\xa9\",b,1,1990-01-01,1\n");
-        assert_eq!(rows[0], (1, Err(RowError::Unusable("not valid UTF-8".into()))));
+        assert_eq!(rows[0], (1, Err(RowError::Unusable(Unusable::NotUtf8))));
         assert_eq!(rows[1].1.clone().unwrap()[0], "aé");
     }
 }

@@ -7,6 +7,7 @@
 //! - [`source`]: the bets in order, validated and numbered, on a thread.
 //! - [`batch`]: cutting bets into batches that fit a packet.
 //! - [`link`]: one connection to the server, every wait bounded.
+//! - [`fault`]: what goes wrong, sorted by what to do about it.
 //! - [`upload`]: sending the batches of one read, pipelined.
 //! - [`agency`]: the whole session: resume, retry, finish, winners.
 
@@ -14,6 +15,7 @@ pub mod agency;
 pub mod agency_file;
 pub mod batch;
 pub mod config;
+pub mod fault;
 pub mod link;
 pub mod source;
 pub mod upload;

@@ -12,15 +12,16 @@
 //! sent but counted into a [`Progress`], which the upload compares with
 //! what the server says it holds before any batch goes out.
 
+use std::io;
 use std::path::PathBuf;
 
 use lottery::storage::write_row;
-use lottery::{BetRef, Progress};
+use lottery::{BetRef, InvalidBet, Progress};
 use protocol::{BetFields, BetRecord, MAX_FRAME_LEN};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::agency_file::{AgencyFile, RowError};
+use crate::agency_file::{AgencyFile, RowError, Unreadable, Unusable};
 use crate::batch::{fits_a_frame, Batch, BatchCutter};
 use crate::config::Config;
 
@@ -35,17 +36,12 @@ pub enum BetSource {
 
 impl BetSource {
     /// The agency file when it exists, else the bet of the environment.
-    pub fn choose(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<BetSource, String> {
+    pub fn choose(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<BetSource, NoBet> {
         if config.data_file.is_file() {
             return Ok(BetSource::File(config.data_file.clone()));
         }
-        let field = |name: &str| {
-            env(name).ok_or_else(|| {
-                format!(
-                    "no agency file at {} and no bet in the environment ({name} is not set)",
-                    config.data_file.display()
-                )
-            })
+        let field = |name: &'static str| {
+            env(name).ok_or_else(|| NoBet { data_file: config.data_file.clone(), missing: name })
         };
         Ok(BetSource::Single(BetRecord {
             first_name: field("NOMBRE")?,
@@ -57,6 +53,34 @@ impl BetSource {
     }
 }
 
+/// Neither an agency file nor a bet in the environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no agency file at {} and no bet in the environment ({missing} is not set)", .data_file.display())]
+pub struct NoBet {
+    pub data_file: PathBuf,
+    pub missing: &'static str,
+}
+
+/// Why a row of the source is not sent (it gets no ordinal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsendable {
+    #[error(transparent)]
+    Row(#[from] Unusable),
+    #[error("the bet's {bytes} bytes of text do not fit in a {MAX_FRAME_LEN}-byte packet")]
+    TooLarge { bytes: usize },
+    #[error(transparent)]
+    Invalid(#[from] InvalidBet),
+}
+
+/// Why the source could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot read {} at line {line}: {error}", .path.display())]
+    Read { path: PathBuf, line: u64, error: Unreadable },
+}
+
 /// What the reader hands to the upload, in this order: unusable rows as
 /// they come, one `Resumed`, the batches, one `End`.
 #[derive(Debug)]
@@ -65,7 +89,7 @@ pub enum Item {
     /// reader was told had been reported already are not handed again.
     Unusable {
         line: u64,
-        reason: String,
+        reason: Unsendable,
     },
     /// The bets skipped to resume: their count and digest.
     Resumed(Progress),
@@ -75,7 +99,7 @@ pub enum Item {
         bets: u64,
     },
     /// The source could not be read to its end: nothing after this.
-    Failed(String),
+    Failed(SourceError),
 }
 
 /// Where a read starts and what it leaves out.
@@ -107,11 +131,10 @@ pub fn spawn_reader(
                     file.for_each_row(|row| {
                         going = match row.bet {
                             Ok(fields) => reader.row(row.line, Ok(fields)),
-                            Err(RowError::Unusable(reason)) => reader.row(row.line, Err(reason)),
-                            Err(RowError::Unreadable(e)) => {
-                                let reason =
-                                    format!("cannot read {} at line {}: {e}", path.display(), row.line);
-                                reader.send(Item::Failed(reason));
+                            Err(RowError::Unusable(reason)) => reader.row(row.line, Err(reason.into())),
+                            Err(RowError::Unreadable(error)) => {
+                                let (path, line) = (path.clone(), row.line);
+                                reader.send(Item::Failed(SourceError::Read { path, line, error }));
                                 false
                             }
                         };
@@ -119,8 +142,8 @@ pub fn spawn_reader(
                     });
                     going
                 }
-                Err(e) => {
-                    reader.send(Item::Failed(format!("cannot read {}: {e}", path.display())));
+                Err(source) => {
+                    reader.send(Item::Failed(SourceError::Open { path, source }));
                     false
                 }
             },
@@ -162,15 +185,13 @@ impl Reader {
     }
 
     /// Takes one row of the source; false once the upload is gone.
-    fn row(&mut self, line: u64, bet: Result<BetFields<'_>, String>) -> bool {
+    fn row(&mut self, line: u64, bet: Result<BetFields<'_>, Unsendable>) -> bool {
         let checked = bet.and_then(|fields| {
             if !fits_a_frame(fields) {
-                let size: usize = fields.iter().map(|f| f.len()).sum();
-                return Err(format!(
-                    "the bet's {size} bytes of text do not fit in a {MAX_FRAME_LEN}-byte packet"
-                ));
+                let bytes: usize = fields.iter().map(|f| f.len()).sum();
+                return Err(Unsendable::TooLarge { bytes });
             }
-            BetRef::parse(fields).map(|bet| (fields, bet)).map_err(|e| e.to_string())
+            Ok((fields, BetRef::parse(fields)?))
         });
         let (fields, bet) = match checked {
             Ok(valid) => valid,
@@ -246,7 +267,7 @@ mod tests {
                 Item::Resumed(p) => format!("resumed {}", p.bets()),
                 Item::Batch(b) => format!("batch {}+{}", b.first, b.lines.len()),
                 Item::End { bets } => format!("end {bets}"),
-                Item::Failed(reason) => format!("failed {reason}"),
+                Item::Failed(error) => format!("failed {error}"),
             })
             .collect()
     }
@@ -256,7 +277,7 @@ mod tests {
         let items = read(FILE, 0, 0, 2);
         assert_eq!(shape(&items), ["resumed 0", "unusable 2", "batch 0+2", "batch 2+1", "end 3"]);
         let Item::Unusable { reason, .. } = &items[1] else { panic!() };
-        assert!(reason.contains("1990-02-30"), "{reason}");
+        assert_eq!(*reason, Unsendable::Invalid(InvalidBet::Birthdate("1990-02-30".into())));
     }
 
     #[test]

@@ -9,14 +9,16 @@
 use std::time::{Duration, Instant};
 
 use edge::log::Action;
-use protocol::{ErrorCode, Message};
+use protocol::{ErrorCode, Message, MessageWriter};
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::batch::Batch;
 use crate::config::Config;
-use crate::link::{io_fault, Fault, Link, Welcome};
-use crate::source::Item;
+use crate::fault::{lost, Fatal, Fault, NotItsFile, Retry};
+use crate::link::{Link, Replies, Welcome};
+use crate::source::{Item, Unsendable};
 
 /// Batches sent and not yet acknowledged, at most.
 pub const WINDOW: usize = 32;
@@ -39,10 +41,12 @@ pub struct Reported {
 }
 
 impl Reported {
-    fn report(&mut self, line: u64, reason: String) {
+    fn report(&mut self, line: u64, reason: Unsendable) {
         error!("{}", Action::fail("apuesta_enviada").field("line", line).field("error", reason));
+        let before = self.rows;
         self.up_to_line = self.up_to_line.max(line);
         self.rows += 1;
+        assert!(self.rows > before, "reported rows only grow");
     }
 }
 
@@ -57,122 +61,136 @@ pub async fn upload(
     reported: &mut Reported,
     acked: &mut Instant,
 ) -> Result<u64, Fault> {
+    resume(config, items, welcome, reported).await?;
+    let (in_flight, awaiting) = mpsc::channel::<Batch>(WINDOW);
+    let Link { reader, writer } = link;
+    let send = send_batches(config, writer, items, in_flight, welcome, reported);
+    let receive = receive_acks(reader, awaiting, single, acked);
+    let (total, ()) = tokio::try_join!(send, receive)?;
+    assert!(total >= welcome.progress.bets(), "an agency has at least the bets the server holds");
+    debug!("agency {}: all {total} bets are stored", config.id);
+    Ok(total)
+}
+
+/// Checks the read's skipped bets against what the server holds: they
+/// must be exactly the first bets of the file.
+async fn resume(
+    config: &Config,
+    items: &mut mpsc::Receiver<Item>,
+    welcome: Welcome,
+    reported: &mut Reported,
+) -> Result<(), Fault> {
     let skipped = loop {
         match items.recv().await {
             Some(Item::Unusable { line, reason }) => reported.report(line, reason),
             Some(Item::Resumed(skipped)) => break skipped,
-            Some(Item::Failed(reason)) => return Err(Fault::Fatal(reason)),
+            Some(Item::Failed(error)) => return Err(Fatal::Source(error).into()),
             Some(Item::Batch(_) | Item::End { .. }) => unreachable!("a read resumes before its first batch"),
-            None => return Err(Fault::Fatal("the bet reader stopped".into())),
+            None => return Err(Fatal::ReaderStopped.into()),
         }
     };
-    let held = welcome.progress;
+    let (agency, held) = (config.id, welcome.progress);
     if skipped.bets() < held.bets() {
-        return Err(Fault::Fatal(format!(
-            "the server holds {} bets of agency {}, but its file has only {} valid bets: it is not the file this agency uploaded",
-            held.bets(),
-            config.id,
-            skipped.bets()
-        )));
+        return Err(NotItsFile::Shorter { agency, held: held.bets(), valid: skipped.bets() }.into());
     }
     if skipped != held {
-        return Err(Fault::Fatal(format!(
-            "the first {} bets of the file differ from the {} the server holds for agency {}: it is not the file this agency uploaded",
-            skipped.bets(),
-            held.bets(),
-            config.id
-        )));
+        return Err(NotItsFile::Differs { agency, bets: skipped.bets(), held: held.bets() }.into());
     }
     if held.bets() > 0 {
-        info!("{}", Action::in_progress("resume").field("client_id", config.id).field("stored", held.bets()));
+        info!("{}", Action::in_progress("resume").field("client_id", agency).field("stored", held.bets()));
     }
+    Ok(())
+}
 
-    let (in_flight, mut awaiting) = mpsc::channel::<Batch>(WINDOW);
-    let Link { reader, writer } = link;
-    let send = async {
-        let mut first = true;
-        let mut ready = Vec::with_capacity(READ_AHEAD);
-        loop {
-            // About to wait for the reader: what is queued goes out now.
-            if items.is_empty() {
-                writer.flush().await.map_err(io_fault)?;
-            }
-            // All the reader has ready at once: it is woken once per
-            // READ_AHEAD items, not once per batch.
-            if items.recv_many(&mut ready, READ_AHEAD).await == 0 {
-                return Err(Fault::Fatal("the bet reader stopped".into()));
-            }
-            for item in ready.drain(..) {
-                // Frames go out together: one flush (a TLS record, a
-                // write) carries up to FLUSH_BYTES.
-                if writer.queued() >= FLUSH_BYTES {
-                    writer.flush().await.map_err(io_fault)?;
-                }
-                match item {
-                    Item::Unusable { line, reason } => reported.report(line, reason),
-                    Item::Batch(batch) => {
-                        if welcome.finished {
-                            return Err(Fault::Fatal(format!(
-                                "agency {} finished with {} bets, but its file has more: it is not the file this agency uploaded",
-                                config.id,
-                                held.bets()
-                            )));
-                        }
-                        if !first && !config.loop_period.is_zero() {
-                            writer.flush().await.map_err(io_fault)?;
-                            pause(config.loop_period).await;
-                        }
-                        first = false;
-                        let slot = match in_flight.try_reserve() {
-                            Ok(slot) => slot,
-                            Err(_) => {
-                                // The window is full: what is queued must go
-                                // out for its acks to come back.
-                                writer.flush().await.map_err(io_fault)?;
-                                in_flight.reserve().await.map_err(|_| Fault::Retry("acks stopped".into()))?
-                            }
-                        };
-                        writer.queue_frame(&batch.frame);
-                        slot.send(batch);
-                    }
-                    Item::End { bets } => {
-                        writer.flush().await.map_err(io_fault)?;
-                        drop(in_flight);
-                        return Ok(bets);
-                    }
-                    Item::Failed(reason) => return Err(Fault::Fatal(reason)),
-                    Item::Resumed(_) => unreachable!("a read resumes once"),
-                }
-            }
+/// Sends the read's batches, up to [`WINDOW`] unacknowledged; returns the
+/// number of valid bets once the read is done.
+async fn send_batches<W: AsyncWrite + Unpin>(
+    config: &Config,
+    writer: &mut MessageWriter<W>,
+    items: &mut mpsc::Receiver<Item>,
+    in_flight: mpsc::Sender<Batch>,
+    welcome: Welcome,
+    reported: &mut Reported,
+) -> Result<u64, Fault> {
+    let mut first = true;
+    let mut ready = Vec::with_capacity(READ_AHEAD);
+    loop {
+        // About to wait for the reader: what is queued goes out now.
+        if items.is_empty() {
+            writer.flush().await.map_err(lost)?;
         }
-    };
-    let receive = async {
-        while let Some(batch) = awaiting.recv().await {
-            match reader.next().await? {
-                Message::BatchAck { first, .. } if first == batch.first => {
-                    *acked = Instant::now();
-                    log_sent(&batch, single);
-                }
-                Message::Error { code: ErrorCode::InvalidBet, first, bet, reason }
-                    if first == batch.first =>
-                {
-                    // The agency checks every bet with the server's rules
-                    // before it gives it an ordinal: a bet refused here
-                    // means the two disagree, and resuming cannot help.
-                    let line =
-                        bet.and_then(|i| batch.lines.get(usize::from(i))).copied().unwrap_or(batch.lines[0]);
-                    return Err(Fault::Fatal(format!(
-                        "the server refused the bet at line {line} as invalid ({reason}), though this agency found it valid: are client and server of the same version?"
-                    )));
-                }
-                other => return Err(Fault::from_reply(other)),
-            }
+        // All the reader has ready at once: it is woken once per
+        // READ_AHEAD items, not once per batch.
+        if items.recv_many(&mut ready, READ_AHEAD).await == 0 {
+            return Err(Fatal::ReaderStopped.into());
         }
-        Ok::<(), Fault>(())
-    };
-    let (total, ()) = tokio::try_join!(send, receive)?;
-    debug!("agency {}: all {total} bets are stored", config.id);
-    Ok(total)
+        for item in ready.drain(..) {
+            // Frames go out together: one flush (a TLS record, a write)
+            // carries up to FLUSH_BYTES.
+            if writer.queued() >= FLUSH_BYTES {
+                writer.flush().await.map_err(lost)?;
+            }
+            let batch = match item {
+                Item::Unusable { line, reason } => {
+                    reported.report(line, reason);
+                    continue;
+                }
+                Item::Batch(batch) => batch,
+                Item::End { bets } => {
+                    writer.flush().await.map_err(lost)?;
+                    return Ok(bets);
+                }
+                Item::Failed(error) => return Err(Fatal::Source(error).into()),
+                Item::Resumed(_) => unreachable!("a read resumes once"),
+            };
+            if welcome.finished {
+                return Err(NotItsFile::Longer { agency: config.id, held: welcome.progress.bets() }.into());
+            }
+            if !first && !config.loop_period.is_zero() {
+                writer.flush().await.map_err(lost)?;
+                pause(config.loop_period).await;
+            }
+            first = false;
+            let slot = match in_flight.try_reserve() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    // The window is full: what is queued must go out for
+                    // its acks to come back.
+                    writer.flush().await.map_err(lost)?;
+                    in_flight.reserve().await.map_err(|_| Retry::AcksStopped)?
+                }
+            };
+            writer.queue_frame(&batch.frame);
+            slot.send(batch);
+        }
+    }
+}
+
+/// Reads the acks of the batches sent, in order.
+async fn receive_acks(
+    reader: &mut Replies,
+    mut awaiting: mpsc::Receiver<Batch>,
+    single: bool,
+    acked: &mut Instant,
+) -> Result<(), Fault> {
+    while let Some(batch) = awaiting.recv().await {
+        match reader.next().await? {
+            Message::BatchAck { first, .. } if first == batch.first => {
+                *acked = Instant::now();
+                log_sent(&batch, single);
+            }
+            Message::Error { code: ErrorCode::InvalidBet, first, bet, reason } if first == batch.first => {
+                // The agency checks every bet with the server's rules
+                // before it gives it an ordinal: a bet refused here means
+                // the two disagree, and resuming cannot help.
+                let line =
+                    bet.and_then(|i| batch.lines.get(usize::from(i))).copied().unwrap_or(batch.lines[0]);
+                return Err(Fatal::Disagreement { line, reason }.into());
+            }
+            other => return Err(Fault::from_reply(other)),
+        }
+    }
+    Ok(())
 }
 
 /// `apuesta_enviada` per confirmed bet: INFO for the single bet of the

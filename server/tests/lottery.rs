@@ -5,7 +5,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use client::{BetSource, Ending};
+use client::fault::{Fatal, NotItsFile};
+use client::{AgencyError, BetSource, Ending};
 use common::{ack, batch, bet, client_config, Raw, TestServer};
 use protocol::{ErrorCode, Message};
 use tokio_util::sync::CancellationToken;
@@ -502,14 +503,20 @@ async fn an_agency_whose_file_differs_from_what_the_server_holds_stops_and_store
         std::fs::write(&path, other).unwrap();
         let config = client_config(1, server.addr, &path);
         let outcome = client::run(&config, BetSource::File(path.clone()), CancellationToken::new()).await;
-        let err = outcome.unwrap_err().to_string();
-        assert!(err.contains("it is not the file this agency uploaded"), "{err}");
+        let err = outcome.unwrap_err();
+        let not_its_file = matches!(
+            err,
+            AgencyError::Fatal(Fatal::NotItsFile(NotItsFile::Differs { .. } | NotItsFile::Shorter { .. }))
+        );
+        assert!(not_its_file, "{err:?}");
     }
     std::fs::write(&path, "Ana,Paz,1,1999-03-17,1\nBeto,Paz,2,1999-03-17,2\nCarla,Paz,3,1999-03-17,3\n")
         .unwrap();
     let config = client_config(1, server.addr, &path);
     let err =
         client::run(&config, BetSource::File(path.clone()), CancellationToken::new()).await.unwrap_err();
-    assert!(err.to_string().contains("finished with 2 bets, but its file has more"), "{err}");
+    let longer =
+        matches!(err, AgencyError::Fatal(Fatal::NotItsFile(NotItsFile::Longer { agency: 1, held: 2 })));
+    assert!(longer, "{err:?}");
     assert_eq!(server.stop().await.len(), 2);
 }
