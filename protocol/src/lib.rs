@@ -1,17 +1,6 @@
 //! The wire protocol spoken between an agency (`client`) and the central
-//! server.
-//!
-//! Every message travels in one *frame*:
-//!
-//! ```text
-//! +----------------+---------+------+----------------------+
-//! | length: u32 BE | version | kind |  payload (length-2)  |
-//! +----------------+---------+------+----------------------+
-//! ```
-//!
-//! `length` counts the bytes after itself, so a whole frame is `length + 4`
-//! bytes long and never more than [`MAX_FRAME_LEN`]. Integers are big-endian;
-//! strings are a `u16` byte length followed by UTF-8.
+//! server. Framing, the messages, the limits and the error codes are
+//! specified in `docs/PROTOCOL.md`.
 //!
 //! The crate is split the way the data flows: [`frame`] cuts a byte stream
 //! into frames (no I/O), [`message`] gives each frame its meaning,

@@ -1,32 +1,7 @@
 //! Messages: what each frame means.
 //!
-//! | kind   | message         | direction       | payload                                              |
-//! |--------|-----------------|-----------------|------------------------------------------------------|
-//! | `0x01` | `BetBatch`      | agency → server | first u64, count u16, count × bet                    |
-//! | `0x02` | `Finished`      | agency → server | bets u64                                             |
-//! | `0x03` | `WinnersQuery`  | agency → server | (empty)                                              |
-//! | `0x04` | `Echo`          | both            | any bytes; the reply is the identical frame          |
-//! | `0x05` | `Hello`         | agency → server | agency u32                                           |
-//! | `0x81` | `BatchAck`      | server → agency | first u64, count u16                                 |
-//! | `0x82` | `Error`         | server → agency | code u8, first u64, bet index u16 (`0xffff`: none), reason str |
-//! | `0x83` | `FinishedAck`   | server → agency | (empty)                                              |
-//! | `0x84` | `Winners`       | server → agency | last u8 (0 or 1), count u16, count × document str    |
-//! | `0x85` | `NotReady`      | server → agency | finished u32, expected u32                           |
-//! | `0x86` | `Welcome`       | server → agency | stored u64, digest u128, finished u8 (0 or 1)        |
-//!
-//! A connection speaks for one agency, named by its `Hello`; the server
-//! answers with `Welcome`: how many of the agency's bets it holds, their
-//! digest (see `lottery::progress`) and whether the agency has finished.
-//!
-//! An agency's valid bets have ordinals 0, 1, 2… in the order of its file.
-//! A `BetBatch` carries consecutive bets and the ordinal of the first; the
-//! server stores it only if it starts exactly where the agency's stored
-//! bets end, so a batch sent twice is never stored twice.
-//!
-//! A bet is five `str`: first name, last name, document, birthdate and
-//! number; a `str` is a `u16` byte length and that many bytes of UTF-8. The
-//! fields travel as text, exactly as the agency read them: the server parses
-//! and validates every one, it never trusts the agency.
+//! The message table, each payload's layout, the rules of a session and the
+//! error codes are in `docs/PROTOCOL.md`; this module is their code.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
