@@ -125,7 +125,7 @@ bench-hostile: bench-build
 	$(BENCH) --hostile 256
 
 # The main job on Docker Swarm: the same images and sample data, a stack
-# named $(STACK) (README: Running across hosts).
+# named $(STACK) (docs/OPERATIONS.md: Across hosts).
 STACK ?= lottery
 
 swarm-up: docker-image sample-data

@@ -38,7 +38,7 @@ pub struct Config {
     /// reading) closes the connection.
     pub write_timeout: Duration,
     /// Connections not authenticated yet, at most; a new one past it
-    /// pushes out the oldest.
+    /// pushes another out (see [`crate::gate`]).
     pub max_unauthenticated: usize,
 }
 

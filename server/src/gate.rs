@@ -36,9 +36,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 /// Bytes a connection may send while it holds a place in the pool, TLS
-/// handshake included. An agency's handshake and `Hello` take about 1 KiB
-/// (more with a longer certificate chain); a plain connection's largest
-/// echo takes a frame.
+/// handshake included. An agency's handshake and `Hello` take a small
+/// part of it (more with a longer certificate chain); a plain
+/// connection's largest echo takes a frame.
 pub const BEFORE_HELLO_BYTES: usize = 12 * 1024;
 const _: () = assert!(BEFORE_HELLO_BYTES >= MAX_FRAME_LEN + 4096, "room for an echo of the largest frame");
 

@@ -10,9 +10,9 @@ use tracing::{error, info, warn};
 
 /// Makes glibc's allocator keep one arena for every thread. With one per
 /// thread, memory freed by the writer thread stays in the arenas of the
-/// sessions' threads that allocated it: under a flood of batches from 256
-/// connections the peak RSS was 24–25 MiB instead of 22, for no measurable
-/// gain in speed. (Other C libraries have no such arenas.)
+/// sessions' threads that allocated it, and the peak under a flood of
+/// batches passes the bound in docs/BENCHMARKS.md. (Other C libraries have
+/// no such arenas.)
 fn one_malloc_arena() {
     #[cfg(target_env = "gnu")]
     {

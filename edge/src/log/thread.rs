@@ -31,8 +31,7 @@ pub const BUFFERED_BYTES: usize = 512 * 1024;
 /// Times the thread looks for more lines, letting the other threads run in
 /// between, before it goes to sleep. Lines come in bursts (those of a group
 /// of stored batches), and waking a sleeping thread for each line costs
-/// more: measured on the server, it doubles its context switches and adds
-/// about a tenth to its CPU time.
+/// more context switches and CPU (docs/BENCHMARKS.md: tried and left out).
 const LOOKS_BEFORE_SLEEP: usize = 4;
 
 /// How long a program that exits waits for its last lines to be written: a
@@ -215,7 +214,7 @@ impl Drop for LogGuard {
         self.shared.wake.notify_all();
         // Not joined: once it has written its last line, what is left of the
         // thread is its own teardown, which costs an exiting program a
-        // wake-up (0.1 ms) for nothing; a thread stuck in a write is left
+        // wake-up for nothing; a thread stuck in a write is left
         // behind the same way. The process ends either way.
         let _ = self
             .shared

@@ -29,9 +29,10 @@
 //!   directory synced): a journal always has its bets file;
 //! - a group of bets: rows appended to `bets.csv`, synced, then acknowledged;
 //! - "finished": its bets are durable first (same group or an earlier
-//!   one); then the journal line, synced, then acknowledged; a checkpoint
-//!   goes with the first journal append after each [`CHECKPOINT_EVERY`]
-//!   bytes of bets;
+//!   one); then the journal line, synced, then acknowledged;
+//! - a checkpoint line is appended and synced after the group that takes
+//!   the bets file past each [`CHECKPOINT_EVERY`] bytes (with that
+//!   group's other journal lines, if any);
 //! - the draw: the `drawn` line, synced, then `sorteo`, then the winners.
 
 pub mod batch;
