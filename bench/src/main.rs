@@ -402,7 +402,7 @@ async fn measure_handshakes(
     let mut times = Vec::new();
     for _ in 0..51 {
         let started = Instant::now();
-        let mut link = client::link::Link::connect(&config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut link = client::Link::connect(&config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         link.hello(agency.agency).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         times.push(started.elapsed());
         link.close().await;

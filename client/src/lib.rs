@@ -3,23 +3,24 @@
 //! riding out whatever faults come in between.
 //!
 //! - [`config`]: `config.yaml` and the environment.
-//! - [`agency_file`]: the agency's bets file, read as a stream.
-//! - [`source`]: the bets in order, validated and numbered, on a thread.
-//! - [`batch`]: cutting bets into batches that fit a packet.
-//! - [`link`]: one connection to the server, every wait bounded.
+//! - `agency_file`: the agency's bets file, read as a stream.
+//! - `source`: the bets in order, validated and numbered, on a thread.
+//! - `batch`: cutting bets into batches that fit a packet.
+//! - `link`: one connection to the server, every wait bounded.
 //! - [`fault`]: what goes wrong, sorted by what to do about it.
-//! - [`upload`]: sending the batches of one read, pipelined.
-//! - [`agency`]: the whole session: resume, retry, finish, winners.
+//! - `upload`: sending the batches of one read, pipelined.
+//! - `agency`: the whole session: resume, retry, finish, winners.
 
-pub mod agency;
-pub mod agency_file;
-pub mod batch;
+mod agency;
+mod agency_file;
+mod batch;
 pub mod config;
 pub mod fault;
-pub mod link;
-pub mod source;
-pub mod upload;
+mod link;
+mod source;
+mod upload;
 
-pub use agency::{run, AgencyError, Ending};
+pub use agency::{run, AgencyError, Ending, MIN_QUERY_INTERVAL};
 pub use config::Config;
-pub use source::BetSource;
+pub use link::Link;
+pub use source::{BetSource, NoBet};

@@ -304,7 +304,7 @@ async fn a_zero_period_still_paces_the_winners_queries() {
     .await;
     assert!(!ok);
     assert_eq!(seen.lock().unwrap().queries, 21);
-    assert!(started.elapsed() >= client::agency::MIN_QUERY_INTERVAL * 20);
+    assert!(started.elapsed() >= client::MIN_QUERY_INTERVAL * 20);
 }
 
 #[tokio::test]

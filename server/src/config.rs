@@ -38,7 +38,7 @@ pub struct Config {
     /// reading) closes the connection.
     pub write_timeout: Duration,
     /// Connections not authenticated yet, at most; a new one past it
-    /// pushes another out (see [`crate::gate`]).
+    /// pushes another out (see the gate module).
     pub max_unauthenticated: usize,
 }
 

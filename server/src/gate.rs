@@ -108,10 +108,12 @@ impl Gate {
     }
 
     /// How many connections wait now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

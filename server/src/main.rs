@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use edge::log::Action;
 use edge::settings::process_env;
-use server::server::StartError;
+use server::StartError;
 use server::{Config, Server};
 use tracing::{error, info, warn};
 

@@ -449,7 +449,7 @@ async fn a_second_server_on_storage_in_use_refuses_to_start() {
     assert_eq!(raw.ask(&batch(0, vec![bet("1", 1)])).await, ack(0, 1));
     let before = std::fs::read(&server.storage).unwrap();
     match server::Server::bind(common::config(1, &server.storage)).await {
-        Err(e @ server::server::StartError::Round(_)) => {
+        Err(e @ server::StartError::Round(_)) => {
             assert!(e.to_string().contains("another server is using this storage"), "{e}")
         }
         Err(other) => panic!("{other}"),

@@ -423,7 +423,7 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
     drop(chatty);
     let close = server.wait_for("action: close_connection", Duration::from_secs(5));
     // Plain frames are anonymous: the smaller budget.
-    let budget = server::session::ANONYMOUS_LOG_LINES;
+    let budget = server::ANONYMOUS_LOG_LINES;
     assert!(close.contains(&format!("| unlogged_lines: {} |", 100 - budget)), "{close}");
     let echoes = server.seen.iter().filter(|l| l.contains("action: receive_message")).count();
     assert_eq!(echoes, budget as usize);
@@ -438,8 +438,8 @@ async fn many_connections_together_cannot_flood_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = start(dir.path(), port, &[]);
-    let budget = server::session::ANONYMOUS_LOG_LINES as usize;
-    let connections = 2 * server::session::PEER_LINES_BURST as usize / budget;
+    let budget = server::ANONYMOUS_LOG_LINES as usize;
+    let connections = 2 * server::PEER_LINES_BURST as usize / budget;
     let started = std::time::Instant::now();
     for i in 0..connections {
         let mut raw = Raw::connect(addr(port)).await;
@@ -454,8 +454,7 @@ async fn many_connections_together_cannot_flood_the_log() {
     server.signal(Signal::SIGTERM);
     server.wait_exit(Duration::from_secs(3));
     let echoes = server.seen.iter().filter(|l| l.contains("action: receive_message")).count();
-    let bound = server::session::PEER_LINES_BURST as f64
-        + (elapsed + 1.0) * server::session::PEER_LINES_PER_SECOND as f64;
+    let bound = server::PEER_LINES_BURST as f64 + (elapsed + 1.0) * server::PEER_LINES_PER_SECOND as f64;
     assert!((echoes as f64) <= bound, "{echoes} echo lines in {elapsed:.1} s");
     assert!(echoes < connections * budget, "{echoes}");
     // Every connection still has its closing line.

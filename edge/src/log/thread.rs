@@ -180,7 +180,7 @@ fn whole_lines(text: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The log thread: dropping it writes out the lines waiting (waiting at
-/// most [`LAST_WRITE`] for stdout to take them).
+/// most `LAST_WRITE` for stdout to take them).
 pub struct LogGuard {
     shared: Arc<Shared>,
 }

@@ -76,7 +76,7 @@ impl RoundFiles {
 
 /// Opens the round kept at `bets`: takes the directory's lock first (and
 /// touches nothing if another server holds it), then starts a new round on
-/// empty storage or resumes the one it finds (see [`super::recovery`]).
+/// empty storage or resumes the one it finds (see [`Opened`](super::Opened) and [`Damage`](super::Damage)).
 pub fn open(bets: &Path, agencies: u32) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
     let journal_path = beside(bets, ".journal");
     let lock = lock(bets.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;

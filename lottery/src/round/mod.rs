@@ -1,14 +1,14 @@
 //! A round: one draw, and everything the server keeps of it.
 //!
-//! - [`rules`]: the round's rules ([`Round`]): what is stored, what counts,
+//! - `rules`: the round's rules ([`Round`]): what is stored, what counts,
 //!   when the draw runs, behind the [`Ledger`] seam where bets and facts
 //!   are made durable;
-//! - [`state`]: what a round holds ([`RoundState`]);
-//! - [`batch`]: a batch of bets turned into rows ([`EncodedBatch`]);
-//! - [`files`]: the round's files on disk ([`RoundFiles`], a [`Ledger`]),
+//! - `state`: what a round holds ([`RoundState`]);
+//! - `batch`: a batch of bets turned into rows ([`EncodedBatch`]);
+//! - `files`: the round's files on disk ([`RoundFiles`], a [`Ledger`]),
 //!   and [`open`], which starts or resumes the round they hold;
-//! - [`recovery`]: reading a round back after a crash;
-//! - [`journal`]: the facts the bets file cannot hold.
+//! - `recovery`: reading a round back after a crash ([`Opened`], [`Damage`]);
+//! - `journal`: the facts the bets file cannot hold ([`Entry`]).
 //!
 //! A round lives in two files in one directory, named after the bets file
 //! (`SERVER_STORAGE_PATH`, say `bets.csv`):
@@ -35,19 +35,19 @@
 //!   group's other journal lines, if any);
 //! - the draw: the `drawn` line, synced, then `sorteo`, then the winners.
 
-pub mod batch;
-pub mod files;
-pub mod journal;
-pub mod recovery;
-pub mod rules;
-pub mod state;
+mod batch;
+mod files;
+mod journal;
+mod recovery;
+mod rules;
+mod state;
 
 use std::path::{Path, PathBuf};
 
 pub use batch::{BatchError, EncodedBatch};
 pub use files::{open, RoundFiles};
-pub use journal::Entry;
-pub use recovery::{Cut, Damage, Opened};
+pub use journal::{Entry, LineError, LineFault};
+pub use recovery::{Cut, CutReason, Damage, Opened};
 pub use rules::{Answer, Committed, Fatal, FinishOutcome, Ledger, Request, Round, StoreOutcome, Welcome};
 pub use state::{AgencyState, RoundState};
 

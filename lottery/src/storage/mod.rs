@@ -7,7 +7,7 @@
 //! - [`store_bets`], [`load_bets`] and [`has_won`]: the course's utilities.
 //! - [`row`]: one row, written and read by hand, byte-exact.
 //! - [`file`]: an append-only file that takes whole groups, each durable.
-//! - [`scan`]: reading the file back after a crash.
+//! - [`mod@scan`]: reading the file back after a crash.
 //!
 //! Nothing here is safe for concurrent use: two writers would interleave
 //! rows, and a reader could see half a group. The server gives the file a
@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-pub mod file;
+pub(crate) mod file;
 pub mod row;
 pub mod scan;
 

@@ -31,7 +31,7 @@ pub struct TestServer {
     pub storage: PathBuf,
     agencies: u32,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), server::writer::WriterFailed>>,
+    task: JoinHandle<Result<(), server::WriterFailed>>,
     dir: Arc<tempfile::TempDir>,
 }
 
