@@ -8,7 +8,7 @@ use std::time::Duration;
 use edge::credentials::{self, CredentialFile, Credentials};
 use edge::duration::GoDuration;
 use edge::log::Level;
-use edge::settings::{ConfigError, SettingError, Sources};
+use edge::settings::{ConfigError, Problem, SettingError, Sources};
 use protocol::tls::{self, ServerName};
 use serde_norway::Value;
 
@@ -56,11 +56,14 @@ impl Config {
     /// Reads `path` (a missing file is fine when the environment provides
     /// every key) and the environment through `env`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let file_error = |reason: String| ConfigError::File { path: path.into(), reason };
+        let file_error = |source: Box<dyn std::error::Error + Send + Sync>| ConfigError::File {
+            path: path.into(),
+            source,
+        };
         let yaml: Value = match std::fs::read_to_string(path) {
-            Ok(text) => serde_norway::from_str(&text).map_err(|e| file_error(e.to_string()))?,
+            Ok(text) => serde_norway::from_str(&text).map_err(|e| file_error(Box::new(e)))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Null,
-            Err(e) => return Err(file_error(e.to_string())),
+            Err(e) => return Err(file_error(Box::new(e))),
         };
         let file = |key: &str| -> Option<String> {
             let value = key.split('.').try_fold(&yaml, |node, part| node.get(part))?;
@@ -89,10 +92,10 @@ impl Config {
         let GoDuration(retry_timeout) =
             sources.optional("retry.timeout", "CLI_RETRY_TIMEOUT", GoDuration(DEFAULT_RETRY_TIMEOUT))?;
         if reply_timeout.is_zero() {
-            return Err(SettingError::new("reply.timeout", "CLI_REPLY_TIMEOUT", "must be above 0s").into());
+            return Err(SettingError::new("reply.timeout", "CLI_REPLY_TIMEOUT", Problem::Zero).into());
         }
         let server_name = tls::server_name(&server_address)
-            .map_err(|e| SettingError::new("server.address", "CLI_SERVER_ADDRESS", e.to_string()))?;
+            .map_err(|e| SettingError::new("server.address", "CLI_SERVER_ADDRESS", Problem::Tls(Box::new(e))))?;
         let path = |key: &str, file: String| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
         let credentials = Credentials {
             ca: path("CLI_TLS_CA", "ca.pem".into())?,
@@ -105,9 +108,9 @@ impl Config {
                 Some(CredentialFile::Key) => "CLI_TLS_KEY",
                 _ => "CLI_TLS_CERT",
             };
-            SettingError::new(key, key, format!("{e} (scripts/credentials.sh makes the credentials)"))
+            SettingError::new(key, key, Problem::Credentials(Box::new(e)))
         })?;
-        let at_least_one = |key: &str, env: &str| SettingError::new(key, env, "must be at least 1");
+        let at_least_one = |key: &str, env: &str| SettingError::new(key, env, Problem::Below(1));
         if batch_max_amount == 0 {
             return Err(at_least_one("batch.maxAmount", "CLI_BATCH_MAXAMOUNT").into());
         }

@@ -198,28 +198,50 @@ impl ParsedAction {
 /// Parses a log line that contains `action:`: split on `|`, the first
 /// field ends in `action: NAME`, the second is `result: success`, `fail`
 /// or `in_progress`, every further one is `key: value`.
-pub fn parse_action(line: &str) -> Result<ParsedAction, String> {
+pub fn parse_action(line: &str) -> Result<ParsedAction, NotAnAction> {
+    let fault = |part: ActionPart| NotAnAction { part, line: line.to_owned() };
     let mut parts = line.split('|').map(str::trim);
     let first = parts.next().unwrap_or_default();
     let name = first
         .rsplit_once("action: ")
         .map(|(_, name)| name.to_owned())
         .filter(|name| !name.is_empty() && !name.contains(' '))
-        .ok_or_else(|| format!("first field does not end in `action: NAME`: {line}"))?;
+        .ok_or_else(|| fault(ActionPart::Name))?;
     let result = parts
         .next()
         .and_then(|f| f.strip_prefix("result: "))
         .filter(|r| ["success", "fail", "in_progress"].contains(r))
-        .ok_or_else(|| format!("second field is not `result: success|fail|in_progress`: {line}"))?
+        .ok_or_else(|| fault(ActionPart::Result))?
         .to_owned();
     let fields = parts
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             f.split_once(": ")
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| format!("field {f:?} is not `key: value`: {line}"))
+                .ok_or_else(|| fault(ActionPart::Field(i + 3)))
         })
         .collect::<Result<_, _>>()?;
     Ok(ParsedAction { name, result, fields })
+}
+
+/// A line that contains `action:` but is not an action line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{part}: {line}")]
+pub struct NotAnAction {
+    pub part: ActionPart,
+    /// The line, as read.
+    pub line: String,
+}
+
+/// The part of an action line that is wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ActionPart {
+    #[error("first field does not end in `action: NAME`")]
+    Name,
+    #[error("second field is not `result: success|fail|in_progress`")]
+    Result,
+    #[error("field {0} is not `key: value`")]
+    Field(usize),
 }
 
 /// A configured log level: DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL,
@@ -233,17 +255,22 @@ pub enum Level {
     Critical,
 }
 
-impl FromStr for Level {
-    type Err = String;
+/// A log level that is none of the five.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")]
+pub struct UnknownLevel(String);
 
-    fn from_str(s: &str) -> Result<Level, String> {
+impl FromStr for Level {
+    type Err = UnknownLevel;
+
+    fn from_str(s: &str) -> Result<Level, UnknownLevel> {
         match s.trim().to_ascii_uppercase().as_str() {
             "DEBUG" => Ok(Level::Debug),
             "INFO" => Ok(Level::Info),
             "WARNING" | "WARN" => Ok(Level::Warning),
             "ERROR" => Ok(Level::Error),
             "CRITICAL" => Ok(Level::Critical),
-            _ => Err(format!("{s:?} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")),
+            _ => Err(UnknownLevel(s.to_owned())),
         }
     }
 }

@@ -6,31 +6,54 @@
 //! value becomes one [`SettingError`] that names both and says what is
 //! wrong.
 
-use std::fmt::Display;
+use std::error::Error;
 use std::path::PathBuf;
 use std::str::FromStr;
+
+use crate::credentials::CredentialError;
 
 /// Why a program cannot start with its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {reason}")]
-    File { path: PathBuf, reason: String },
+    #[error("cannot read {}: {source}", .path.display())]
+    File { path: PathBuf, source: Box<dyn Error + Send + Sync> },
     #[error(transparent)]
     Setting(#[from] SettingError),
 }
 
 /// A setting that is missing or cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {key} ({env}): {problem}")]
 pub struct SettingError {
     pub key: String,
     pub env: String,
-    pub problem: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a setting.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("missing: set it in the configuration file or the environment")]
+    Missing,
+    #[error("{value:?}: {source}")]
+    Invalid { value: String, source: Box<dyn Error + Send + Sync> },
+    #[error("must be above 0s")]
+    Zero,
+    #[error("must be at least {0}")]
+    Below(u64),
+    #[error("must be at most {max}")]
+    Above { max: u64 },
+    #[error("must be from {min} to {max}")]
+    Outside { min: u64, max: u64 },
+    #[error("{0} (scripts/credentials.sh makes the credentials)")]
+    Credentials(Box<CredentialError>),
+    #[error(transparent)]
+    Tls(Box<protocol::tls::TlsError>),
 }
 
 impl SettingError {
-    pub fn new(key: &str, env: &str, problem: impl Into<String>) -> SettingError {
-        SettingError { key: key.into(), env: env.into(), problem: problem.into() }
+    pub fn new(key: &str, env: &str, problem: Problem) -> SettingError {
+        SettingError { key: key.into(), env: env.into(), problem }
     }
 }
 
@@ -47,15 +70,13 @@ impl Sources<'_> {
         (self.env)(env).or_else(|| (self.file)(key))
     }
 
-    /// A setting that must be present.
+    /// A setting that must be present, and its text as configured.
     pub fn required<T>(&self, key: &str, env: &str) -> Result<(T, String), SettingError>
     where
         T: FromStr,
-        T::Err: Display,
+        T::Err: Error + Send + Sync + 'static,
     {
-        let raw = self.raw(key, env).ok_or_else(|| {
-            SettingError::new(key, env, "missing: set it in the configuration file or the environment")
-        })?;
+        let raw = self.raw(key, env).ok_or_else(|| SettingError::new(key, env, Problem::Missing))?;
         parse(key, env, raw)
     }
 
@@ -63,7 +84,7 @@ impl Sources<'_> {
     pub fn optional<T>(&self, key: &str, env: &str, default: T) -> Result<T, SettingError>
     where
         T: FromStr,
-        T::Err: Display,
+        T::Err: Error + Send + Sync + 'static,
     {
         match self.raw(key, env) {
             Some(raw) => parse(key, env, raw).map(|(v, _)| v),
@@ -75,12 +96,16 @@ impl Sources<'_> {
 fn parse<T>(key: &str, env: &str, raw: String) -> Result<(T, String), SettingError>
 where
     T: FromStr,
-    T::Err: Display,
+    T::Err: Error + Send + Sync + 'static,
 {
     let trimmed = raw.trim();
     match trimmed.parse() {
         Ok(value) => Ok((value, trimmed.to_owned())),
-        Err(e) => Err(SettingError::new(key, env, format!("{trimmed:?}: {e}"))),
+        Err(e) => Err(SettingError::new(
+            key,
+            env,
+            Problem::Invalid { value: trimmed.to_owned(), source: Box::new(e) },
+        )),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use edge::credentials::{self, CredentialFile, Credentials};
 use edge::duration::GoDuration;
 use edge::log::Level;
-use edge::settings::{ConfigError, SettingError, Sources};
+use edge::settings::{ConfigError, Problem, SettingError, Sources};
 
 /// Most agencies one server expects (it keeps a few bytes per agency).
 pub const MAX_AGENCIES: u32 = 1_000_000;
@@ -60,7 +60,7 @@ impl Config {
         let ini = match ini::Ini::load_from_file(path) {
             Ok(ini) => Some(ini),
             Err(ini::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(ConfigError::File { path: path.into(), reason: e.to_string() }),
+            Err(e) => return Err(ConfigError::File { path: path.into(), source: Box::new(e) }),
         };
         let file = |key: &str| -> Option<String> {
             let section = ini.as_ref()?.section(Some("DEFAULT"))?;
@@ -72,38 +72,18 @@ impl Config {
         let (logging_level, logging_level_name) = sources.required("LOGGING_LEVEL", "LOGGING_LEVEL")?;
         let agencies = sources.optional("SERVER_AGENCIES", "SERVER_AGENCIES", 5)?;
         if agencies > MAX_AGENCIES {
-            let problem =
-                format!("{agencies} is more than the {MAX_AGENCIES} agencies the server keeps state for");
+            let problem = Problem::Above { max: MAX_AGENCIES.into() };
             return Err(SettingError::new("SERVER_AGENCIES", "SERVER_AGENCIES", problem).into());
         }
         let storage_path =
             sources.optional("SERVER_STORAGE_PATH", "SERVER_STORAGE_PATH", PathBuf::from("./bets.csv"))?;
-        let GoDuration(idle_timeout) = sources.optional(
-            "SERVER_IDLE_TIMEOUT",
-            "SERVER_IDLE_TIMEOUT",
-            GoDuration(Duration::from_secs(60)),
-        )?;
-        let duration = |key: &str, default: Duration| -> Result<Duration, SettingError> {
-            let GoDuration(value) = sources.optional(key, key, GoDuration(default))?;
-            if value.is_zero() {
-                return Err(SettingError::new(key, key, "must be above 0s"));
-            }
-            Ok(value)
-        };
-        let auth_timeout = duration("SERVER_AUTH_TIMEOUT", Duration::from_secs(5))?;
-        let write_timeout = duration("SERVER_WRITE_TIMEOUT", Duration::from_secs(10))?;
-        if idle_timeout.is_zero() {
-            return Err(
-                SettingError::new("SERVER_IDLE_TIMEOUT", "SERVER_IDLE_TIMEOUT", "must be above 0s").into()
-            );
-        }
         let max_unauthenticated = sources.optional(
             "SERVER_MAX_UNAUTHENTICATED",
             "SERVER_MAX_UNAUTHENTICATED",
             DEFAULT_MAX_UNAUTHENTICATED,
         )?;
         if !(1..=MAX_UNAUTHENTICATED).contains(&max_unauthenticated) {
-            let problem = format!("must be from 1 to {MAX_UNAUTHENTICATED}");
+            let problem = Problem::Outside { min: 1, max: MAX_UNAUTHENTICATED as u64 };
             return Err(SettingError::new(
                 "SERVER_MAX_UNAUTHENTICATED",
                 "SERVER_MAX_UNAUTHENTICATED",
@@ -111,26 +91,7 @@ impl Config {
             )
             .into());
         }
-        let path = |key: &str, file: &str| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
-        let credentials = Credentials {
-            ca: path("SERVER_TLS_CA", "ca.pem")?,
-            cert: path("SERVER_TLS_CERT", "server.pem")?,
-            key: path("SERVER_TLS_KEY", "server.key")?,
-        };
-        // An empty SERVER_TLS_CRL means: no revocation list.
-        let crl = sources
-            .raw("SERVER_TLS_CRL", "SERVER_TLS_CRL")
-            .unwrap_or_else(|| format!("{CREDENTIALS}/crl.pem"));
-        let crl = (!crl.trim().is_empty()).then(|| PathBuf::from(crl.trim()));
-        let tls = credentials::server_config(&credentials, crl.as_deref()).map_err(|e| {
-            let key = match e.file() {
-                Some(CredentialFile::Ca) => "SERVER_TLS_CA",
-                Some(CredentialFile::Key) => "SERVER_TLS_KEY",
-                Some(CredentialFile::Crl) => "SERVER_TLS_CRL",
-                Some(CredentialFile::Cert) | None => "SERVER_TLS_CERT",
-            };
-            SettingError::new(key, key, format!("{e} (scripts/credentials.sh makes the credentials)"))
-        })?;
+        let (tls, revocation) = tls(&sources)?;
         Ok(Config {
             port,
             listen_backlog,
@@ -138,14 +99,48 @@ impl Config {
             logging_level_name,
             agencies,
             storage_path,
-            idle_timeout,
+            idle_timeout: duration(&sources, "SERVER_IDLE_TIMEOUT", Duration::from_secs(60))?,
             tls,
-            revocation: crl.is_some(),
-            auth_timeout,
-            write_timeout,
+            revocation,
+            auth_timeout: duration(&sources, "SERVER_AUTH_TIMEOUT", Duration::from_secs(5))?,
+            write_timeout: duration(&sources, "SERVER_WRITE_TIMEOUT", Duration::from_secs(10))?,
             max_unauthenticated,
         })
     }
+}
+
+/// A duration setting that must be above zero.
+fn duration(sources: &Sources<'_>, key: &str, default: Duration) -> Result<Duration, SettingError> {
+    let GoDuration(value) = sources.optional(key, key, GoDuration(default))?;
+    if value.is_zero() {
+        return Err(SettingError::new(key, key, Problem::Zero));
+    }
+    Ok(value)
+}
+
+/// The TLS configuration from the credentials' settings, and whether it
+/// checks a revocation list.
+fn tls(sources: &Sources<'_>) -> Result<(Arc<rustls::ServerConfig>, bool), SettingError> {
+    let path = |key: &str, file: &str| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
+    let credentials = Credentials {
+        ca: path("SERVER_TLS_CA", "ca.pem")?,
+        cert: path("SERVER_TLS_CERT", "server.pem")?,
+        key: path("SERVER_TLS_KEY", "server.key")?,
+    };
+    // An empty SERVER_TLS_CRL means: no revocation list.
+    let crl =
+        sources.raw("SERVER_TLS_CRL", "SERVER_TLS_CRL").unwrap_or_else(|| format!("{CREDENTIALS}/crl.pem"));
+    let crl = (!crl.trim().is_empty()).then(|| PathBuf::from(crl.trim()));
+    let tls = credentials::server_config(&credentials, crl.as_deref()).map_err(|e| {
+        let key = match e.file() {
+            Some(CredentialFile::Ca) => "SERVER_TLS_CA",
+            Some(CredentialFile::Key) => "SERVER_TLS_KEY",
+            Some(CredentialFile::Crl) => "SERVER_TLS_CRL",
+            Some(CredentialFile::Cert) | None => "SERVER_TLS_CERT",
+        };
+        SettingError::new(key, key, Problem::Credentials(Box::new(e)))
+    })?;
+    Ok((tls, crl.is_some()))
 }
 
 #[cfg(test)]

@@ -107,7 +107,6 @@ impl Server {
         let (jobs, queue) = mpsc::unbounded_channel();
         let agencies = Arc::new(Agencies::new(jobs, barrier.clone()));
         let mut writer = writer::spawn(Round::new(files, state), queue, barrier);
-        let stop = CancellationToken::new();
         let ctx = Arc::new(Context {
             agencies: agencies.clone(),
             gate: Gate::new(config.max_unauthenticated),
@@ -117,57 +116,22 @@ impl Server {
             idle_timeout: config.idle_timeout,
             write_timeout: config.write_timeout,
             peer_lines: Arc::default(),
-            stop: stop.clone(),
+            stop: CancellationToken::new(),
         });
         let mut sessions = JoinSet::new();
-        let mut connections: u64 = 0;
-        let mut writer_result = None;
-
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                result = &mut writer => {
-                    writer_result = Some(result);
-                    break;
-                }
-                Some(_) = sessions.join_next() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections += 1;
-                        if let Err(e) = stream.set_nodelay(true) {
-                            debug!("{peer}: no TCP_NODELAY: {e}");
-                        }
-                        sessions.spawn(connection::handle(stream, peer, connections, ctx.clone()));
-                    }
-                    Err(e) => {
-                        error!("{}", Action::fail("accept_connections").field("error", &e));
-                        // Out of file descriptors and the like: let it pass.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-            }
-        }
+        let writer_stopped = tokio::select! {
+            () = shutdown => None,
+            result = &mut writer => Some(result),
+            () = accept(&listener, &ctx, &mut sessions) => unreachable!("the accept loop ends only with the server"),
+        };
 
         info!("{}", Action::in_progress("shutdown"));
         drop(listener);
         info!("{}", Action::success("close_listener").field("port", config.port));
-        stop.cancel();
-        let open = sessions.len();
-        let drained =
-            tokio::time::timeout(SESSION_GRACE, async { while sessions.join_next().await.is_some() {} })
-                .await;
-        if drained.is_err() {
-            sessions.shutdown().await;
-        }
-        info!(
-            "{}",
-            Action::success("join_sessions")
-                .field("sessions", open)
-                .field("aborted", if drained.is_err() { "yes" } else { "no" })
-        );
+        ctx.stop.cancel();
+        join_sessions(sessions).await;
         agencies.close();
-        let result = match writer_result {
+        let result = match writer_stopped {
             Some(result) => result,
             None => writer.await,
         };
@@ -185,6 +149,48 @@ impl Server {
         }
         result
     }
+}
+
+/// Accepts connections, each served by a task of `sessions`, forever.
+async fn accept(listener: &TcpListener, ctx: &Arc<Context>, sessions: &mut JoinSet<()>) {
+    let mut connections: u64 = 0;
+    loop {
+        tokio::select! {
+            Some(_) = sessions.join_next() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections += 1;
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!("{peer}: no TCP_NODELAY: {e}");
+                    }
+                    sessions.spawn(connection::handle(stream, peer, connections, ctx.clone()));
+                }
+                Err(e) => {
+                    error!("{}", Action::fail("accept_connections").field("error", &e));
+                    // Out of file descriptors and the like: let it pass.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Waits for every session to end, at most [`SESSION_GRACE`]; aborts the
+/// rest.
+async fn join_sessions(mut sessions: JoinSet<()>) {
+    let open = sessions.len();
+    let drained =
+        tokio::time::timeout(SESSION_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        sessions.shutdown().await;
+    }
+    assert!(sessions.is_empty(), "every session has ended");
+    info!(
+        "{}",
+        Action::success("join_sessions")
+            .field("sessions", open)
+            .field("aborted", if drained.is_err() { "yes" } else { "no" })
+    );
 }
 
 fn listen(port: u16, backlog: u32) -> io::Result<TcpListener> {
