@@ -93,8 +93,12 @@ impl FileData {
         &self.current[start..end]
     }
 
-    /// Writes `bytes` at `offset`, filling any gap with zeros.
+    /// Writes `bytes` at `offset`, filling any gap with zeros. Writing
+    /// nothing changes nothing, even past the end.
     pub(crate) fn write(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Errno> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         let end = offset.checked_add(bytes.len() as u64).ok_or(Errno::EFBIG)?;
         if end > MAX_FILE_SIZE {
             return Err(Errno::EFBIG);
@@ -184,6 +188,14 @@ mod tests {
         assert_eq!(file.unsynced_from(), Some(2));
         file.commit_sync(2);
         assert_eq!(file.synced, b"ab\0\0zz");
+    }
+
+    #[test]
+    fn an_empty_write_past_the_end_does_not_grow_the_file() {
+        let mut file = FileData::clean(b"ab".to_vec());
+        file.write(10, b"").unwrap();
+        assert_eq!(file.current, b"ab");
+        assert_eq!(file.unsynced_from(), None);
     }
 
     #[test]
