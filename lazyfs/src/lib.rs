@@ -55,15 +55,16 @@
 //! directory not synced since) keeps its synced bytes in memory; a later
 //! sync of its directory writes them under the name. If the cut comes
 //! first, the file is gone. The same holds for a directory and its synced
-//! entries.
+//! entries. Nothing of this is kept in the backing folder, which has no
+//! hidden area: it holds the durable tree and nothing else.
 //!
 //! # What a cut does to programs
 //!
 //! A cut is atomic with respect to every request: it falls between two.
 //! Afterwards every descriptor opened before it fails with EIO (reads,
-//! writes, syncs, listings), so a process that survives a cut cannot write
-//! into the new state by mistake; a process should be killed with the
-//! power anyway. Paths resolve afresh against the durable state, and no
+//! writes, syncs, listings; `fstat` gives ESTALE), so a process that
+//! survives a cut cannot write into the new state by mistake; a process
+//! should be killed with the power anyway. Paths resolve afresh against the durable state, and no
 //! kernel cache can show the old one: entries and attributes live for zero
 //! seconds, files are opened with direct I/O, writeback caching is off, and
 //! every node except the root gets a new inode number (a process whose
@@ -79,10 +80,12 @@
 //!
 //! Only regular files and directories exist: symlinks, hard links and
 //! special files are refused (EPERM), and so is a backing folder holding
-//! them. There are no extended attributes, no shared writable `mmap` (the
-//! files are opened with direct I/O), no `RENAME_EXCHANGE`. Permissions are
-//! not checked: only the mounting user may use the mount. Every file is in
-//! memory twice (as programs see it, and as last synced), up to 1 GiB each.
+//! them. There are no extended attributes, no `fallocate`, no shared `mmap`
+//! (the files are opened with direct I/O), no `RENAME_EXCHANGE`.
+//! Permissions are not checked: only the mounting user may use the mount.
+//! Every file is in memory twice (as programs see it, and as last synced),
+//! up to 1 GiB each. The backing folder itself is never fsynced: it stands
+//! for a disk, and the host does not lose power.
 //!
 //! Dropping the [`LazyFs`] unmounts, lazily if the mount is still in use.
 //! A test process killed outright (SIGKILL, abort) leaves its mount behind,

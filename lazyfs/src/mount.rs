@@ -1,6 +1,7 @@
 //! [`LazyFs`]: a mounted lazy filesystem, its power switch, and its unmount.
 
 use std::ffi::CString;
+use std::fmt;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,6 @@ use crate::tree::Tree;
 /// A lazy filesystem mounted at [`mountpoint`](LazyFs::mountpoint) over the
 /// backing folder [`backing`](LazyFs::backing), served on a background
 /// thread. Dropping it unmounts, lazily if the mount is still in use.
-#[derive(Debug)]
 pub struct LazyFs {
     /// Shared with the serving thread, which takes it for every request;
     /// a power cut takes it too, so it falls between two requests.
@@ -86,6 +86,16 @@ impl LazyFs {
                 self.mountpoint.display()
             ),
         }
+    }
+}
+
+impl fmt::Debug for LazyFs {
+    /// The two places, not the tree: it holds every file's bytes twice.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyFs")
+            .field("backing", &self.backing)
+            .field("mountpoint", &self.mountpoint)
+            .finish()
     }
 }
 

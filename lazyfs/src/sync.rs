@@ -69,6 +69,9 @@ impl Tree {
         for ino in unlinked {
             self.forget_if_unreferenced(ino);
         }
+        if cfg!(debug_assertions) {
+            self.assert_consistent();
+        }
         result.map_err(|_| {
             self.stats.backing_errors += 1;
             Errno::EIO
@@ -211,6 +214,7 @@ impl Tree {
             let parent = link.as_ref().map(|(dir, _)| *dir);
             self.nodes.insert(ino, Node { kind, meta: node.meta, parent, durable_link: link, open: 0 });
         }
+        self.assert_consistent();
     }
 
     /// A cut during write-back: first each durable file keeps a prefix of
@@ -310,6 +314,7 @@ mod tests {
         assert_eq!(fs::read(disk.path().join("a")).unwrap(), b"first");
         tree.power_cut();
         assert_eq!(read_all(&mut tree, ROOT, "a"), b"first");
+        tree.assert_consistent();
     }
 
     #[test]
@@ -325,6 +330,7 @@ mod tests {
         tree.sync_dir(to).unwrap();
         assert!(!disk.path().join("from/f").exists(), "the old name went with the new one");
         assert_eq!(fs::read(disk.path().join("to/g")).unwrap(), b"bytes");
+        tree.assert_consistent();
     }
 
     #[test]
@@ -342,6 +348,7 @@ mod tests {
         assert!(!disk.path().join("to/g").exists());
         tree.sync_dir(to).unwrap();
         assert_eq!(fs::read(disk.path().join("to/g")).unwrap(), b"bytes", "the file was kept, nameless");
+        tree.assert_consistent();
     }
 
     #[test]
@@ -361,6 +368,7 @@ mod tests {
         tree.power_cut();
         let b = tree.lookup(ROOT, "b".as_ref()).unwrap().ino.0;
         assert!(tree.lookup(b, "a".as_ref()).is_ok());
+        tree.assert_consistent();
     }
 
     #[test]
@@ -375,6 +383,7 @@ mod tests {
         let end = torn_length(100, 100 + 3 * TORN_BLOCK, SplitMix64(7).next());
         assert_eq!(survived.len(), end);
         assert_eq!(read_all(&mut tree, ROOT, "log"), survived);
+        tree.assert_consistent();
     }
 
     #[test]
@@ -394,6 +403,7 @@ mod tests {
         assert_eq!(tree.write(fh, 0, b"y"), Err(Errno::EIO));
         assert_eq!(tree.read(fh, 0, 1).map(<[u8]>::to_vec), Err(Errno::EIO));
         tree.release(fh);
+        tree.assert_consistent();
     }
 
     #[test]
@@ -406,5 +416,6 @@ mod tests {
         assert!(tree.node(ino).is_ok(), "still durably named");
         tree.sync_dir(ROOT).unwrap();
         assert_eq!(tree.node(ino).err(), Some(Errno::ESTALE));
+        tree.assert_consistent();
     }
 }

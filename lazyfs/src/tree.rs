@@ -504,6 +504,49 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// Panics unless the links between nodes agree both ways: current
+    /// entries with parents, synced entries with durable links, handles with
+    /// open counts; and unless every node is still reachable somehow.
+    pub(crate) fn assert_consistent(&self) {
+        assert!(self.dir(ROOT).is_ok(), "the root is a directory");
+        let mut open: HashMap<Ino, u32> = HashMap::new();
+        for handle in self.handles.values() {
+            let (Handle::File { ino, .. } | Handle::Dir { ino, .. }) = handle;
+            *open.entry(*ino).or_default() += 1;
+        }
+        for (&ino, node) in &self.nodes {
+            assert_eq!(node.open, open.get(&ino).copied().unwrap_or(0), "node {ino}: open count");
+            if let Some(parent) = node.parent {
+                let names =
+                    self.dir(parent).map_or(0, |dir| dir.current.values().filter(|&&c| c == ino).count());
+                assert_eq!(names, 1, "node {ino} has one name in its parent {parent}");
+            }
+            if let Some((dir, name)) = &node.durable_link {
+                let named = self.dir(*dir).ok().and_then(|dir| dir.synced.get(name));
+                assert_eq!(named, Some(&ino), "node {ino}'s durable link is a synced entry");
+            }
+            if let Kind::Dir(dir) = &node.kind {
+                for (name, child) in &dir.current {
+                    let parent = self.nodes.get(child).and_then(|child| child.parent);
+                    assert_eq!(parent, Some(ino), "{name:?} in {ino} names a child of {ino}");
+                }
+                for (name, child) in &dir.synced {
+                    let link = self.nodes.get(child).and_then(|child| child.durable_link.as_ref());
+                    assert_eq!(
+                        link,
+                        Some(&(ino, name.clone())),
+                        "synced {name:?} in {ino} is a durable link"
+                    );
+                }
+            }
+            let referenced =
+                ino == ROOT || node.parent.is_some() || node.open > 0 || node.durable_link.is_some();
+            assert!(referenced, "node {ino} is reachable, or it would have been forgotten");
+        }
+    }
+}
+
 /// The permission bits of a `mode`.
 fn perm_of(mode: u32) -> u16 {
     (mode & 0o7777) as u16
