@@ -47,6 +47,7 @@
 //! | `rename` from directory A to directory B | syncing B makes the new name durable and takes the old durable name away with it (a file has one durable name); syncing only A takes the old name away, so the file has no durable name (and a cut loses it) until B is synced |
 //! | `fsync` on a directory | its entries as they are now: every name added, removed or renamed in or out; each name brings the durable state of what it names (a file's synced bytes, a subdirectory's synced entries) |
 //! | `close` | nothing |
+//! | `sync`, `syncfs` | nothing: FUSE does not pass them on, so only `fsync` makes anything durable |
 //! | `chmod`, `chown`, `utimens` | not modelled: they show while mounted; the disk has the bits a node had when its name was last written there |
 //! | `flock`, `fcntl` locks | not state: the kernel keeps them per open file description |
 //! | [`LazyFs::power_cut`] | the mount shows exactly the backing folder; everything else is gone |
@@ -97,6 +98,7 @@ mod error;
 mod fuse;
 mod mount;
 mod node;
+mod posix;
 mod stats;
 mod sync;
 mod tree;
