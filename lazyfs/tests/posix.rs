@@ -68,7 +68,30 @@ fn descriptors_opened_before_a_cut_fail_with_eio() {
     assert_eq!(errno(file.read(&mut [0; 8]).unwrap_err()), libc::EIO);
     assert_eq!(errno(file.sync_all().unwrap_err()), libc::EIO);
     assert_eq!(errno(dir.sync_all().unwrap_err()), libc::EIO);
+    assert_eq!(errno(file.metadata().unwrap_err()), libc::ESTALE);
     assert_eq!(fs::read(m.at("f")).unwrap(), b"abc", "a fresh open sees the durable state");
+}
+
+#[test]
+fn a_process_working_inside_a_directory_gets_estale_after_a_cut() {
+    let m = Mounted::new();
+    fs::create_dir(m.at("dir")).unwrap();
+    m.sync_dir("");
+    m.durable_file("dir/f", b"abc");
+    let script = "read _ && cat f";
+    let mut shell = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(m.at("dir"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    m.fs.power_cut();
+    writeln!(shell.stdin.take().unwrap()).unwrap();
+    let output = shell.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Stale file handle"), "{stderr}");
 }
 
 #[test]
