@@ -65,13 +65,14 @@
 //! Afterwards every descriptor opened before it fails with EIO (reads,
 //! writes, syncs, listings; `fstat` gives ESTALE), so a process that
 //! survives a cut cannot write into the new state by mistake; a process
-//! should be killed with the power anyway. Paths resolve afresh against the durable state, and no
-//! kernel cache can show the old one: entries and attributes live for zero
-//! seconds, files are opened with direct I/O, writeback caching is off, and
-//! every node except the root gets a new inode number (a process whose
-//! working directory was inside the mount gets ESTALE). Locks held through
-//! old descriptors stay with them, as the kernel keeps them: on the root
-//! directory they still conflict with new ones until released.
+//! should be killed with the power anyway. Paths resolve afresh against
+//! the durable state, and no kernel cache can show the old one: entries
+//! and attributes live for zero seconds, files are opened with direct I/O,
+//! writeback caching is off, and every node except the root gets a new
+//! inode number (a process whose working directory was inside the mount
+//! gets ESTALE). Locks held through old descriptors stay with them, as the
+//! kernel keeps them: on the root directory they still conflict with new
+//! ones until released.
 //!
 //! [`LazyFs::power_cut_torn`] cuts while the cache is being written back:
 //! each file keeps a prefix of the bytes appended past its synced length,
