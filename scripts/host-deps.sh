@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs, from Debian's packages, what the Docker side needs and the host
 # may lack: a static busybox (for the local busybox image), ss (a test reads
-# the listen backlog with it) and unzip (for .data/dataset.zip).
+# the listen backlog with it), unzip (for .data/dataset.zip) and fuse3
+# (fusermount3, with which lazyfs mounts when not run as root).
 # Does nothing when everything is there.
 set -eu
 
@@ -14,6 +15,7 @@ installed busybox-static || missing="$missing busybox-static"
 command -v ss >/dev/null 2>&1 || missing="$missing iproute2"
 command -v unzip >/dev/null 2>&1 || missing="$missing unzip"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v fusermount3 >/dev/null 2>&1 || missing="$missing fuse3"
 [ -n "$missing" ] || exit 0
 
 echo "installing:$missing"
