@@ -94,8 +94,9 @@ impl Config {
         if reply_timeout.is_zero() {
             return Err(SettingError::new("reply.timeout", "CLI_REPLY_TIMEOUT", Problem::Zero).into());
         }
-        let server_name = tls::server_name(&server_address)
-            .map_err(|e| SettingError::new("server.address", "CLI_SERVER_ADDRESS", Problem::Tls(Box::new(e))))?;
+        let server_name = tls::server_name(&server_address).map_err(|e| {
+            SettingError::new("server.address", "CLI_SERVER_ADDRESS", Problem::Tls(Box::new(e)))
+        })?;
         let path = |key: &str, file: String| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
         let credentials = Credentials {
             ca: path("CLI_TLS_CA", "ca.pem".into())?,

@@ -7,6 +7,8 @@
 //! [`io`] moves whole messages over an async byte stream, and [`tls`]
 //! secures and authenticates the link.
 
+mod bets;
+mod error_code;
 pub mod frame;
 pub mod io;
 pub mod message;
