@@ -200,6 +200,7 @@ impl<'a> Agency<'a> {
 
     async fn winners(&mut self, link: &mut Link) -> Result<Ending, Fault> {
         let rejected = self.reported.rows;
+        assert!(self.finished, "an agency asks for its winners only once it has finished");
         while self.queries < self.config.loop_amount {
             let interval = if self.queries == 0 {
                 self.config.loop_period

@@ -66,6 +66,8 @@ impl BatchCutter {
         let full = (self.current.wire_len() + len > MAX_FRAME_LEN).then(|| self.take()).flatten();
         self.current.push(bet);
         self.lines.push(line);
+        assert!(self.lines.len() <= self.max_amount, "a batch holds at most max_amount bets");
+        assert!(self.current.wire_len() <= MAX_FRAME_LEN, "a bet joins a batch only if it fits");
         match full {
             Some(batch) => Some(batch),
             None if self.lines.len() == self.max_amount => self.take(),
@@ -90,6 +92,7 @@ impl BatchCutter {
             lines: std::mem::take(&mut self.lines),
         };
         assert!(batch.frame.len() <= MAX_FRAME_LEN, "a batch fits in a frame");
+        assert_eq!(self.first, first + batch.lines.len() as u64, "batches are consecutive");
         Some(batch)
     }
 }

@@ -138,6 +138,8 @@ fn sanitize(value: &str, max: usize) -> String {
     if out.contains("action:") {
         out = out.replace("action:", "action\\u{3a}");
     }
+    assert!(!out.contains('|'), "a value never holds a field separator");
+    assert!(!out.chars().any(needs_escape), "a value never breaks its line");
     out
 }
 

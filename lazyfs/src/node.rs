@@ -135,7 +135,8 @@ impl FileData {
 
     /// Records that the disk now holds `current`, rewritten from `from` on.
     pub(crate) fn commit_sync(&mut self, from: usize) {
-        assert!(from <= self.synced.len() && from <= self.current.len(), "a sync starts inside both states");
+        assert!(from <= self.synced.len(), "a sync starts inside the synced state");
+        assert!(from <= self.current.len(), "a sync starts inside the current state");
         self.synced.truncate(from);
         self.synced.extend_from_slice(&self.current[from..]);
         self.dirty_from = None;
@@ -146,7 +147,8 @@ impl FileData {
     /// partial write-back of appended bytes (a torn cut).
     pub(crate) fn commit_tail(&mut self, end: usize) {
         let start = self.synced.len();
-        assert!(start <= end && end <= self.current.len(), "a torn tail lies past the synced bytes");
+        assert!(start <= end, "a torn tail lies past the synced bytes");
+        assert!(end <= self.current.len(), "a torn tail lies within the current bytes");
         self.synced.extend_from_slice(&self.current[start..end]);
     }
 }

@@ -255,7 +255,8 @@ pub(crate) fn torn_length(synced: usize, current: usize, roll: u64) -> usize {
         c if c <= boundaries => first_boundary + (c - 1) * TORN_BLOCK,
         _ => current,
     };
-    assert!(synced <= end && end <= current, "a torn length lies between the two lengths");
+    assert!(synced <= end, "a torn length keeps the synced bytes");
+    assert!(end <= current, "a torn length keeps no more than the current bytes");
     end
 }
 

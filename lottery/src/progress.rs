@@ -45,6 +45,7 @@ impl Progress {
     /// Counts one more bet, whose row in `bets.csv` is `row` (line end
     /// included).
     pub fn push(&mut self, row: &[u8]) {
+        assert_eq!(row.last(), Some(&b'\n'), "a row is counted with its line end");
         self.digest = self.digest.wrapping_add(row_hash(self.bets, row));
         self.bets += 1;
     }

@@ -67,13 +67,18 @@ impl Frame {
         // read buffer it came from alive, and the buffer is reused.
         let payload = Bytes::copy_from_slice(&buf[HEADER_LEN..total]);
         buf.advance(total);
-        Ok(Some(Frame { version, kind, payload }))
+        let frame = Frame { version, kind, payload };
+        assert_eq!(frame.wire_len(), total, "a frame is as long as its length field says");
+        assert!(frame.wire_len() <= max_len, "no frame past the limit is ever taken");
+        Ok(Some(frame))
     }
 
     /// Writes the whole frame, headers included, to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
+        let before = dst.len();
         write_header(dst, self.version, self.kind, self.payload.len());
         dst.put_slice(&self.payload);
+        assert_eq!(dst.len() - before, self.wire_len(), "a frame takes its wire length");
     }
 
     /// Size of the whole frame on the wire.

@@ -134,6 +134,13 @@ impl Message {
     /// Callers keep within the protocol's limits (see [`crate::MAX_FRAME_LEN`]);
     /// [`Message::wire_len`] tells the size beforehand.
     pub fn encode(&self, dst: &mut BytesMut) {
+        let before = dst.len();
+        self.encode_unchecked(dst);
+        // Paired with the reader's check: what goes out is what its header says.
+        assert_eq!(dst.len() - before, self.wire_len(), "a message takes its wire length");
+    }
+
+    fn encode_unchecked(&self, dst: &mut BytesMut) {
         write_header(dst, VERSION, self.kind(), self.wire_len() - HEADER_LEN);
         match self {
             Message::BetBatch { first, bets } => {

@@ -63,11 +63,14 @@ impl DrawBarrier {
     pub(crate) fn set_finished(&self, finished: usize) {
         let finished = u32::try_from(finished).expect("at most `expected` agencies finish");
         assert!(finished <= self.expected, "no more agencies finish than are expected");
-        self.finished.store(finished, Ordering::Release);
+        let before = self.finished.swap(finished, Ordering::AcqRel);
+        assert!(finished >= before, "finished agencies only grow");
     }
 
     /// Makes the result visible to every session.
     pub(crate) fn publish(&self, winners: Winners) {
+        let finished = self.finished.load(Ordering::Acquire);
+        assert_eq!(finished, self.expected, "the draw is published once every agency finished");
         assert!(self.winners.set(winners).is_ok(), "the draw is published once");
     }
 }

@@ -96,7 +96,11 @@ impl Gate {
         let mut places = self.lock();
         if places.len() >= self.max {
             match victim(&places) {
-                Some(at) => places.remove(at).pushed_out.cancel(),
+                Some(at) => {
+                    let victim = places.remove(at);
+                    assert!(victim.stage < Stage::Certified, "a certified place is never pushed out");
+                    victim.pushed_out.cancel();
+                }
                 None => pushed_out.cancel(),
             }
         }

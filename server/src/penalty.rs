@@ -47,6 +47,7 @@ impl Failures {
                 by_address.clear();
             }
         }
+        assert!(by_address.len() < MAX_ADDRESSES, "the addresses remembered are bounded");
         let record = by_address.entry(ip).or_insert(Record { count: 0, last: now, until: now });
         if now.duration_since(record.last) >= FAILURE_MEMORY {
             record.count = 0;
@@ -55,6 +56,8 @@ impl Failures {
         record.last = now;
         let penalty = FIRST_PENALTY.saturating_mul(1 << (record.count - 1).min(16)).min(MAX_PENALTY);
         record.until = now + penalty;
+        assert!(penalty >= FIRST_PENALTY, "a failure always costs the first penalty at least");
+        assert!(penalty <= MAX_PENALTY, "no penalty keeps an agency behind the address out");
         (record.count, penalty)
     }
 

@@ -87,6 +87,7 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> std::io::Result<(LineQueue, L
 
 impl LineQueue {
     fn push(&self, line: &[u8]) {
+        debug_assert_eq!(line.last(), Some(&b'\n'), "tracing hands over whole lines");
         let mut pending = self.0.lock();
         if pending.lines.len() + line.len() > BUFFERED_BYTES {
             if !pending.last_word {
@@ -149,6 +150,7 @@ fn write_lines<W: Write>(shared: &Shared, mut out: W) {
             break;
         }
         for lines in whole_lines(&writing, PIPE_BUF) {
+            debug_assert_eq!(lines.last(), Some(&b'\n'), "a write ends with a whole line");
             let _ = out.write_all(lines);
         }
         let _ = out.flush();

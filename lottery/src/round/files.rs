@@ -54,6 +54,7 @@ impl Ledger for RoundFiles {
         if due {
             self.next_checkpoint = self.bets.len() + CHECKPOINT_EVERY;
         }
+        assert!(self.next_checkpoint > self.bets.len(), "a checkpoint is never overdue after a record");
         Ok(())
     }
 }

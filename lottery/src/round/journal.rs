@@ -53,7 +53,11 @@ impl Entry {
             Entry::Drawn { winners } => format!("drawn winners={winners}"),
             Entry::Checkpoint { bytes } => format!("checkpoint bytes={bytes}"),
         };
-        format!("{text} crc={:08x}\n", crc32fast::hash(text.as_bytes()))
+        let line = format!("{text} crc={:08x}\n", crc32fast::hash(text.as_bytes()));
+        assert_eq!(line.matches('\n').count(), 1, "an entry is one line");
+        // Paired with recovery's reading: what is written reads back.
+        debug_assert_eq!(Entry::parse(line.trim_end()), Ok(*self), "an entry's line reads back as it");
+        line
     }
 
     /// Reads a line (without its line end).

@@ -203,6 +203,7 @@ impl<L: Ledger> Round<L> {
             .record(&[entry])
             .map_err(|(AppendError::Transient(e) | AppendError::Fatal(e))| Fatal(e))?;
         self.state.draw();
+        assert!(self.state.drawn(), "a complete round is drawn");
         Ok(true)
     }
 

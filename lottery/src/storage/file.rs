@@ -63,7 +63,9 @@ impl AppendFile {
                 }
             };
         }
+        let before = self.len;
         self.len += group;
+        assert!(self.len > before, "a group that is appended makes the file longer");
         Ok(())
     }
 
@@ -84,7 +86,8 @@ impl AppendFile {
     /// Brings the file back to its last durable length, durably.
     fn cut_back(&mut self) -> io::Result<()> {
         self.file.set_len(self.len)?;
-        self.file.seek(SeekFrom::Start(self.len))?;
+        let at = self.file.seek(SeekFrom::Start(self.len))?;
+        assert_eq!(at, self.len, "the next group goes where the durable ones end");
         self.file.sync_data()
     }
 

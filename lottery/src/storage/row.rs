@@ -40,6 +40,11 @@ pub fn write_row(out: &mut Vec<u8>, agency: u32, bet: &BetRef<'_>) {
     out.extend_from_slice(itoa::Buffer::new().format(bet.number).as_bytes());
     out.push(b'\n');
     debug_assert!(out.len() - before >= 21, "a row holds at least its separators, date and digits");
+    // Paired with recovery's reading: what is written reads back as one row.
+    debug_assert!(
+        matches!(read_row(&out[before..]), ReadRow::Row { len, .. } if len == out.len() - before),
+        "a row written reads back whole"
+    );
 }
 
 fn write_field(out: &mut Vec<u8>, text: &str) {

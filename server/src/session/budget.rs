@@ -83,6 +83,8 @@ impl Bucket {
             }
         };
         self.refilled = Some(now);
+        assert!(self.tokens >= 0.0, "a bucket never owes lines");
+        assert!(self.tokens <= burst, "a bucket holds at most a burst");
         let allowed = self.tokens >= 1.0;
         if allowed {
             self.tokens -= 1.0;

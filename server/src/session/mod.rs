@@ -227,6 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
     async fn received(&mut self, read: Result<Option<Message>, ReadError>) {
         match read {
             Ok(Some(message)) => {
+                assert!(self.pending.len() < WINDOW, "a request is read only with room for its reply");
                 let reply = self.handler.handle(message).await;
                 self.pending.push_back(reply);
                 if self.handler.agency.is_some() {
