@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::storage::file::sync_dir;
 use crate::storage::{AppendError, AppendFile, StorageError};
 
-use super::journal::{self, Entry};
+use super::journal::{self, BetsDigest, Entry};
 use super::recovery::{recover, Damage, Opened};
 use super::rules::Ledger;
 use super::state::RoundState;
@@ -22,29 +22,40 @@ pub struct RoundFiles {
     /// the kernel when the process dies, however it dies.
     _lock: File,
     bets: AppendFile,
+    /// The digest of every byte of the bets file.
+    digest: BetsDigest,
     journal: AppendFile,
+    /// The bets file's length at the last checkpoint.
+    checkpointed: u64,
     /// The bets file's length when the next checkpoint is due.
     next_checkpoint: u64,
+    /// Bytes of bets between two checkpoints, at most.
+    checkpoint_every: u64,
 }
 
 impl Ledger for RoundFiles {
     fn append_bets(&mut self, rows: &[&[u8]]) -> Result<(), AppendError> {
         let before = self.bets.len();
         self.bets.append(rows)?;
+        rows.iter().for_each(|r| self.digest.update(r));
         let appended: usize = rows.iter().map(|r| r.len()).sum();
         assert_eq!(self.bets.len(), before + appended as u64, "the bets file grew by the rows");
         Ok(())
     }
 
     /// Appends entries to the journal: all durable, or none kept. A
-    /// checkpoint of the bets file goes with them when one is due; with no
-    /// entries and none due, nothing is written.
+    /// checkpoint of the bets file goes with every append of entries, and
+    /// alone once one is due (after the round's first bets, then every
+    /// `checkpoint_every` bytes); with no entries and none due, nothing is
+    /// written.
     fn record(&mut self, entries: &[Entry]) -> Result<(), AppendError> {
-        let due = self.bets.len() >= self.next_checkpoint;
+        let grew = self.bets.len() > self.checkpointed;
+        let due = grew && (self.bets.len() >= self.next_checkpoint || !entries.is_empty());
         if entries.is_empty() && !due {
             return Ok(());
         }
-        let checkpoint = due.then(|| Entry::Checkpoint { bytes: self.bets.len() });
+        let checkpoint =
+            due.then(|| Entry::Checkpoint { bytes: self.bets.len(), digest: self.digest.digest() });
         let lines: Vec<String> = checkpoint.iter().chain(entries).map(Entry::line).collect();
         let parts: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
         let before = self.journal.len();
@@ -52,7 +63,8 @@ impl Ledger for RoundFiles {
         let appended: usize = lines.iter().map(String::len).sum();
         assert_eq!(self.journal.len(), before + appended as u64, "the journal grew by the lines");
         if due {
-            self.next_checkpoint = self.bets.len() + CHECKPOINT_EVERY;
+            self.checkpointed = self.bets.len();
+            self.next_checkpoint = self.bets.len() + self.checkpoint_every;
         }
         assert!(self.next_checkpoint > self.bets.len(), "a checkpoint is never overdue after a record");
         Ok(())
@@ -72,6 +84,14 @@ impl RoundFiles {
     /// Syncs of the bets file and of the journal since the round opened.
     pub fn syncs(&self) -> (u64, u64) {
         (self.bets.syncs(), self.journal.syncs())
+    }
+
+    /// Checkpoints every `bytes` bytes of bets from now on (tests make
+    /// many checkpoints in small files).
+    #[cfg(test)]
+    pub(crate) fn checkpoint_every(&mut self, bytes: u64) {
+        self.checkpoint_every = bytes;
+        self.next_checkpoint = self.next_checkpoint.min(self.checkpointed + bytes);
     }
 }
 
@@ -107,11 +127,17 @@ pub fn open(bets: &Path, agencies: u32) -> Result<(RoundFiles, RoundState, Opene
     }
     let journal = journal.expect("a header comes from a journal");
     let found = recover(RoundId(id), agencies, bets, &journal_path, journal, bets_len.is_some())?;
+    // A round without a checkpoint yet (its first bets were never
+    // checkpointed) gets one with its next group.
+    let next_checkpoint = if found.checkpoint == 0 { 1 } else { found.checkpoint + CHECKPOINT_EVERY };
     let files = RoundFiles {
         _lock: lock,
         bets: AppendFile::open(bets, found.bets_len)?,
+        digest: found.digest,
         journal: AppendFile::open(&journal_path, found.journal_len)?,
-        next_checkpoint: found.checkpoint + CHECKPOINT_EVERY,
+        checkpointed: found.checkpoint,
+        next_checkpoint,
+        checkpoint_every: CHECKPOINT_EVERY,
     };
     Ok((files, found.state, found.opened))
 }
@@ -148,8 +174,13 @@ fn start(
     let files = RoundFiles {
         _lock: lock,
         bets: AppendFile::open(bets, 0)?,
+        digest: BetsDigest::default(),
         journal: AppendFile::open(journal_path, header.len() as u64)?,
-        next_checkpoint: CHECKPOINT_EVERY,
+        checkpointed: 0,
+        // The round's first bets are checkpointed at once: from then on
+        // the journal is bound to this bets file.
+        next_checkpoint: 1,
+        checkpoint_every: CHECKPOINT_EVERY,
     };
     Ok((files, RoundState::new(id, agencies), Opened::New))
 }

@@ -2,8 +2,8 @@
 //! hold, one line each, beside it (`bets.csv.journal`).
 //!
 //! ```text
-//! round format=1 id=5f0c…e1 agencies=5 crc=1a2b3c4d
-//! checkpoint bytes=1048602 crc=76a1b2c3
+//! round format=2 id=5f0c…e1 agencies=5 crc=1a2b3c4d
+//! checkpoint bytes=1048602 digest=3f6c…9a crc=76a1b2c3
 //! finished agency=3 bets=16014 digest=9d41…07 crc=0badf00d
 //! drawn winners=15 crc=c0ffee00
 //! ```
@@ -23,8 +23,10 @@ use std::path::Path;
 use crate::progress::Progress;
 use crate::storage::StorageError;
 
-/// The journal format this code writes and reads.
-pub const FORMAT: u32 = 1;
+/// The journal format this code writes and reads. Format 2 binds each
+/// checkpoint to the bytes it covers (a digest); format 1 named only a
+/// length, and is refused.
+pub const FORMAT: u32 = 2;
 
 /// One line of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +37,10 @@ pub enum Entry {
     Finished { agency: u32, progress: Progress },
     /// The draw ran (its `sorteo` line was logged) and found `winners`.
     Drawn { winners: u64 },
-    /// The first `bytes` bytes of the bets file were synced: a mark the
-    /// file can never again fall below.
-    Checkpoint { bytes: u64 },
+    /// The first `bytes` bytes of the bets file were synced, and their
+    /// digest is `digest` (see [`BetsDigest`]): a mark the file can never
+    /// again fall below, nor change under.
+    Checkpoint { bytes: u64, digest: u64 },
 }
 
 impl Entry {
@@ -51,7 +54,7 @@ impl Entry {
                 format!("finished agency={agency} bets={} digest={:032x}", progress.bets(), progress.digest())
             }
             Entry::Drawn { winners } => format!("drawn winners={winners}"),
-            Entry::Checkpoint { bytes } => format!("checkpoint bytes={bytes}"),
+            Entry::Checkpoint { bytes, digest } => format!("checkpoint bytes={bytes} digest={digest:016x}"),
         };
         let line = format!("{text} crc={:08x}\n", crc32fast::hash(text.as_bytes()));
         assert_eq!(line.matches('\n').count(), 1, "an entry is one line");
@@ -97,10 +100,34 @@ impl Entry {
                 progress: Progress::new(number("bets")?, hex("digest")?),
             },
             "drawn" => Entry::Drawn { winners: number("winners")? },
-            "checkpoint" => Entry::Checkpoint { bytes: number("bytes")? },
+            "checkpoint" => Entry::Checkpoint { bytes: number("bytes")?, digest: hex("digest")? as u64 },
             other => return Err(LineError::Unknown(other.to_owned())),
         };
         Ok(entry)
+    }
+}
+
+/// The digest of a prefix of the bets file, as checkpoints record it:
+/// XXH3-64 of its bytes, streamed as they are appended (and as recovery
+/// reads them back). It tells a file apart from another round's, or from
+/// an edited copy of itself; it is not a defence against forgery.
+#[derive(Clone, Default)]
+pub struct BetsDigest(xxhash_rust::xxh3::Xxh3Default);
+
+impl BetsDigest {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of every byte given so far.
+    pub fn digest(&self) -> u64 {
+        self.0.digest()
+    }
+}
+
+impl std::fmt::Debug for BetsDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BetsDigest({:016x})", self.digest())
     }
 }
 
@@ -231,7 +258,7 @@ mod tests {
     fn entries() -> [Entry; 4] {
         [
             Entry::Round { id: 0x5f0c_0000_0000_0000_0000_0000_0000_00e1, agencies: 5 },
-            Entry::Checkpoint { bytes: 1_048_602 },
+            Entry::Checkpoint { bytes: 1_048_602, digest: 0x9e37_79b9_7f4a_7c15 },
             Entry::Finished { agency: 3, progress: Progress::new(16014, u128::MAX - 7) },
             Entry::Drawn { winners: 15 },
         ]

@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 
 pub use batch::{BatchError, EncodedBatch};
 pub use files::{open, RoundFiles};
-pub use journal::{Entry, LineError, LineFault};
+pub use journal::{BetsDigest, Entry, LineError, LineFault};
 pub use recovery::{Cut, CutReason, Damage, Opened};
 pub use rules::{Answer, Committed, Fatal, FinishOutcome, Ledger, Request, Round, StoreOutcome, Welcome};
 pub use state::{AgencyState, RoundState};

@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::storage::file::cut;
 use crate::storage::scan::{scan, RowFault, Scan};
 
-use super::journal::{Entry, JournalRead, LineFault};
+use super::journal::{BetsDigest, Entry, JournalRead, LineFault};
 use super::state::{AgencyState, RoundState};
 use super::{RoundError, RoundId, MAX_GROUP_BETS, MAX_GROUP_BYTES};
 
@@ -79,6 +79,8 @@ pub enum Damage {
     FinishedBetsChanged { agency: u32, finished: Progress, holds: Progress },
     #[error("the first {synced} bytes of the bets file were synced, but only {whole} are whole rows: acknowledged bets are missing")]
     CheckpointMissing { synced: u64, whole: u64 },
+    #[error("the first {bytes} bytes of the bets file are not those its journal checkpointed: the journal belongs to another round or another file, or the file was edited")]
+    CheckpointDiffers { bytes: u64 },
     #[error("a draw before every agency finished, or a second one")]
     DrawTooEarly,
     #[error("the draw found {recorded} winners, the bets file holds {found}")]
@@ -91,6 +93,8 @@ pub struct Recovered {
     pub state: RoundState,
     /// Bytes of the bets file and of the journal after the cuts.
     pub bets_len: u64,
+    /// The digest of the bets file's bytes, to be carried on.
+    pub digest: BetsDigest,
     pub journal_len: u64,
     /// The bets file's length at the last checkpoint (0 without one).
     pub checkpoint: u64,
@@ -120,7 +124,8 @@ pub fn recover(
     if !bets_exist {
         return Err(damaged(bets, Damage::BetsMissing));
     }
-    let found = scan(bets, agencies)?;
+    let checkpoints: Vec<u64> = checkpoints(&journal.entries).map(|(bytes, _)| bytes).collect();
+    let found = scan(bets, agencies, &checkpoints)?;
     let tail = found.file_len - found.valid_len;
     if let Some(fault) = found.stopped.clone() {
         if tail > MAX_GROUP_BYTES as u64 || found.rows_after_stop > MAX_GROUP_BETS {
@@ -144,19 +149,19 @@ pub fn recover(
     Ok(Recovered {
         state,
         bets_len: found.valid_len,
+        digest: found.digest,
         journal_len: journal.valid_len,
-        checkpoint: last_checkpoint(&journal.entries),
+        checkpoint: checkpoints.last().copied().unwrap_or(0),
         opened,
     })
 }
 
-/// The bets file's length at the last checkpoint (0 without one).
-fn last_checkpoint(entries: &[Entry]) -> u64 {
-    entries
-        .iter()
-        .filter_map(|e| if let Entry::Checkpoint { bytes } = e { Some(*bytes) } else { None })
-        .max()
-        .unwrap_or(0)
+/// The checkpoints of a journal: bytes and digest, in order.
+fn checkpoints(entries: &[Entry]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    entries.iter().filter_map(|e| match *e {
+        Entry::Checkpoint { bytes, digest } => Some((bytes, digest)),
+        _ => None,
+    })
 }
 
 /// The state of a round from its journal and what the bets file holds,
@@ -176,9 +181,12 @@ fn replay(id: RoundId, entries: &[Entry], found: &Scan) -> Result<RoundState, Da
                 check_finished(&state, agency, progress)?;
                 state.finish(agency);
             }
-            Entry::Checkpoint { bytes } => {
+            Entry::Checkpoint { bytes, digest } => {
                 if found.valid_len < bytes {
                     return Err(Damage::CheckpointMissing { synced: bytes, whole: found.valid_len });
+                }
+                if found.digest_at(bytes) != Some(digest) {
+                    return Err(Damage::CheckpointDiffers { bytes });
                 }
             }
             Entry::Drawn { winners } => {
@@ -222,6 +230,7 @@ mod tests {
     use crate::round::{beside, open, Entry, Ledger, RoundError};
     use crate::storage::scan::RowProblem;
     use crate::storage::write_row;
+    use proptest::strategy::Strategy;
     use std::path::PathBuf;
 
     fn row(agency: u32, number: u32) -> Vec<u8> {
@@ -415,8 +424,14 @@ mod tests {
         drop(files);
         std::fs::write(&path, &rows[0]).unwrap();
         let err = open(&path, 1).unwrap_err();
-        let missing =
-            matches!(err, RoundError::Damaged { damage: Damage::FinishedBetsMissing { agency: 1, .. }, .. });
+        // The checkpoint that goes with the finished line says it first.
+        let missing = matches!(
+            err,
+            RoundError::Damaged {
+                damage: Damage::CheckpointMissing { .. } | Damage::FinishedBetsMissing { agency: 1, .. },
+                ..
+            }
+        );
         assert!(missing, "{err:?}");
         assert_eq!(std::fs::read(&path).unwrap(), rows[0], "left as found");
     }
@@ -434,5 +449,95 @@ mod tests {
         let (_, state, _) = open(&path, 1).unwrap();
         assert!(state.drawn());
         assert_eq!(state.agency(1).winners, ["123"]);
+    }
+
+    /// A round of two agencies whose rows come in `groups` (each a number
+    /// of rows, alternating agencies), checkpointed every `every` bytes;
+    /// `seed` makes its rows differ from another round's.
+    fn checkpointed_round(groups: &[usize], every: u64, seed: u32) -> (tempfile::TempDir, PathBuf, u64) {
+        let (dir, path) = storage();
+        let (mut files, _, _) = open(&path, 2).unwrap();
+        files.checkpoint_every(every);
+        let mut number = seed;
+        for (i, &count) in groups.iter().enumerate() {
+            let rows: Vec<Vec<u8>> = (0..count)
+                .map(|_| {
+                    number = number.wrapping_mul(7).wrapping_add(1) % 10_000;
+                    row(i as u32 % 2 + 1, number)
+                })
+                .collect();
+            files.append_bets(&rows.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap();
+            files.record(&[]).unwrap();
+        }
+        drop(files);
+        let journal = std::fs::read_to_string(beside(&path, ".journal")).unwrap();
+        let last = journal
+            .lines()
+            .filter_map(|l| match Entry::parse(l).unwrap() {
+                Entry::Checkpoint { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .next_back()
+            .unwrap_or(0);
+        (dir, path, last)
+    }
+
+    /// What a mutation of a round's files does.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        /// The journal of another round beside this bets file.
+        Swap { seed: u32 },
+        /// The bets file cut to this share of its length.
+        Cut(f64),
+        /// One byte of the bets file changed, at this share of its length.
+        Edit(f64),
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Damage inside what a checkpoint covers (another round's journal,
+        /// bytes cut or changed) is refused and left as found; a cut after
+        /// the last checkpoint is a torn tail, and recovers.
+        #[test]
+        fn a_journal_binds_to_the_bytes_it_checkpointed(
+            groups in proptest::collection::vec(1usize..12, 2..12),
+            every in 64u64..600,
+            mutation in proptest::prop_oneof![
+                (1u32..1000).prop_map(|seed| Mutation::Swap { seed }),
+                (0.0f64..1.0).prop_map(Mutation::Cut),
+                (0.0f64..1.0).prop_map(Mutation::Edit),
+            ],
+        ) {
+            let (_dir, path, last) = checkpointed_round(&groups, every, 0);
+            proptest::prop_assume!(last > 0);
+            let bytes = std::fs::read(&path).unwrap();
+            let at = |share: f64| ((bytes.len() as f64 * share) as usize).min(bytes.len() - 1);
+            let inside = match mutation {
+                Mutation::Swap { seed } => {
+                    let (_other_dir, other, _) = checkpointed_round(&groups, every, seed);
+                    let foreign = std::fs::read(beside(&other, ".journal")).unwrap();
+                    std::fs::write(beside(&path, ".journal"), foreign).unwrap();
+                    true
+                }
+                Mutation::Cut(share) => {
+                    std::fs::write(&path, &bytes[..at(share)]).unwrap();
+                    (at(share) as u64) < last
+                }
+                Mutation::Edit(share) => {
+                    let mut edited = bytes.clone();
+                    edited[at(share)] = if edited[at(share)] == b'7' { b'8' } else { b'7' };
+                    std::fs::write(&path, &edited).unwrap();
+                    (at(share) as u64) < last
+                }
+            };
+            if inside {
+                refused_untouched(&path, 2, |_| true);
+            } else if let Mutation::Cut(share) = mutation {
+                let (_files, state, _) = open(&path, 2).unwrap();
+                let whole = bytes[..at(share)].iter().filter(|&&b| b == b'\n').count();
+                proptest::prop_assert_eq!(state.bets(), whole as u64);
+            }
+        }
     }
 }

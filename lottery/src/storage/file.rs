@@ -2,9 +2,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::StorageError;
+use super::{Gone, StorageError};
 
 /// Why a group could not be appended.
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +15,10 @@ pub enum AppendError {
     #[error("{0} (nothing of it was kept; it may be tried again)")]
     Transient(StorageError),
     /// The group failed and the file could not be cut back to where it
-    /// was: what the file holds is unknown, and nobody may write to it
-    /// again before a recovery has read it.
-    #[error("{0} (the file could not be brought back to its last durable state)")]
+    /// was, or the file is no longer where it belongs: what the file holds
+    /// is unknown, and nobody may write to it again before a recovery has
+    /// read it.
+    #[error("{0}")]
     Fatal(StorageError),
 }
 
@@ -66,6 +68,31 @@ impl AppendFile {
         let before = self.len;
         self.len += group;
         assert!(self.len > before, "a group that is appended makes the file longer");
+        // After the sync, before anyone is told: no group written into a
+        // file that was deleted or replaced meanwhile is acknowledged.
+        self.check_in_place(self.len).map_err(AppendError::Fatal)
+    }
+
+    /// Checks that the file is still the one its path names, linked, and
+    /// `len` bytes long: a round whose files were deleted or replaced
+    /// under the server must not take one more bet.
+    fn check_in_place(&self, len: u64) -> Result<(), StorageError> {
+        let gone = |why| StorageError::Gone { path: self.path.clone(), why };
+        let open = self.file.metadata().map_err(|e| StorageError::io(&self.path, e))?;
+        if open.nlink() == 0 {
+            return Err(gone(Gone::Deleted));
+        }
+        let named = match std::fs::metadata(&self.path) {
+            Ok(named) => named,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone(Gone::Missing)),
+            Err(e) => return Err(StorageError::io(&self.path, e)),
+        };
+        if (named.dev(), named.ino()) != (open.dev(), open.ino()) {
+            return Err(gone(Gone::Replaced));
+        }
+        if open.len() != len {
+            return Err(StorageError::Length { path: self.path.clone(), actual: open.len(), expected: len });
+        }
         Ok(())
     }
 
@@ -149,6 +176,36 @@ mod tests {
             Err(StorageError::Length { actual: 3, expected: 2, .. })
         ));
         assert!(AppendFile::open(&path, 3).is_ok());
+    }
+
+    #[test]
+    fn a_file_deleted_replaced_or_moved_away_takes_no_more_groups() {
+        use super::super::Gone;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let gone = |file: &mut AppendFile| match file.append(&[b"more"]) {
+            Err(AppendError::Fatal(StorageError::Gone { why, .. })) => why,
+            other => panic!("{other:?}"),
+        };
+
+        std::fs::write(&path, b"").unwrap();
+        let mut file = AppendFile::open(&path, 0).unwrap();
+        file.append(&[b"ab"]).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(gone(&mut file), Gone::Deleted);
+
+        // Replaced while still linked elsewhere (a rename over it alone
+        // unlinks it: deleted).
+        std::fs::write(&path, b"").unwrap();
+        let mut file = AppendFile::open(&path, 0).unwrap();
+        std::fs::hard_link(&path, dir.path().join("kept")).unwrap();
+        std::fs::write(dir.path().join("other"), b"").unwrap();
+        std::fs::rename(dir.path().join("other"), &path).unwrap();
+        assert_eq!(gone(&mut file), Gone::Replaced);
+
+        let mut file = AppendFile::open(&path, 0).unwrap();
+        std::fs::rename(&path, dir.path().join("moved")).unwrap();
+        assert_eq!(gone(&mut file), Gone::Missing);
     }
 
     /// /dev/full takes no byte (every write fails with "no space left") and

@@ -41,6 +41,19 @@ pub enum StorageError {
     CutBack { path: PathBuf, write: io::Error, cut: io::Error },
     #[error("{path}: holds {actual} bytes where {expected} were expected")]
     Length { path: PathBuf, actual: u64, expected: u64 },
+    #[error("{path}: the round's file is gone: {why}; the server stops without acknowledging another bet")]
+    Gone { path: PathBuf, why: Gone },
+}
+
+/// How a round's file left the place where the server keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Gone {
+    #[error("it was deleted")]
+    Deleted,
+    #[error("its path names nothing any more (the file or its folder was moved or deleted)")]
+    Missing,
+    #[error("its path names another file")]
+    Replaced,
 }
 
 /// Why a row of the bets file is not a bet.

@@ -22,6 +22,7 @@ use super::row::{read_row, write_row, Malformed, ReadRow, FIELDS};
 use super::StorageError;
 use crate::bet::{BetRef, InvalidBet};
 use crate::progress::Progress;
+use crate::round::BetsDigest;
 
 /// Longest row the scan waits for; rows the server writes are far shorter
 /// (a bet fits in an 8 KiB frame, and quoting at most doubles it).
@@ -52,6 +53,10 @@ pub struct Scan {
     pub rows_after_stop: usize,
     /// The stored bets of agency K at index K − 1.
     pub agencies: Vec<AgencyBets>,
+    /// The digest of every valid row, to be carried on as they are appended.
+    pub digest: BetsDigest,
+    /// The digest at each checkpoint asked for that is where a valid row ends.
+    pub digests: Vec<(u64, u64)>,
 }
 
 impl Scan {
@@ -100,8 +105,10 @@ pub struct AgencyBets {
 }
 
 /// Reads the bets file of a round of `agencies` agencies; a missing file
-/// holds nothing.
-pub fn scan(path: &Path, agencies: u32) -> Result<Scan, StorageError> {
+/// holds nothing. `checkpoints` are offsets (ascending) at which the
+/// digest of the bytes before is wanted (see [`Scan::digest_at`]).
+pub fn scan(path: &Path, agencies: u32, checkpoints: &[u64]) -> Result<Scan, StorageError> {
+    assert!(checkpoints.is_sorted(), "checkpoints come in the order they were made");
     let io_err = |source| StorageError::io(path, source);
     let mut scan = Scan { agencies: vec![AgencyBets::default(); agencies as usize], ..Scan::default() };
     let mut file = match File::open(path) {
@@ -110,65 +117,103 @@ pub fn scan(path: &Path, agencies: u32) -> Result<Scan, StorageError> {
         Err(e) => return Err(io_err(e)),
     };
     scan.file_len = file.metadata().map_err(io_err)?.len();
-
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut start = 0; // of the unread part of `buf`
-    let mut eof = false;
+    let mut reading = Reading { buf: Vec::with_capacity(CHUNK), start: 0, hashed: 0, eof: false };
+    let mut checkpoints = checkpoints.iter().copied().peekable();
     let mut again = Vec::with_capacity(512);
     loop {
-        match read_row(&buf[start..]) {
+        // A checkpoint passed inside a row is not where a row ends: it gets
+        // no digest, and the caller refuses it.
+        while checkpoints.next_if(|&at| at < scan.valid_len).is_some() {}
+        if checkpoints.next_if_eq(&scan.valid_len).is_some() {
+            reading.hash(&mut scan.digest);
+            scan.digests.push((scan.valid_len, scan.digest.digest()));
+        }
+        let problem = match read_row(&reading.buf[reading.start..]) {
             ReadRow::Row { fields, len } => {
-                let raw = &buf[start..start + len];
+                let raw = &reading.buf[reading.start..reading.start + len];
                 match check_row(&fields, raw, agencies, &mut again) {
                     Ok((agency, winner)) => {
-                        let bets = &mut scan.agencies[agency as usize - 1];
-                        bets.progress.push(raw);
-                        if let Some(document) = winner {
-                            bets.winners.push(document);
-                        }
-                        scan.valid_len += len as u64;
-                        start += len;
+                        scan.count(agency, raw, winner);
+                        reading.start += len;
+                        continue;
                     }
-                    Err(problem) => {
-                        scan.stopped = Some(RowFault { at: scan.valid_len, problem });
-                        break;
-                    }
+                    Err(problem) => problem,
                 }
             }
-            ReadRow::Incomplete if eof => {
-                if start < buf.len() {
-                    let problem = RowProblem::Torn(buf.len() - start);
-                    scan.stopped = Some(RowFault { at: scan.valid_len, problem });
-                }
-                break;
-            }
-            ReadRow::Incomplete if buf.len() - start > MAX_ROW_LEN => {
-                scan.stopped = Some(RowFault { at: scan.valid_len, problem: RowProblem::NoLineEnd });
-                break;
-            }
+            ReadRow::Incomplete if reading.eof => match reading.buf.len() - reading.start {
+                0 => break,
+                torn => RowProblem::Torn(torn),
+            },
+            ReadRow::Incomplete if reading.buf.len() - reading.start > MAX_ROW_LEN => RowProblem::NoLineEnd,
             ReadRow::Incomplete => {
-                buf.drain(..start);
-                start = 0;
-                let before = buf.len();
-                buf.resize(CHUNK, 0);
-                let n = read_some(&mut file, &mut buf[before..]).map_err(io_err)?;
-                buf.truncate(before + n);
-                eof = n == 0;
+                reading.hash(&mut scan.digest);
+                reading.fill(&mut file).map_err(io_err)?;
+                continue;
             }
-            ReadRow::Malformed(malformed) => {
-                scan.stopped = Some(RowFault { at: scan.valid_len, problem: malformed.into() });
-                break;
-            }
-        }
+            ReadRow::Malformed(malformed) => malformed.into(),
+        };
+        scan.stopped = Some(RowFault { at: scan.valid_len, problem });
+        break;
     }
+    reading.hash(&mut scan.digest);
     if scan.stopped.is_some() && scan.file_len - scan.valid_len <= MAX_TAIL_LOOKED_AT {
-        let mut rest = buf.split_off(start);
+        let mut rest = reading.buf.split_off(reading.start);
         file.read_to_end(&mut rest).map_err(io_err)?;
         scan.rows_after_stop = count_rows(&rest, agencies, &mut again);
     }
     assert!(scan.valid_len <= scan.file_len, "the rows read lie inside the file");
     assert_eq!(scan.stopped.is_some(), scan.valid_len < scan.file_len, "rows stop early only with a reason");
     Ok(scan)
+}
+
+impl Scan {
+    /// Counts one valid row of `agency`.
+    fn count(&mut self, agency: u32, raw: &[u8], winner: Option<String>) {
+        let bets = &mut self.agencies[agency as usize - 1];
+        bets.progress.push(raw);
+        if let Some(document) = winner {
+            bets.winners.push(document);
+        }
+        self.valid_len += raw.len() as u64;
+    }
+
+    /// The digest of the first `bytes` bytes, if `bytes` was asked for and
+    /// is where a valid row ends (or the file starts).
+    pub fn digest_at(&self, bytes: u64) -> Option<u64> {
+        self.digests.iter().find(|(at, _)| *at == bytes).map(|(_, digest)| *digest)
+    }
+}
+
+/// The part of the file in memory.
+struct Reading {
+    buf: Vec<u8>,
+    /// Where the unread part of `buf` starts: everything before is valid rows.
+    start: usize,
+    /// How much of `buf` went into the digest.
+    hashed: usize,
+    eof: bool,
+}
+
+impl Reading {
+    /// Adds the valid rows not digested yet to `digest`.
+    fn hash(&mut self, digest: &mut BetsDigest) {
+        assert!(self.hashed <= self.start, "only valid rows are digested");
+        digest.update(&self.buf[self.hashed..self.start]);
+        self.hashed = self.start;
+    }
+
+    /// Drops what was read and reads on; the rows read must be digested.
+    fn fill(&mut self, file: &mut File) -> io::Result<()> {
+        assert_eq!(self.hashed, self.start, "rows are digested before they are dropped");
+        self.buf.drain(..self.start);
+        (self.start, self.hashed) = (0, 0);
+        let before = self.buf.len();
+        self.buf.resize(CHUNK, 0);
+        let n = read_some(file, &mut self.buf[before..])?;
+        self.buf.truncate(before + n);
+        self.eof = n == 0;
+        Ok(())
+    }
 }
 
 /// Whole, valid rows in `rest`, looked for at every line start after its
@@ -249,7 +294,7 @@ mod tests {
     fn whole_rows_rebuild_each_agencys_progress_and_winners() {
         let rows = [row(1, "111", 7574), row(2, "222", 1), row(1, "0333", 7574)];
         let (_dir, path) = file_of(&rows.concat());
-        let scan = scan(&path, 3).unwrap();
+        let scan = scan(&path, 3, &[]).unwrap();
         assert_eq!((scan.valid_len, scan.stopped.as_ref()), (scan.file_len, None));
         let mut one = Progress::default();
         one.push(&rows[0]);
@@ -273,7 +318,7 @@ mod tests {
             rows.iter().scan(0, |end, r| Some(*end + r.len()).inspect(|e| *end = *e)).collect();
         for cut in 0..=all.len() {
             let (_dir, path) = file_of(&all[..cut]);
-            let scan = scan(&path, 3).unwrap();
+            let scan = scan(&path, 3, &[]).unwrap();
             let whole = ends.iter().filter(|&&e| e <= cut).count();
             let expected_len = if whole == 0 { 0 } else { ends[whole - 1] };
             assert_eq!(scan.valid_len as usize, expected_len, "cut at {cut}");
@@ -295,7 +340,7 @@ mod tests {
         ] {
             let good = row(1, "1", 1);
             let (_dir, path) = file_of(&[good.as_slice(), bad, &row(2, "2", 2)].concat());
-            let scan = scan(&path, 3).unwrap();
+            let scan = scan(&path, 3, &[]).unwrap();
             assert_eq!(scan.valid_len as usize, good.len(), "{:?}", String::from_utf8_lossy(bad));
             assert!(scan.stopped.is_some());
             assert_eq!(scan.bets(), 1, "nothing after a bad row counts");
@@ -306,14 +351,35 @@ mod tests {
     fn valid_rows_after_a_bad_one_are_counted() {
         let good = row(1, "1", 1);
         let (_dir, path) = file_of(&[good.as_slice(), b"1,A,\0\n", &good, &good, b"1,torn"].concat());
-        let scan = scan(&path, 1).unwrap();
+        let scan = scan(&path, 1, &[]).unwrap();
         assert_eq!((scan.bets(), scan.rows_after_stop), (1, 2));
+    }
+
+    #[test]
+    fn checkpoints_where_rows_end_get_the_digest_of_the_bytes_before() {
+        let rows = [row(1, "1", 7574), row(2, "22", 3), row(3, "333", 7574)];
+        let all = rows.concat();
+        let (_dir, path) = file_of(&all);
+        let ends = [rows[0].len() as u64, (rows[0].len() + rows[1].len()) as u64, all.len() as u64];
+        // One inside the second row: no digest, and the later ones still come.
+        let asked = [ends[0], ends[0] + 3, ends[1], ends[2]];
+        let scan = scan(&path, 3, &asked).unwrap();
+        let digest_of = |bytes: &[u8]| {
+            let mut digest = BetsDigest::default();
+            digest.update(bytes);
+            digest.digest()
+        };
+        for end in ends {
+            assert_eq!(scan.digest_at(end), Some(digest_of(&all[..end as usize])), "at {end}");
+        }
+        assert_eq!(scan.digest_at(ends[0] + 3), None);
+        assert_eq!(scan.digest.digest(), digest_of(&all));
     }
 
     #[test]
     fn a_missing_file_holds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let scan = scan(&dir.path().join("none.csv"), 2).unwrap();
+        let scan = scan(&dir.path().join("none.csv"), 2, &[]).unwrap();
         assert_eq!((scan.file_len, scan.bets(), scan.agencies.len()), (0, 0, 2));
     }
 
@@ -322,7 +388,7 @@ mod tests {
         let one = row(1, "123", 5);
         let count = CHUNK / one.len() * 3 + 7;
         let (_dir, path) = file_of(&one.repeat(count));
-        let scan = scan(&path, 1).unwrap();
+        let scan = scan(&path, 1, &[]).unwrap();
         assert_eq!((scan.bets() as usize, scan.stopped.as_ref()), (count, None));
     }
 }
