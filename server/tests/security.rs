@@ -28,6 +28,28 @@ const NEVER: Duration = Duration::from_secs(120);
 /// [`NEVER`].
 const WITHIN: Duration = Duration::from_secs(30);
 
+/// A server for agency 1 whose pool of connections not yet authenticated
+/// holds 64, and where those never time out: only the pool makes room.
+async fn server_whose_pool_alone_makes_room() -> TestServer {
+    TestServer::start_with(1, |c| {
+        c.max_unauthenticated = 64;
+        c.auth_timeout = NEVER;
+    })
+    .await
+}
+
+/// Asserts that agency 1 gets in at `addr`, says Hello and has a batch
+/// stored, within [`WITHIN`]. Getting in at all says it did before its
+/// authentication deadline, which closes a connection that has not.
+async fn assert_served(addr: SocketAddr) {
+    let served = tokio::time::timeout(WITHIN, async {
+        let (mut agency, _) = Raw::agency(addr, 1).await;
+        agency.ask(&batch(0, vec![bet("1", 1)])).await
+    })
+    .await;
+    assert_eq!(served.expect("the agency was kept out"), ack(0, 1));
+}
+
 /// Everything a peer without agency 3's certificate can try, as agency 3.
 async fn impersonations(addr: SocketAddr) {
     for request in [
@@ -209,22 +231,12 @@ async fn plain_requests_for_an_agency_are_failures_too() {
 /// holds: an agency still connects and is served at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_keep_an_agency_out() {
-    // Idle connections never time out here: only the pool can make room.
-    let server = TestServer::start_with(1, |c| {
-        c.max_unauthenticated = 64;
-        c.auth_timeout = NEVER;
-    })
-    .await;
+    let server = server_whose_pool_alone_makes_room().await;
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
     }
-    let served = tokio::time::timeout(WITHIN, async {
-        let (mut agency, _) = Raw::agency(server.addr, 1).await;
-        agency.ask(&batch(0, vec![bet("1", 1)])).await
-    })
-    .await;
-    assert_eq!(served.expect("the agency was kept out"), ack(0, 1));
+    assert_served(server.addr).await;
     drop(idle);
     server.stop().await;
 }
@@ -233,12 +245,7 @@ async fn idle_connections_do_not_keep_an_agency_out() {
 /// authenticate, so they cannot hold a place: an agency is served at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoing_connections_do_not_keep_an_agency_out() {
-    // Echoing connections never time out here: only the pool can make room.
-    let server = TestServer::start_with(1, |c| {
-        c.max_unauthenticated = 64;
-        c.auth_timeout = NEVER;
-    })
-    .await;
+    let server = server_whose_pool_alone_makes_room().await;
     let stop = CancellationToken::new();
     let mut chatter = Vec::new();
     for _ in 0..256 {
@@ -255,12 +262,7 @@ async fn echoing_connections_do_not_keep_an_agency_out() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let served = tokio::time::timeout(WITHIN, async {
-        let (mut agency, _) = Raw::agency(server.addr, 1).await;
-        agency.ask(&batch(0, vec![bet("1", 1)])).await
-    })
-    .await;
-    assert_eq!(served.expect("the agency was kept out"), ack(0, 1));
+    assert_served(server.addr).await;
     stop.cancel();
     for task in chatter {
         let _ = task.await;
@@ -454,15 +456,7 @@ async fn a_flood_from_other_addresses_does_not_keep_a_far_away_agency_out() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let far = far_away(server.addr, Duration::from_millis(50)).await;
-    // A Welcome at all says it got in before its authentication deadline,
-    // which closes a connection that has not.
-    let served = tokio::time::timeout(WITHIN, async {
-        let mut agency = Raw::tls(far, Some(1)).await;
-        assert!(matches!(agency.ask(&Message::Hello { agency: 1 }).await, Message::Welcome { .. }));
-        agency.ask(&batch(0, vec![bet("1", 1)])).await
-    })
-    .await;
-    assert_eq!(served.expect("the agency was kept out"), ack(0, 1));
+    assert_served(far).await;
     stop.cancel();
     for task in flood {
         let _ = task.await;

@@ -5,8 +5,9 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::credentials;
 use crate::process::Process;
-use crate::{binaries, credentials};
+use crate::program::Program;
 
 /// The settings an agency needs that no test cares about, when no
 /// configuration file gives them: many winners queries, no pause, INFO,
@@ -29,14 +30,10 @@ const DEFAULTS: [(&str, &str); 4] = [
 /// unless set here.
 #[derive(Debug, Clone)]
 pub struct AgencyBuilder {
-    dir: PathBuf,
+    program: Program,
     agency: u32,
     address: String,
-    binary: Option<PathBuf>,
-    credentials: Option<PathBuf>,
     config_file: Option<PathBuf>,
-    /// Settings added or replaced, in order.
-    extra: Vec<(String, String)>,
 }
 
 impl AgencyBuilder {
@@ -44,13 +41,10 @@ impl AgencyBuilder {
     /// (`host:port`).
     pub fn new(dir: impl AsRef<Path>, agency: u32, address: impl Display) -> AgencyBuilder {
         AgencyBuilder {
-            dir: dir.as_ref().to_path_buf(),
+            program: Program::new("client", dir.as_ref().to_path_buf()),
             agency,
             address: address.to_string(),
-            binary: None,
-            credentials: None,
             config_file: None,
-            extra: Vec::new(),
         }
     }
 
@@ -85,21 +79,21 @@ impl AgencyBuilder {
 
     /// The folder of credentials that `scripts/credentials.sh` made.
     pub fn credentials(mut self, dir: impl AsRef<Path>) -> AgencyBuilder {
-        self.credentials = Some(dir.as_ref().to_path_buf());
+        self.program.credentials = Some(dir.as_ref().to_path_buf());
         self
     }
 
     /// Sets `key` in its environment, replacing what the builder would put
     /// there.
     pub fn env(mut self, key: &str, value: impl Display) -> AgencyBuilder {
-        self.extra.retain(|(k, _)| k != key);
-        self.extra.push((key.to_owned(), value.to_string()));
+        self.program.set(key, value);
         self
     }
 
-    /// The binary to run (default: the project's, see [`binaries::binary`]).
+    /// The binary to run (default: the project's, see
+    /// [`crate::binaries::binary`]).
     pub fn binary(mut self, path: impl AsRef<Path>) -> AgencyBuilder {
-        self.binary = Some(path.as_ref().to_path_buf());
+        self.program.binary = Some(path.as_ref().to_path_buf());
         self
     }
 
@@ -109,30 +103,20 @@ impl AgencyBuilder {
 
     /// Its whole environment, in order.
     pub fn environment(&self) -> Vec<(String, String)> {
-        let mut env = vec![("CLI_ID".to_owned(), self.agency.to_string())];
-        env.push(("CLI_SERVER_ADDRESS".to_owned(), self.address.clone()));
+        let mut env = vec![("CLI_ID", self.agency.to_string()), ("CLI_SERVER_ADDRESS", self.address.clone())];
         if self.config_file.is_none() {
-            env.extend(DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            env.extend(DEFAULTS.iter().map(|(k, v)| (*k, v.to_string())));
         }
-        let credentials = self.credentials.clone().unwrap_or_else(|| credentials::shared(self.agency));
-        env.extend(
-            credentials::client_env(&credentials, self.agency).into_iter().map(|(k, v)| (k.to_owned(), v)),
-        );
-        for (key, value) in &self.extra {
-            env.retain(|(k, _)| k != key);
-            env.push((key.clone(), value.clone()));
-        }
-        env
+        env.extend(credentials::client_env(&self.program.credentials_dir(self.agency), self.agency));
+        self.program.environment(env)
     }
 
     /// The command that runs it.
     pub fn command(&self) -> Command {
-        let binary = self.binary.clone().unwrap_or_else(|| binaries::binary("client"));
-        let mut command = Command::new(binary);
+        let mut command = self.program.command(self.environment());
         if let Some(config) = &self.config_file {
             command.arg("--config").arg(config);
         }
-        command.current_dir(&self.dir).env_clear().envs(self.environment());
         command
     }
 

@@ -23,6 +23,7 @@ pub mod chaos;
 pub mod check;
 pub mod credentials;
 pub mod process;
+mod program;
 pub mod proxy;
 pub mod server;
 

@@ -63,40 +63,32 @@ impl Process {
 
     /// Waits for a line containing `needle`; panics after `within`.
     pub fn wait_for(&mut self, needle: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("no line with {needle:?} within {within:?}; seen:\n{}", self.seen.join("\n"))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("output ended before a line with {needle:?}; seen:\n{}", self.seen.join("\n"))
-                }
+        match self.next_line_with(needle, within) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no line with {needle:?} within {within:?}; seen:\n{}", self.seen.join("\n"))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("output ended before a line with {needle:?}; seen:\n{}", self.seen.join("\n"))
             }
         }
     }
 
     /// Like [`Process::wait_for`], but says `false` instead of panicking.
     pub fn wait_for_line(&mut self, needle: &str, within: Duration) -> bool {
+        self.next_line_with(needle, within).is_ok()
+    }
+
+    /// The next line containing `needle`, every line read on the way kept
+    /// in `seen`.
+    fn next_line_with(&mut self, needle: &str, within: Duration) -> Result<String, RecvTimeoutError> {
         let deadline = Instant::now() + within;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(needle);
-                    self.seen.push(line);
-                    if found {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
+            let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+            let found = line.contains(needle).then(|| line.clone());
+            self.seen.push(line);
+            if let Some(line) = found {
+                return Ok(line);
             }
         }
     }

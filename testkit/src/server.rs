@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use crate::agency::AgencyBuilder;
 use crate::process::{Process, Signal};
-use crate::{binaries, credentials, free_port, EXIT_WITHIN, START_WITHIN};
+use crate::program::Program;
+use crate::{credentials, free_port, EXIT_WITHIN, START_WITHIN};
 
 /// How to start the real server: its folder, port, agencies, storage, log
 /// level, credentials and any other setting of its environment.
@@ -37,18 +38,14 @@ use crate::{binaries, credentials, free_port, EXIT_WITHIN, START_WITHIN};
 /// that is how a test restarts one.
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
-    /// The working directory, where the server would find `config.ini`.
-    dir: PathBuf,
-    binary: Option<PathBuf>,
+    /// Working where it would find `config.ini`.
+    program: Program,
     port: u16,
     agencies: u32,
     storage: PathBuf,
-    /// `None`: the tests' shared credentials.
-    credentials: Option<PathBuf>,
-    /// False for [`ServerBuilder::bare`]: only `extra` in the environment.
+    /// False for [`ServerBuilder::bare`]: only what [`ServerBuilder::env`]
+    /// sets in the environment.
     settings: bool,
-    /// Settings added or replaced by [`ServerBuilder::env`], in order.
-    extra: Vec<(String, String)>,
     ready_within: Duration,
 }
 
@@ -58,13 +55,10 @@ impl ServerBuilder {
         let dir = dir.as_ref().to_path_buf();
         ServerBuilder {
             storage: dir.join("bets.csv"),
-            dir,
-            binary: None,
+            program: Program::new("server", dir),
             port: free_port(),
             agencies: datagen::COURSE_ROWS.len() as u32,
-            credentials: None,
             settings: true,
-            extra: Vec::new(),
             ready_within: START_WITHIN,
         }
     }
@@ -105,21 +99,21 @@ impl ServerBuilder {
 
     /// The folder of credentials that `scripts/credentials.sh` made.
     pub fn credentials(mut self, dir: impl AsRef<Path>) -> ServerBuilder {
-        self.credentials = Some(dir.as_ref().to_path_buf());
+        self.program.credentials = Some(dir.as_ref().to_path_buf());
         self
     }
 
     /// Sets `key` in the server's environment (replacing what the builder
     /// would put there); an empty value is a value, as the server reads it.
-    pub fn env(mut self, key: &str, value: impl ToString) -> ServerBuilder {
-        self.extra.retain(|(k, _)| k != key);
-        self.extra.push((key.to_owned(), value.to_string()));
+    pub fn env(mut self, key: &str, value: impl fmt::Display) -> ServerBuilder {
+        self.program.set(key, value);
         self
     }
 
-    /// The binary to run (default: the project's, see [`binaries::binary`]).
+    /// The binary to run (default: the project's, see
+    /// [`crate::binaries::binary`]).
     pub fn binary(mut self, path: impl AsRef<Path>) -> ServerBuilder {
-        self.binary = Some(path.as_ref().to_path_buf());
+        self.program.binary = Some(path.as_ref().to_path_buf());
         self
     }
 
@@ -144,12 +138,12 @@ impl ServerBuilder {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.program.dir
     }
 
     /// The folder of the credentials the server uses.
     pub fn credentials_dir(&self) -> PathBuf {
-        self.credentials.clone().unwrap_or_else(|| credentials::shared(self.agencies))
+        self.program.credentials_dir(self.agencies)
     }
 
     /// The server's whole environment, in order.
@@ -157,30 +151,22 @@ impl ServerBuilder {
         let mut env = Vec::new();
         if self.settings {
             env.extend([
-                ("SERVER_PORT".to_owned(), self.port.to_string()),
-                ("SERVER_LISTEN_BACKLOG".to_owned(), "128".to_owned()),
-                ("LOGGING_LEVEL".to_owned(), "INFO".to_owned()),
-                ("SERVER_AGENCIES".to_owned(), self.agencies.to_string()),
-                ("SERVER_STORAGE_PATH".to_owned(), self.storage.display().to_string()),
+                ("SERVER_PORT", self.port.to_string()),
+                ("SERVER_LISTEN_BACKLOG", "128".to_owned()),
+                ("LOGGING_LEVEL", "INFO".to_owned()),
+                ("SERVER_AGENCIES", self.agencies.to_string()),
+                ("SERVER_STORAGE_PATH", self.storage.display().to_string()),
             ]);
-            let credentials = self.credentials_dir();
-            env.extend(credentials::server_env(&credentials).into_iter().map(|(k, v)| (k.to_owned(), v)));
+            env.extend(credentials::server_env(&self.credentials_dir()));
         }
-        for (key, value) in &self.extra {
-            env.retain(|(k, _)| k != key);
-            env.push((key.clone(), value.clone()));
-        }
-        env
+        self.program.environment(env)
     }
 
     /// The command that runs the server, for a test that wants its
     /// output elsewhere (a full disk, a pipe nobody reads); then
     /// [`wait_listening`] says when it serves.
     pub fn command(&self) -> Command {
-        let binary = self.binary.clone().unwrap_or_else(|| binaries::binary("server"));
-        let mut command = Command::new(binary);
-        command.current_dir(&self.dir).env_clear().envs(self.environment());
-        command
+        self.program.command(self.environment())
     }
 
     /// Starts the server without waiting for anything: for one that
@@ -224,7 +210,7 @@ impl ServerBuilder {
     /// An agency of this server: its address and credentials, working in
     /// the server's folder.
     pub fn agency(&self, agency: u32) -> AgencyBuilder {
-        AgencyBuilder::new(&self.dir, agency, self.addr()).credentials(self.credentials_dir())
+        AgencyBuilder::new(self.dir(), agency, self.addr()).credentials(self.credentials_dir())
     }
 
     /// Whether the server logs `accept_connections` at its level.
