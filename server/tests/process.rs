@@ -185,15 +185,14 @@ fn the_config_file_is_read_from_the_working_directory() {
 async fn after_a_kill_9_the_server_resumes_its_round_and_says_what_it_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = server(dir.path()).start();
-    let addr = server.addr();
-    let (mut one, _) = Raw::agency(addr, 1).await;
+    let (mut one, _) = Raw::agency(server.addr(), 1).await;
     assert_eq!(one.ask(&batch(0, vec![bet("1", 7574), bet("2", 2)])).await, ack(0, 2));
     assert_eq!(one.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
-    let (mut two, _) = Raw::agency(addr, 2).await;
+    let (mut two, _) = Raw::agency(server.addr(), 2).await;
     assert_eq!(two.ask(&batch(0, vec![bet("3", 3)])).await, ack(0, 1));
     server.kill();
     // A torn row, as a crash in the middle of a write leaves it.
-    let bets = dir.path().join("bets.csv");
+    let bets = server.storage().to_path_buf();
     let mut text = std::fs::read(&bets).unwrap();
     text.extend_from_slice("2,Noelia,Ál".as_bytes());
     std::fs::write(&bets, &text).unwrap();
@@ -203,7 +202,7 @@ async fn after_a_kill_9_the_server_resumes_its_round_and_says_what_it_recovered(
     for field in ["| bets: 3 |", "| finished: 1 |", "| drawn: no |", "| cut_bytes: 12 |"] {
         assert!(line.contains(field), "{field} in {line}");
     }
-    let (mut two, welcome) = Raw::agency(addr, 2).await;
+    let (mut two, welcome) = Raw::agency(server.addr(), 2).await;
     assert!(matches!(welcome, Message::Welcome { stored: 1, finished: false, .. }), "{welcome:?}");
     assert_eq!(two.ask(&batch(1, vec![bet("4", 7574)])).await, ack(1, 1));
     assert_eq!(two.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
