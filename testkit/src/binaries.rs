@@ -46,8 +46,11 @@ pub fn binary(name: &str) -> PathBuf {
 fn is_stale(binary: &Path) -> bool {
     let Ok(built) = binary.metadata().and_then(|m| m.modified()) else { return true };
     let root = crate::repo();
-    SOURCES.iter().any(|krate| newest(&root.join(krate)).is_some_and(|changed| changed > built))
-        || newest(&root.join("Cargo.lock")).is_some_and(|changed| changed > built)
+    // A crate's tests and benches are not in its binary: editing them
+    // must not rebuild it.
+    let sources =
+        SOURCES.iter().flat_map(|krate| [root.join(krate).join("src"), root.join(krate).join("Cargo.toml")]);
+    sources.chain([root.join("Cargo.lock")]).any(|path| newest(&path).is_some_and(|changed| changed > built))
 }
 
 /// The newest modification time under `path` (a file or a folder).

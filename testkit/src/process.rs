@@ -80,8 +80,13 @@ impl Process {
     }
 
     /// The next line containing `needle`, every line read on the way kept
-    /// in `seen`.
-    fn next_line_with(&mut self, needle: &str, within: Duration) -> Result<String, RecvTimeoutError> {
+    /// in `seen`; `Disconnected` when the output ended first (the process
+    /// is exiting).
+    pub(crate) fn next_line_with(
+        &mut self,
+        needle: &str,
+        within: Duration,
+    ) -> Result<String, RecvTimeoutError> {
         let deadline = Instant::now() + within;
         loop {
             let line = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))?;

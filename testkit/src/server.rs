@@ -13,11 +13,13 @@
 //! assert!(server.has_action("join_sessions", "success"));
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::net::{SocketAddr, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::agency::AgencyBuilder;
@@ -29,8 +31,9 @@ use crate::{credentials, free_port, EXIT_WITHIN, START_WITHIN};
 /// level, credentials and any other setting of its environment.
 ///
 /// The environment holds exactly what the builder says: `SERVER_PORT`
-/// (a free port, chosen once, so that every start of one builder listens
-/// on the same port), `SERVER_LISTEN_BACKLOG` (128), `LOGGING_LEVEL`
+/// (a free port, kept once a server listened on it, so that every later
+/// start of one builder listens on the same port), `SERVER_LISTEN_BACKLOG`
+/// (128), `LOGGING_LEVEL`
 /// (INFO), `SERVER_AGENCIES` (the course's five), `SERVER_STORAGE_PATH`
 /// (`bets.csv` in the folder), the TLS credentials (the tests' shared ones,
 /// [`credentials::shared`]) and what [`ServerBuilder::env`] adds or
@@ -40,7 +43,13 @@ use crate::{credentials, free_port, EXIT_WITHIN, START_WITHIN};
 pub struct ServerBuilder {
     /// Working where it would find `config.ini`.
     program: Program,
-    port: u16,
+    /// A port chosen here may be taken by the time the server binds it
+    /// (another test's connection, another test run): then the first start
+    /// takes another one.
+    port: Cell<u16>,
+    /// The port is the caller's ([`ServerBuilder::port`]), or a server
+    /// listened on it: it is kept.
+    port_kept: Cell<bool>,
     agencies: u32,
     storage: PathBuf,
     /// False for [`ServerBuilder::bare`]: only what [`ServerBuilder::env`]
@@ -56,7 +65,8 @@ impl ServerBuilder {
         ServerBuilder {
             storage: dir.join("bets.csv"),
             program: Program::new("server", dir),
-            port: free_port(),
+            port: Cell::new(free_port()),
+            port_kept: Cell::new(false),
             agencies: datagen::COURSE_ROWS.len() as u32,
             settings: true,
             ready_within: START_WITHIN,
@@ -76,8 +86,9 @@ impl ServerBuilder {
         self
     }
 
-    pub fn port(mut self, port: u16) -> ServerBuilder {
-        self.port = port;
+    pub fn port(self, port: u16) -> ServerBuilder {
+        self.port.set(port);
+        self.port_kept.set(true);
         self
     }
 
@@ -125,12 +136,12 @@ impl ServerBuilder {
     }
 
     pub fn port_number(&self) -> u16 {
-        self.port
+        self.port.get()
     }
 
     /// Where the server listens: `127.0.0.1:port`.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from(([127, 0, 0, 1], self.port.get()))
     }
 
     pub fn storage_path(&self) -> &Path {
@@ -151,7 +162,7 @@ impl ServerBuilder {
         let mut env = Vec::new();
         if self.settings {
             env.extend([
-                ("SERVER_PORT", self.port.to_string()),
+                ("SERVER_PORT", self.port.get().to_string()),
                 ("SERVER_LISTEN_BACKLOG", "128".to_owned()),
                 ("LOGGING_LEVEL", "INFO".to_owned()),
                 ("SERVER_AGENCIES", self.agencies.to_string()),
@@ -180,20 +191,44 @@ impl ServerBuilder {
     /// connection to its port succeeds. Says why when it does not within
     /// [`ServerBuilder::ready_within`].
     pub fn try_start(&self) -> Result<RunningServer, StartError> {
+        for _ in 1..3 {
+            match self.start_once() {
+                Err(e) if e.port_taken() && !self.port_kept.get() => self.port.set(free_port()),
+                result => return result,
+            }
+        }
+        self.start_once()
+    }
+
+    fn start_once(&self) -> Result<RunningServer, StartError> {
         let mut process = self.spawn();
         let listening = if self.says_when_listening() {
-            process.wait_for_line("action: accept_connections | result: in_progress", self.ready_within)
+            let needle = "action: accept_connections | result: in_progress";
+            match process.next_line_with(needle, self.ready_within) {
+                Ok(_) => Ready::Listening,
+                Err(RecvTimeoutError::Disconnected) => Ready::Exiting,
+                Err(RecvTimeoutError::Timeout) => Ready::TimedOut,
+            }
         } else {
-            wait_listening(self.addr(), self.ready_within, || process.try_exit().is_none())
+            match wait_listening(self.addr(), self.ready_within, || process.try_exit().is_none()) {
+                true => Ready::Listening,
+                false if process.try_exit().is_some() => Ready::Exiting,
+                false => Ready::TimedOut,
+            }
         };
-        if listening {
-            return Ok(RunningServer { process, settings: self.clone() });
-        }
-        let exited = process.try_exit();
-        if exited.is_none() {
-            process.signal(Signal::SIGKILL);
-            process.wait_exit(EXIT_WITHIN);
-        }
+        let exited = match listening {
+            Ready::Listening => {
+                self.port_kept.set(true);
+                return Ok(RunningServer { process, settings: self.clone() });
+            }
+            // Its output ends a moment before it can be reaped.
+            Ready::Exiting => Some(process.wait_exit(EXIT_WITHIN)),
+            Ready::TimedOut => {
+                process.signal(Signal::SIGKILL);
+                process.wait_exit(EXIT_WITHIN);
+                None
+            }
+        };
         Err(StartError {
             exited,
             within: self.ready_within,
@@ -221,6 +256,14 @@ impl ServerBuilder {
         // tests that use it set to INFO or DEBUG.
         level.is_none_or(|l| l == "INFO" || l == "DEBUG")
     }
+}
+
+/// How a start ended.
+enum Ready {
+    Listening,
+    /// It exited (or is exiting) before it listened.
+    Exiting,
+    TimedOut,
 }
 
 /// Waits until something listens at `addr`, at most `within`, while
@@ -259,6 +302,13 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+impl StartError {
+    /// Whether the server could not listen because its port was in use.
+    fn port_taken(&self) -> bool {
+        self.exited.is_some() && self.lines.contains("Address already in use")
+    }
+}
+
 /// The real server, listening; a [`Process`] (its lines, signals, memory
 /// and CPU) that knows where it listens and how it was started.
 pub struct RunningServer {
@@ -273,7 +323,7 @@ impl RunningServer {
     }
 
     pub fn port(&self) -> u16 {
-        self.settings.port
+        self.settings.port_number()
     }
 
     /// Its bets file.
