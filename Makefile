@@ -18,8 +18,6 @@ COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 COMPOSE_FILE := docker-compose-dev.yaml
 TARGET := x86_64-unknown-linux-gnu
 BIN := target/$(TARGET)/release
-# Rows of the five sample agencies: the sizes of the course's dataset.
-SAMPLE_ROWS := 26936,25518,16014,9238,991
 
 .PHONY: build credentials docker-image busybox-image host-deps sample-data docker-compose-up \
         docker-compose-down docker-compose-logs demo test lint e2e chaos bench bench-scale \
@@ -53,7 +51,8 @@ credentials:
 	@bash scripts/credentials.sh .credentials 5
 
 # .data/agency-N.csv when present, else .data/dataset.zip extracted, else
-# generated sample files.
+# generated sample files: datagen's defaults are the course's five agencies
+# (their sizes live in datagen::COURSE_ROWS).
 sample-data: build
 	@if compgen -G '.data/agency-*.csv' >/dev/null; then \
 		echo "using $$(ls .data/agency-*.csv | tr '\n' ' ')"; \
@@ -61,7 +60,7 @@ sample-data: build
 		unzip -o -j -q .data/dataset.zip '*agency-*.csv' -d .data; \
 		echo "extracted $$(ls .data/agency-*.csv | tr '\n' ' ')"; \
 	else \
-		$(BIN)/datagen --out .data --agencies 5 --rows $(SAMPLE_ROWS) --winners 3; \
+		$(BIN)/datagen --out .data; \
 	fi
 
 docker-compose-up: docker-image sample-data

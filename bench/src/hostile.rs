@@ -16,8 +16,6 @@ use tokio::net::TcpStream;
 
 use ::server::{BEFORE_HELLO_BYTES, DEFAULT_MAX_UNAUTHENTICATED};
 
-use crate::server::Server;
-
 /// Memory a connection can make the server hold at most, as the README
 /// accounts for it: its TLS session (about 20 KiB), rustls' buffers of a
 /// record received and of its plaintext (16 KiB each), the frame being
@@ -75,11 +73,14 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
     let credentials = testkit::credentials::shared(connections as u32);
     let storage = dir.join("hostile-round");
     std::fs::create_dir_all(&storage)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    // Connections waiting in the pool last the whole load.
-    let deadline = [("SERVER_AUTH_TIMEOUT", format!("{}s", seconds + 60))];
     let bets = storage.join("bets.csv");
-    let mut server = Server::start(binary, "WARNING", port, connections, &bets, &credentials, &deadline)?;
+    let mut server = crate::server(binary, dir, connections, &bets)
+        .log_level("WARNING")
+        .credentials(&credentials)
+        // Connections waiting in the pool last the whole load.
+        .env("SERVER_AUTH_TIMEOUT", format!("{}s", seconds + 60))
+        .try_start()?;
+    let port = server.port();
     let started_kib = server.rss_kib()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let report = runtime.block_on(async {
@@ -112,7 +113,7 @@ pub fn run(binary: &Path, connections: usize, seconds: u64, dir: &Path) -> anyho
         anyhow::Ok(Report { connections, waiting, started_kib, connected_kib, peak_kib, batches })
     })?;
     drop(runtime);
-    server.stop()?;
+    crate::stop_server(&mut server)?;
     std::fs::remove_dir_all(storage)?;
     Ok(report)
 }

@@ -21,12 +21,10 @@ use clap::Parser;
 use client::{BetSource, Ending};
 use datagen::GeneratedAgency;
 use nix::sys::resource::{getrusage, UsageWho};
+use testkit::{AgencyBuilder, RunningServer, ServerBuilder};
 use tokio_util::sync::CancellationToken;
 
 mod hostile;
-mod server;
-
-use server::Server;
 
 #[derive(Parser)]
 #[command(about = "Times agencies uploading to the real server over loopback")]
@@ -49,10 +47,10 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     agencies: usize,
     /// Rows per agency: one value for all, or one per agency.
-    #[arg(long, value_delimiter = ',', default_value = "26936,25518,16014,9238,991")]
+    #[arg(long, value_delimiter = ',', default_values_t = datagen::COURSE_ROWS)]
     rows: Vec<usize>,
     /// Winners per agency.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = datagen::COURSE_WINNERS)]
     winners: usize,
     /// Bets per batch (the committed client/config.yaml says 80).
     #[arg(long, default_value_t = 80)]
@@ -88,7 +86,12 @@ struct RunResult {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // The server and the agencies work in the data folder: paths given
+    // relative to here must still lead to the binaries and the config.
+    for path in [&mut args.server, &mut args.client, &mut args.client_config] {
+        *path = std::path::absolute(&*path)?;
+    }
     let rows = match args.rows.as_slice() {
         [one] => vec![*one; args.agencies],
         many if many.len() == args.agencies => many.to_vec(),
@@ -105,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         args.client.display()
     );
     let temp = tempfile::tempdir()?;
-    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let dir = std::path::absolute(args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf()))?;
     std::fs::create_dir_all(&dir)?;
     if let Some(connections) = args.hostile {
         let r = hostile::run(&args.server, connections, args.hostile_seconds, &dir)?;
@@ -132,7 +135,7 @@ fn main() -> anyhow::Result<()> {
     }
     let total: usize = rows.iter().sum();
     eprintln!("generating {} agencies, {total} bets in {}", args.agencies, dir.display());
-    let agencies = datagen::generate(&dir, &rows, &vec![args.winners; args.agencies], 75_74)?;
+    let agencies = datagen::generate(&dir, &rows, &vec![args.winners; args.agencies], datagen::SAMPLE_SEED)?;
     eprintln!("making TLS credentials for {} agencies", args.agencies);
     testkit::credentials::make(&credentials_dir(&dir), args.agencies as u32);
 
@@ -194,15 +197,38 @@ fn credentials_dir(dir: &Path) -> PathBuf {
     dir.join("credentials")
 }
 
-/// The server under test, for `agencies` agencies, its round at `storage`.
-fn start_server(
-    args: &Args,
-    dir: &Path,
-    port: u16,
-    agencies: usize,
-    storage: &Path,
-) -> anyhow::Result<Server> {
-    Server::start(&args.server, &args.log_level, port, agencies, storage, &credentials_dir(dir), &[])
+/// The server under test, for `agencies` agencies, its round at `storage`;
+/// returns once it listens.
+fn start_server(args: &Args, dir: &Path, agencies: usize, storage: &Path) -> anyhow::Result<RunningServer> {
+    Ok(server(&args.server, dir, agencies, storage)
+        .log_level(&args.log_level)
+        .credentials(credentials_dir(dir))
+        .try_start()?)
+}
+
+/// How the benchmark starts `binary`, working in `dir`: a deep backlog, and
+/// time to recover a large round before it listens.
+fn server(binary: &Path, dir: &Path, agencies: usize, storage: &Path) -> ServerBuilder {
+    ServerBuilder::new(dir)
+        .binary(binary)
+        .backlog(1024)
+        .agencies(agencies as u32)
+        .storage(storage)
+        .ready_within(Duration::from_secs(300))
+}
+
+/// Stops the server; returns the syncs of the bets file and of the
+/// journal, from its `close_file` line (`None` when it logs no INFO, or is
+/// a version that did not count them).
+fn stop_server(server: &mut RunningServer) -> anyhow::Result<Option<(u64, u64)>> {
+    let status = server.stop();
+    ensure!(status.success(), "the server exited with {status}:\n{}\n{}", server.tail(20), server.stderr());
+    let Some(line) = server.seen.iter().rev().find(|l| l.contains("action: close_file")) else {
+        return Ok(None);
+    };
+    let action = edge::log::parse_action(line).map_err(anyhow::Error::msg)?;
+    let number = |key: &str| action.get(key).and_then(|n| n.parse::<u64>().ok());
+    Ok(number("syncs").zip(number("journal_syncs")))
 }
 
 /// Where a run keeps its round; the last one is kept for [`measure_recovery`].
@@ -217,7 +243,6 @@ async fn one_run(
     total: usize,
     keep: bool,
 ) -> anyhow::Result<RunResult> {
-    let port = free_port()?;
     // Every run is a new round: a fresh storage folder, nothing carried over.
     let round = round_dir(dir);
     if round.exists() {
@@ -225,9 +250,9 @@ async fn one_run(
     }
     std::fs::create_dir(&round)?;
     let storage = round.join("bets.csv");
-    let mut server = start_server(args, dir, port, agencies.len(), &storage)?;
+    let mut server = start_server(args, dir, agencies.len(), &storage)?;
 
-    let address = format!("127.0.0.1:{port}");
+    let address = server.addr().to_string();
     let (elapsed, agencies_cpu) = if args.tasks {
         let before = cpu_time(UsageWho::RUSAGE_SELF)?;
         let elapsed = run_tasks(args, dir, &address, agencies).await?;
@@ -240,7 +265,7 @@ async fn one_run(
     };
     let peak_rss_kib = server.peak_rss_kib()?;
     let server_cpu = server.cpu_time()?;
-    let syncs = server.stop()?;
+    let syncs = stop_server(&mut server)?;
     let stored = lottery::storage::load_bets(&storage)?.count();
     ensure!(stored == total, "{stored} bets stored of {total}");
     if !keep {
@@ -261,40 +286,33 @@ fn run_processes(
     let started = Instant::now();
     let mut running = Vec::new();
     for agency in agencies {
-        let child = std::process::Command::new(&args.client)
-            .arg("--config")
-            .arg(&args.client_config)
-            .env_clear()
-            .env("CLI_ID", agency.agency.to_string())
-            .env("CLI_SERVER_ADDRESS", address)
-            .env("CLI_BATCH_MAXAMOUNT", args.max_amount.to_string())
-            .env("CLI_DATA_FILE", &agency.path)
-            .envs(testkit::credentials::client_env(&credentials_dir(dir), agency.agency))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", args.client.display()))?;
-        // Each waits on its own thread: a client's log must never fill its pipe.
-        running.push(std::thread::spawn(move || (child.wait_with_output(), Instant::now())));
+        let mut process = AgencyBuilder::new(dir, agency.agency, address)
+            .binary(&args.client)
+            .config_file(&args.client_config)
+            .credentials(credentials_dir(dir))
+            .batch_max_amount(args.max_amount)
+            .data_file(&agency.path)
+            .start();
+        // Each waits on its own thread, which notes when its agency exited.
+        running.push(std::thread::spawn(move || {
+            let status = process.wait();
+            (process, status, Instant::now())
+        }));
     }
     let mut last_exit = started;
     for (agency, running) in agencies.iter().zip(running) {
-        let (output, exited) = running.join().expect("a waiting thread does not panic");
-        let output = output.with_context(|| format!("agency {}", agency.agency))?;
+        let (mut process, status, exited) = running.join().expect("a waiting thread does not panic");
         last_exit = last_exit.max(exited);
-        let log = String::from_utf8_lossy(&output.stdout);
         let told = format!(
             "action: consulta_ganadores | result: success | cant_ganadores: {}",
             agency.winners.len()
         );
         ensure!(
-            output.status.success() && log.lines().any(|l| l.ends_with(&told)),
-            "agency {}: {}, no line \"{told}\"; its last lines:\n{}{}",
+            status.success() && process.seen.iter().any(|l| l.ends_with(&told)),
+            "agency {}: {status}, no line \"{told}\"; its last lines:\n{}\n{}",
             agency.agency,
-            output.status,
-            log.lines().rev().take(5).collect::<Vec<_>>().join("\n"),
-            String::from_utf8_lossy(&output.stderr)
+            process.tail(5),
+            process.stderr()
         );
     }
     Ok(last_exit - started)
@@ -370,12 +388,11 @@ async fn run_tasks(
 /// recovery of the whole round (the lock, the journal, every row read back
 /// and checked).
 fn measure_recovery(args: &Args, dir: &Path, agencies: usize) -> anyhow::Result<Duration> {
-    let port = free_port()?;
     let started = Instant::now();
     let storage = round_dir(dir).join("bets.csv");
-    let mut server = start_server(args, dir, port, agencies, &storage)?;
+    let mut server = start_server(args, dir, agencies, &storage)?;
     let took = started.elapsed();
-    server.stop()?;
+    stop_server(&mut server)?;
     std::fs::remove_dir_all(round_dir(dir))?;
     Ok(took)
 }
@@ -388,17 +405,16 @@ async fn measure_handshakes(
     dir: &Path,
     agencies: &[GeneratedAgency],
 ) -> anyhow::Result<Duration> {
-    let port = free_port()?;
     let round = round_dir(dir);
     std::fs::create_dir_all(&round)?;
     let storage = round.join("bets.csv");
-    let mut server = start_server(args, dir, port, agencies.len(), &storage)?;
+    let mut server = start_server(args, dir, agencies.len(), &storage)?;
     let agency = &agencies[0];
     let tls = edge::credentials::client_config(&testkit::credentials::agency(
         &credentials_dir(dir),
         agency.agency,
     ))?;
-    let config = task_config(args, agency, &format!("127.0.0.1:{port}"), 1, tls);
+    let config = task_config(args, agency, &server.addr().to_string(), 1, tls);
     let mut times = Vec::new();
     for _ in 0..51 {
         let started = Instant::now();
@@ -407,12 +423,8 @@ async fn measure_handshakes(
         times.push(started.elapsed());
         link.close().await;
     }
-    server.stop()?;
+    stop_server(&mut server)?;
     std::fs::remove_dir_all(round)?;
     times.sort();
     Ok(times[times.len() / 2])
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

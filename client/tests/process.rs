@@ -2,13 +2,14 @@
 //! it cuts batches, how it rides out faults, and its exit on SIGTERM in
 //! every state.
 
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::{ErrorCode, Message, MessageReader, MessageWriter, MAX_FRAME_LEN};
-use testkit::{free_port, Process, Signal};
+use testkit::{free_port, AgencyBuilder, Process, Signal, EXIT_WITHIN};
 use tokio::net::TcpListener;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_client");
@@ -122,27 +123,23 @@ async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
     (addr, seen)
 }
 
-fn env(address: &str, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("CLI_ID", "1".to_string()),
-        ("CLI_SERVER_ADDRESS", address.to_string()),
-        ("CLI_LOOP_AMOUNT", "50".into()),
-        ("CLI_LOOP_PERIOD", "10ms".into()),
-        ("CLI_LOG_LEVEL", "INFO".into()),
-        ("CLI_BATCH_MAXAMOUNT", "10".into()),
-        ("CLI_DATA_FILE", "agency-1.csv".into()),
-        ("NOMBRE", "Santiago Lionel".into()),
-        ("APELLIDO", "Lorca".into()),
-        ("DOCUMENTO", "30904465".into()),
-        ("NACIMIENTO", "1999-03-17".into()),
-        ("NUMERO", "7574".into()),
-    ];
-    env.extend(testkit::credentials::client_env(&testkit::credentials::shared(1), 1));
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push((k, v.clone()));
-    }
-    env
+/// Agency 1 of the server at `address`, working in `dir`: its bets in
+/// `agency-1.csv` there when the test writes one, else the single bet of
+/// its environment.
+fn agency(dir: &Path, address: impl Display) -> AgencyBuilder {
+    AgencyBuilder::new(dir, 1, address)
+        .binary(CLIENT)
+        .credentials(testkit::credentials::shared(1))
+        .loop_amount(50)
+        .loop_period("10ms")
+        .log_level("INFO")
+        .batch_max_amount(10)
+        .data_file("agency-1.csv")
+        .env("NOMBRE", "Santiago Lionel")
+        .env("APELLIDO", "Lorca")
+        .env("DOCUMENTO", "30904465")
+        .env("NACIMIENTO", "1999-03-17")
+        .env("NUMERO", "7574")
 }
 
 fn write_rows(dir: &Path, rows: usize, name_len: usize) {
@@ -151,26 +148,25 @@ fn write_rows(dir: &Path, rows: usize, name_len: usize) {
     std::fs::write(dir.join("agency-1.csv"), text).unwrap();
 }
 
-/// Runs the client to its end in `dir` and returns it with its exit status.
-async fn run_to_end(dir: &Path, env: Vec<(&'static str, String)>) -> (Process, bool) {
-    let dir = dir.to_path_buf();
+/// Runs the client to its end and returns it with its exit status.
+async fn run_to_end(agency: AgencyBuilder) -> (Process, bool) {
     tokio::task::spawn_blocking(move || {
-        let mut client = Process::start(Path::new(CLIENT), &dir, &env);
-        let (status, _) = client.wait_exit(Duration::from_secs(20));
+        let mut client = agency.start();
+        let status = client.wait_exit(EXIT_WITHIN);
         (client, status.success())
     })
     .await
     .unwrap()
 }
 
-async fn stop_when(
-    dir: &Path,
-    env: Vec<(&'static str, String)>,
-    ready: impl Fn() -> bool + Send + 'static,
-) -> Process {
-    let dir = dir.to_path_buf();
+/// Starts the client, sends it SIGTERM once `ready`, and checks that it
+/// stopped because of the signal: exit 0 with its `shutdown` line, its
+/// socket closed, no failure. Every other way for it to end takes longer
+/// than the wait (a reply timeout of a minute) or fails.
+async fn stop_when(agency: AgencyBuilder, ready: impl Fn() -> bool + Send + 'static) -> Process {
+    let agency = agency.env("CLI_REPLY_TIMEOUT", "60s");
     tokio::task::spawn_blocking(move || {
-        let mut client = Process::start(Path::new(CLIENT), &dir, &env);
+        let mut client = agency.start();
         client.wait_for("action: config", Duration::from_secs(5));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !ready() {
@@ -178,9 +174,9 @@ async fn stop_when(
             std::thread::sleep(Duration::from_millis(10));
         }
         client.signal(Signal::SIGTERM);
-        let (status, took) = client.wait_exit(Duration::from_secs(3));
+        let status = client.wait_exit(EXIT_WITHIN);
         assert!(status.success(), "exit status {status}");
-        assert!(took < Duration::from_secs(1), "took {took:?}");
+        assert!(client.has_action("shutdown", "success"), "{}", client.seen.join("\n"));
         assert!(client.has_action("signal", "success"));
         assert!(client.has_action("close_connection", "success"));
         assert!(!client.actions().iter().any(|a| a.result == "fail"), "{}", client.seen.join("\n"));
@@ -194,11 +190,7 @@ async fn stop_when(
 async fn the_single_bet_of_the_environment_goes_through_and_every_line_parses() {
     let (addr, seen) = scripted_server(HEALTHY).await;
     let dir = tempfile::tempdir().unwrap();
-    let (client, ok) = run_to_end(
-        dir.path(),
-        env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "100ms".into()), ("CLI_LOG_LEVEL", "DEBUG".into())]),
-    )
-    .await;
+    let (client, ok) = run_to_end(agency(dir.path(), addr).loop_period("100ms").log_level("DEBUG")).await;
     assert!(ok, "{}", client.seen.join("\n"));
     let actions = client.actions();
     assert!(client.seen[0].ends_with(&format!(
@@ -230,14 +222,8 @@ async fn every_batch_but_the_last_holds_exactly_max_amount() {
         let (addr, seen) = scripted_server(HEALTHY).await;
         let dir = tempfile::tempdir().unwrap();
         write_rows(dir.path(), rows, 10);
-        let (client, ok) = run_to_end(
-            dir.path(),
-            env(
-                &addr.to_string(),
-                &[("CLI_BATCH_MAXAMOUNT", max_amount.to_string()), ("CLI_LOOP_PERIOD", "0s".into())],
-            ),
-        )
-        .await;
+        let (client, ok) =
+            run_to_end(agency(dir.path(), addr).batch_max_amount(max_amount).loop_period("0s")).await;
         assert!(ok, "{}", client.seen.join("\n"));
         assert_eq!(seen.lock().unwrap().batches, expected, "{rows} rows by {max_amount}");
     }
@@ -248,8 +234,7 @@ async fn batches_are_cut_at_8_kib_when_names_are_long() {
     let (addr, seen) = scripted_server(HEALTHY).await;
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path(), 50, 1500);
-    let (client, ok) =
-        run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_BATCH_MAXAMOUNT", "100".into())])).await;
+    let (client, ok) = run_to_end(agency(dir.path(), addr).batch_max_amount(100)).await;
     assert!(ok, "{}", client.seen.join("\n"));
     let seen = seen.lock().unwrap();
     assert_eq!(seen.batches.iter().sum::<usize>(), 50);
@@ -270,7 +255,7 @@ async fn a_bet_too_large_for_a_packet_is_reported_with_its_line() {
         format!("Ana,Paz,1,1999-03-17,1\n{huge},Paz,2,1999-03-17,2\nLuis,Paz,3,1999-03-17,3\n"),
     )
     .unwrap();
-    let (client, ok) = run_to_end(dir.path(), env(&addr.to_string(), &[])).await;
+    let (client, ok) = run_to_end(agency(dir.path(), addr)).await;
     assert!(!ok);
     let fail =
         client.actions().into_iter().find(|a| a.name == "apuesta_enviada" && a.result == "fail").unwrap();
@@ -283,8 +268,7 @@ async fn a_bet_too_large_for_a_packet_is_reported_with_its_line() {
 async fn after_loop_amount_queries_the_client_gives_up_with_one_fail_line() {
     let (addr, seen) = scripted_server(Script { draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
-    let (client, ok) =
-        run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_AMOUNT", "3".into())])).await;
+    let (client, ok) = run_to_end(agency(dir.path(), addr).loop_amount(3)).await;
     assert!(!ok);
     let fails: Vec<_> = client.actions().into_iter().filter(|a| a.result == "fail").collect();
     assert_eq!(fails.len(), 1, "{fails:?}");
@@ -297,11 +281,7 @@ async fn a_zero_period_still_paces_the_winners_queries() {
     let (addr, seen) = scripted_server(Script { draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let (_, ok) = run_to_end(
-        dir.path(),
-        env(&addr.to_string(), &[("CLI_LOOP_AMOUNT", "21".into()), ("CLI_LOOP_PERIOD", "0s".into())]),
-    )
-    .await;
+    let (_, ok) = run_to_end(agency(dir.path(), addr).loop_amount(21).loop_period("0s")).await;
     assert!(!ok);
     assert_eq!(seen.lock().unwrap().queries, 21);
     assert!(started.elapsed() >= client::MIN_QUERY_INTERVAL * 20);
@@ -312,7 +292,7 @@ async fn sigterm_while_the_server_is_not_up_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let address = format!("127.0.0.1:{}", free_port());
     let started = std::time::Instant::now();
-    stop_when(dir.path(), env(&address, &[]), move || started.elapsed() > Duration::from_millis(300)).await;
+    stop_when(agency(dir.path(), address), move || started.elapsed() > Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
@@ -320,11 +300,10 @@ async fn sigterm_mid_upload_exits_zero() {
     let (addr, seen) = scripted_server(Script { ack_batches: false, draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path(), 5000, 10);
-    let client =
-        stop_when(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "0s".into())]), move || {
-            !seen.lock().unwrap().batches.is_empty()
-        })
-        .await;
+    let client = stop_when(agency(dir.path(), addr).loop_period("0s"), move || {
+        !seen.lock().unwrap().batches.is_empty()
+    })
+    .await;
     assert!(client.has_action("close_file", "success"));
 }
 
@@ -332,7 +311,7 @@ async fn sigterm_mid_upload_exits_zero() {
 async fn sigterm_while_waiting_for_the_draw_exits_zero() {
     let (addr, seen) = scripted_server(Script { draw_done: false, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
-    stop_when(dir.path(), env(&addr.to_string(), &[]), move || seen.lock().unwrap().queries >= 2).await;
+    stop_when(agency(dir.path(), addr), move || seen.lock().unwrap().queries >= 2).await;
 }
 
 #[tokio::test]
@@ -341,7 +320,7 @@ async fn a_bad_setting_is_one_clear_line_and_a_failure() {
     for (key, value) in
         [("CLI_LOOP_PERIOD", "soon"), ("CLI_BATCH_MAXAMOUNT", "-1"), ("CLI_LOG_LEVEL", "LOUD")]
     {
-        let (mut client, ok) = run_to_end(dir.path(), env("127.0.0.1:1", &[(key, value.to_string())])).await;
+        let (mut client, ok) = run_to_end(agency(dir.path(), "127.0.0.1:1").env(key, value)).await;
         let stderr = client.stderr();
         assert!(!ok);
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -354,8 +333,7 @@ async fn a_storage_failure_is_retried_not_counted_as_rejected() {
     let (addr, seen) = scripted_server(Script { storage_failures: 3, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
     write_rows(dir.path(), 95, 10);
-    let (client, ok) =
-        run_to_end(dir.path(), env(&addr.to_string(), &[("CLI_LOOP_PERIOD", "0s".into())])).await;
+    let (client, ok) = run_to_end(agency(dir.path(), addr).loop_period("0s")).await;
     assert!(ok, "{}", client.seen.join("\n"));
     assert!(!client.actions().iter().any(|a| a.result == "fail"), "{}", client.seen.join("\n"));
     assert!(client.has_action("reconnect", "in_progress"));
@@ -368,13 +346,13 @@ async fn a_storage_failure_is_retried_not_counted_as_rejected() {
 async fn a_server_that_never_answers_costs_the_reply_timeout_then_the_client_gives_up() {
     let (addr, _) = scripted_server(Script { silent: true, ..HEALTHY }).await;
     let dir = tempfile::tempdir().unwrap();
-    let started = std::time::Instant::now();
-    let extra = [("CLI_REPLY_TIMEOUT", "200ms".to_string()), ("CLI_RETRY_TIMEOUT", "1s".to_string())];
-    let (client, ok) = run_to_end(dir.path(), env(&addr.to_string(), &extra)).await;
+    let agency = agency(dir.path(), addr).env("CLI_REPLY_TIMEOUT", "200ms").env("CLI_RETRY_TIMEOUT", "1s");
+    // Within the wait of `run_to_end`, far below the default retry timeout.
+    let (client, ok) = run_to_end(agency).await;
     assert!(!ok);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     let fails: Vec<_> = client.actions().into_iter().filter(|a| a.result == "fail").collect();
     assert_eq!(fails.len(), 1, "{fails:?}");
     let error = fails[0].get("error").unwrap();
     assert!(error.contains("giving up") && error.contains("no reply within 200ms"), "{error}");
+    assert!(error.contains("no progress for 1s"), "it gave up on its own retry timeout: {error}");
 }

@@ -17,6 +17,17 @@ use rand_chacha::ChaCha8Rng;
 
 use lottery::WINNING_NUMBER;
 
+/// Rows of the five agencies of the course's dataset: the sizes of the sample
+/// data (`make sample-data`, `datagen`'s defaults), of the benchmark and of
+/// the chaos campaign. The one place these numbers live.
+pub const COURSE_ROWS: [usize; 5] = [26936, 25518, 16014, 9238, 991];
+
+/// Winners in each sample agency file, beside [`COURSE_ROWS`].
+pub const COURSE_WINNERS: usize = 3;
+
+/// The seed of the sample data: `datagen` and the benchmark make the same files.
+pub const SAMPLE_SEED: u64 = 75_74;
+
 const FIRST_NAMES: &[&str] = &[
     "Santiago",
     "Lionel",

@@ -1,4 +1,5 @@
-//! Writes sample agency files: `datagen --out .data --rows 100,60 --winners 2,1`.
+//! Writes sample agency files: `datagen --out .data --rows 100,60 --winners 2,1`;
+//! with no options, the course's five agencies ([`datagen::COURSE_ROWS`]).
 
 use std::path::PathBuf;
 
@@ -15,16 +16,16 @@ struct Args {
     #[arg(long, default_value = ".data")]
     out: PathBuf,
     /// How many agencies.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = datagen::COURSE_ROWS.len())]
     agencies: usize,
     /// Rows per agency: one value for all, or one per agency, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "26936,25518,16014,9238,991")]
+    #[arg(long, value_delimiter = ',', default_values_t = datagen::COURSE_ROWS)]
     rows: Vec<usize>,
     /// Winners per agency: one value for all, or one per agency.
-    #[arg(long, value_delimiter = ',', default_value = "3")]
+    #[arg(long, value_delimiter = ',', default_values_t = [datagen::COURSE_WINNERS])]
     winners: Vec<usize>,
     /// Seed of the generator.
-    #[arg(long, default_value_t = 75_74)]
+    #[arg(long, default_value_t = datagen::SAMPLE_SEED)]
     seed: u64,
 }
 

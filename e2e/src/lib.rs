@@ -8,17 +8,13 @@
 //! Container and network names are fixed (`server`, `clientK`,
 //! `tp0_testing_net`), so tests must run one at a time.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use edge::log::{parse_action, ParsedAction};
-
-/// The repository root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+pub use testkit::repo;
 
 /// Serialises the tests of one binary: they share container names.
 pub fn exclusive() -> MutexGuard<'static, ()> {
@@ -167,10 +163,10 @@ impl Project {
         std::fs::write(self.path().join(format!(".data/agency-{agency}.csv")), rows).unwrap();
     }
 
-    /// Writes sample agency files with `rows` bets each and 3 winners;
-    /// returns what the round must end with.
+    /// Writes sample agency files with `rows` bets each and the course's
+    /// winners each; returns what the round must end with.
     pub fn sample_files(&self, rows: &[usize], seed: u64) -> testkit::check::Expected {
-        self.sample_files_with_winners(rows, &vec![3; rows.len()], seed)
+        self.sample_files_with_winners(rows, &vec![datagen::COURSE_WINNERS; rows.len()], seed)
     }
 
     /// Writes sample agency files with `rows` bets and `winners` winners
@@ -263,11 +259,10 @@ impl Project {
         }
     }
 
-    /// `docker stop -t SECS container`; returns how long it took.
-    pub fn stop(&self, container: &str, secs: u32) -> Duration {
-        let started = Instant::now();
+    /// `docker stop -t SECS container`: SIGTERM, and SIGKILL (exit code
+    /// 137) if it still runs SECS later.
+    pub fn stop(&self, container: &str, secs: u32) {
         run_ok("docker", &["stop", "-t", &secs.to_string(), container], self.path());
-        started.elapsed()
     }
 
     fn dump(&self, container: &str) -> String {

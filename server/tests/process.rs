@@ -9,43 +9,23 @@ use std::time::Duration;
 
 use common::{ack, batch, bet, Raw};
 use protocol::Message;
-use testkit::{free_port, Process, Signal};
+use testkit::{wait_listening, RunningServer, ServerBuilder, Signal, EXIT_WITHIN, START_WITHIN};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_server");
 
-/// The environment of a server on `port` with the test credentials.
-fn server_env(port: u16) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("SERVER_PORT", port.to_string()),
-        ("SERVER_LISTEN_BACKLOG", "7".into()),
-        ("LOGGING_LEVEL", "INFO".into()),
-        ("SERVER_AGENCIES", "2".into()),
-    ];
-    env.extend(testkit::credentials::server_env(&common::credentials()));
-    env
+/// A server working in `dir` as these tests start it: two agencies, a
+/// listen backlog of 7, INFO, the test credentials, a free port.
+fn server(dir: &Path) -> ServerBuilder {
+    ServerBuilder::new(dir).binary(SERVER).agencies(2).backlog(7).credentials(common::credentials())
 }
 
-/// [`server_env`] with `extra` in place of the settings it names.
-fn server_env_with<'a>(port: u16, extra: &[(&'a str, String)]) -> Vec<(&'a str, String)> {
-    let mut env = server_env(port);
-    env.retain(|(k, _)| !extra.iter().any(|(key, _)| key == k));
-    env.extend(extra.iter().cloned());
-    env
-}
-
-fn start(dir: &Path, port: u16, extra: &[(&str, String)]) -> Process {
-    let env = server_env_with(port, extra);
-    let mut server = Process::start(Path::new(SERVER), dir, &env);
-    server.wait_for("accept_connections", Duration::from_secs(5));
-    server
-}
-
-/// Stops the server with `signal` and checks the whole shutdown.
-fn assert_clean_stop(mut server: Process, signal: Signal) {
-    server.signal(signal);
-    let (status, took) = server.wait_exit(Duration::from_secs(3));
+/// Stops the server with `signal` and checks the whole shutdown: exit 0,
+/// every closing line, and every session ended within the server's grace
+/// (`aborted: no`): the contract's 2 s are the server's own budget, so its
+/// lines, not the wall clock of a loaded machine, say it kept them.
+fn assert_clean_stop(mut server: RunningServer, signal: Signal) {
+    let status = server.stop_with(signal);
     assert!(status.success(), "exit status {status}");
-    assert!(took < Duration::from_secs(2), "took {took:?}");
     let actions = server.actions();
     assert_eq!(
         (actions[0].name.as_str(), actions[1].name.as_str(), actions[1].result.as_str()),
@@ -54,25 +34,21 @@ fn assert_clean_stop(mut server: Process, signal: Signal) {
     for closed in ["close_listener", "join_sessions", "close_file", "join_writer", "shutdown"] {
         assert!(server.has_action(closed, "success"), "no {closed} line:\n{}", server.seen.join("\n"));
     }
+    let joined = server.action("join_sessions").expect("a join_sessions line");
+    assert_eq!(joined.get("aborted"), Some("no"), "{}", server.seen.join("\n"));
 }
 
-fn addr(port: u16) -> std::net::SocketAddr {
-    ([127, 0, 0, 1], port).into()
-}
-
-/// Waits, at most 5 s, until a server listens on `port`.
-fn wait_listening(port: u16) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(addr(port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the server never listened");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// Waits until the server started by `command` listens (it logs nowhere
+/// a test can read); panics if it exits or never does.
+fn wait_for_listener(server: &mut std::process::Child, settings: &ServerBuilder) {
+    let alive = || matches!(server.try_wait(), Ok(None));
+    assert!(wait_listening(settings.addr(), START_WITHIN, alive), "the server never listened");
 }
 
 #[test]
 fn the_first_lines_are_config_and_accept_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path(), free_port(), &[]);
+    let mut server = server(dir.path()).start();
     let config = &server.actions()[0];
     assert_eq!(config.get("listen_backlog"), Some("7"));
     assert_eq!(config.get("logging_level"), Some("INFO"));
@@ -86,35 +62,34 @@ fn the_first_lines_are_config_and_accept_connections() {
 #[test]
 fn no_revocation_list_is_a_warning_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path(), free_port(), &[("SERVER_TLS_CRL", String::new())]);
+    let mut server = server(dir.path()).env("SERVER_TLS_CRL", "").start();
     let line = server.wait_for("action: revocation_list", Duration::from_secs(5));
     assert!(line.contains("WARNING") && line.contains("result: fail") && line.contains("revoked"), "{line}");
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start(dir.path(), free_port(), &[]);
+    let mut server = self::server(dir.path()).start();
     server.wait_for("action: new_round", Duration::from_secs(5));
-    server.signal(Signal::SIGTERM);
-    server.wait_exit(Duration::from_secs(3));
+    server.stop();
     assert!(!server.has_action("revocation_list", "fail"), "{:?}", server.seen);
 }
 
 #[test]
 fn sigterm_while_idle_exits_zero_promptly() {
     let dir = tempfile::tempdir().unwrap();
-    assert_clean_stop(start(dir.path(), free_port(), &[]), Signal::SIGTERM);
+    assert_clean_stop(server(dir.path()).start(), Signal::SIGTERM);
 }
 
 #[test]
 fn sigint_works_like_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    assert_clean_stop(start(dir.path(), free_port(), &[]), Signal::SIGINT);
+    assert_clean_stop(server(dir.path()).start(), Signal::SIGINT);
 }
 
 #[tokio::test]
 async fn sigterm_mid_upload_exits_zero_and_keeps_every_acked_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = start(dir.path(), port, &[]);
-    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    let server = server(dir.path()).start();
+    let addr = server.addr();
+    let (mut agency, _) = Raw::agency(addr, 1).await;
     for first in 0..3 {
         let reply = agency.ask(&batch(first, vec![bet(&(first + 1).to_string(), 1)])).await;
         assert_eq!(reply, ack(first, 1));
@@ -123,7 +98,7 @@ async fn sigterm_mid_upload_exits_zero_and_keeps_every_acked_batch() {
     let mut frame = bytes::BytesMut::new();
     batch(3, vec![bet("4", 1)]).encode(&mut frame);
     agency.send_bytes(&frame[..12]).await;
-    let mut stalled = Raw::connect(addr(port)).await;
+    let mut stalled = Raw::connect(addr).await;
     stalled.send_bytes(&frame[..3]).await;
 
     tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
@@ -136,9 +111,8 @@ async fn sigterm_mid_upload_exits_zero_and_keeps_every_acked_batch() {
 #[tokio::test]
 async fn sigterm_while_agencies_wait_for_the_draw_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = start(dir.path(), port, &[]);
-    let (mut waiting, _) = Raw::agency(addr(port), 1).await;
+    let server = server(dir.path()).start();
+    let (mut waiting, _) = Raw::agency(server.addr(), 1).await;
     assert_eq!(waiting.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
     assert_eq!(waiting.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
     assert!(matches!(waiting.ask(&Message::WinnersQuery).await, Message::NotReady { .. }));
@@ -150,8 +124,8 @@ async fn sigterm_while_agencies_wait_for_the_draw_exits_zero() {
 #[test]
 fn the_listen_backlog_is_applied_to_the_socket() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = start(dir.path(), port, &[]);
+    let server = server(dir.path()).start();
+    let port = server.port();
     // For a listening socket, `ss` shows the backlog as Send-Q.
     let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{port}")]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -177,8 +151,9 @@ fn a_bad_setting_is_one_clear_line_and_a_failure() {
             "LOGGING_LEVEL",
         ),
     ] {
-        let mut server = Process::start(Path::new(SERVER), dir.path(), &env);
-        let (status, _) = server.wait_exit(Duration::from_secs(5));
+        let bare = ServerBuilder::bare(dir.path()).binary(SERVER);
+        let mut server = env.iter().fold(bare, |server, (key, value)| server.env(key, value)).spawn();
+        let status = server.wait_exit(EXIT_WITHIN);
         let stderr = server.stderr();
         assert!(!status.success());
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -189,7 +164,9 @@ fn a_bad_setting_is_one_clear_line_and_a_failure() {
 #[test]
 fn the_config_file_is_read_from_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // Nothing in the environment: every setting from the folder.
+    let server = ServerBuilder::bare(dir.path()).binary(SERVER);
+    let port = server.port_number();
     std::fs::write(
         dir.path().join("config.ini"),
         format!("[DEFAULT]\nSERVER_PORT = {port}\nSERVER_IP = server\nSERVER_LISTEN_BACKLOG = 3\nLOGGING_LEVEL = debug"),
@@ -198,38 +175,34 @@ fn the_config_file_is_read_from_the_working_directory() {
     // And the credentials from `.credentials/` there, where the README's
     // native steps make them.
     testkit::credentials::make(&dir.path().join(".credentials"), 1);
-    let mut server = Process::start(Path::new(SERVER), dir.path(), &[]);
-    let line = server.wait_for("action: config", Duration::from_secs(5));
+    let server = server.start();
+    let line = server.seen.iter().find(|l| l.contains("action: config")).expect("a config line");
     assert!(line.ends_with(&format!("port: {port} | listen_backlog: 3 | logging_level: debug")), "{line}");
-    server.wait_for("accept_connections", Duration::from_secs(5));
     assert_clean_stop(server, Signal::SIGTERM);
 }
 
 #[tokio::test]
 async fn after_a_kill_9_the_server_resumes_its_round_and_says_what_it_recovered() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port, &[]);
-    let (mut one, _) = Raw::agency(addr(port), 1).await;
+    let mut server = server(dir.path()).start();
+    let (mut one, _) = Raw::agency(server.addr(), 1).await;
     assert_eq!(one.ask(&batch(0, vec![bet("1", 7574), bet("2", 2)])).await, ack(0, 2));
     assert_eq!(one.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
-    let (mut two, _) = Raw::agency(addr(port), 2).await;
+    let (mut two, _) = Raw::agency(server.addr(), 2).await;
     assert_eq!(two.ask(&batch(0, vec![bet("3", 3)])).await, ack(0, 1));
-    server.signal(Signal::SIGKILL);
-    server.wait_exit(Duration::from_secs(3));
+    server.kill();
     // A torn row, as a crash in the middle of a write leaves it.
-    let bets = dir.path().join("bets.csv");
+    let bets = server.storage().to_path_buf();
     let mut text = std::fs::read(&bets).unwrap();
     text.extend_from_slice("2,Noelia,Ál".as_bytes());
     std::fs::write(&bets, &text).unwrap();
 
-    let port = free_port();
-    let mut server = start(dir.path(), port, &[]);
+    let mut server = server.restart();
     let line = server.wait_for("action: recover", Duration::from_secs(5));
     for field in ["| bets: 3 |", "| finished: 1 |", "| drawn: no |", "| cut_bytes: 12 |"] {
         assert!(line.contains(field), "{field} in {line}");
     }
-    let (mut two, welcome) = Raw::agency(addr(port), 2).await;
+    let (mut two, welcome) = Raw::agency(server.addr(), 2).await;
     assert!(matches!(welcome, Message::Welcome { stored: 1, finished: false, .. }), "{welcome:?}");
     assert_eq!(two.ask(&batch(1, vec![bet("4", 7574)])).await, ack(1, 1));
     assert_eq!(two.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
@@ -244,7 +217,7 @@ async fn after_a_kill_9_the_server_resumes_its_round_and_says_what_it_recovered(
 #[test]
 fn a_second_server_on_the_same_storage_refuses_with_one_line_and_touches_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let first = start(dir.path(), free_port(), &[]);
+    let first = server(dir.path()).start();
     let files = || -> Vec<(String, Vec<u8>)> {
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -255,9 +228,8 @@ fn a_second_server_on_the_same_storage_refuses_with_one_line_and_touches_nothing
         files
     };
     let before = files();
-    let env = server_env_with(free_port(), &[("SERVER_AGENCIES", "3".into())]);
-    let mut second = Process::start(Path::new(SERVER), dir.path(), &env);
-    let (status, _) = second.wait_exit(Duration::from_secs(5));
+    let mut second = server(dir.path()).agencies(3).spawn();
+    let status = second.wait_exit(EXIT_WITHIN);
     assert!(!status.success());
     let refusals: Vec<_> = second.actions().into_iter().filter(|a| a.result == "fail").collect();
     assert_eq!(refusals.len(), 1, "{:?}", second.seen);
@@ -283,9 +255,9 @@ async fn storage_that_cannot_be_brought_back_stops_the_server_and_a_restart_reco
     let dir = tempfile::tempdir().unwrap();
     let bets = dir.path().join("bets.csv");
     let journal = dir.path().join("bets.csv.journal");
-    let port = free_port();
-    let server = start(dir.path(), port, &[("SERVER_AGENCIES", "1".into())]);
-    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    let settings = server(dir.path()).agencies(1);
+    let server = settings.start();
+    let (mut agency, _) = Raw::agency(settings.addr(), 1).await;
     assert_eq!(agency.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
     if !chattr("+i", &bets) {
         eprintln!("skipped: chattr +i needs root and a filesystem with the immutable flag (ext4, say)");
@@ -297,9 +269,8 @@ async fn storage_that_cannot_be_brought_back_stops_the_server_and_a_restart_reco
     let server = stops_with_failure(server).await;
     assert!(server.seen.iter().any(|l| l.contains("action: store_bets | result: fail")), "{:?}", server.seen);
 
-    let port = free_port();
-    let server = start(dir.path(), port, &[("SERVER_AGENCIES", "1".into())]);
-    let (mut agency, welcome) = Raw::agency(addr(port), 1).await;
+    let server = settings.start();
+    let (mut agency, welcome) = Raw::agency(settings.addr(), 1).await;
     assert!(matches!(welcome, Message::Welcome { stored: 1, finished: false, .. }), "{welcome:?}");
     assert_eq!(agency.ask(&batch(1, vec![bet("2", 2)])).await, ack(1, 1));
     assert!(chattr("+i", &journal));
@@ -308,9 +279,8 @@ async fn storage_that_cannot_be_brought_back_stops_the_server_and_a_restart_reco
     assert!(matches!(reply, Message::Error { code: protocol::ErrorCode::ShuttingDown, .. }), "{reply:?}");
     stops_with_failure(server).await;
 
-    let port = free_port();
-    let server = start(dir.path(), port, &[("SERVER_AGENCIES", "1".into())]);
-    let (mut agency, welcome) = Raw::agency(addr(port), 1).await;
+    let server = settings.start();
+    let (mut agency, welcome) = Raw::agency(settings.addr(), 1).await;
     assert!(matches!(welcome, Message::Welcome { stored: 2, finished: false, .. }), "{welcome:?}");
     assert_eq!(agency.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
     let winners = agency.ask(&Message::WinnersQuery).await;
@@ -319,10 +289,10 @@ async fn storage_that_cannot_be_brought_back_stops_the_server_and_a_restart_reco
 }
 
 /// Waits for the server to stop on its own with a failure; returns it.
-async fn stops_with_failure(server: Process) -> Process {
+async fn stops_with_failure(server: RunningServer) -> RunningServer {
     tokio::task::spawn_blocking(move || {
         let mut server = server;
-        let (status, _) = server.wait_exit(Duration::from_secs(5));
+        let status = server.wait_exit(EXIT_WITHIN);
         assert!(!status.success(), "exit status {status}");
         assert!(server.has_action("shutdown", "fail"), "{:?}", server.seen);
         server
@@ -336,18 +306,11 @@ async fn stops_with_failure(server: Process) -> Process {
 #[tokio::test]
 async fn a_stdout_that_fails_every_write_does_not_stop_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let settings = server(dir.path()).log_level("DEBUG").agencies(1);
     let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
-    let mut server = std::process::Command::new(SERVER)
-        .current_dir(dir.path())
-        .env_clear()
-        .envs(server_env_with(port, &[("LOGGING_LEVEL", "DEBUG".into()), ("SERVER_AGENCIES", "1".into())]))
-        .stdout(full.try_clone().unwrap())
-        .stderr(full)
-        .spawn()
-        .unwrap();
-    wait_listening(port);
-    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    let mut server = settings.command().stdout(full.try_clone().unwrap()).stderr(full).spawn().unwrap();
+    wait_for_listener(&mut server, &settings);
+    let (mut agency, _) = Raw::agency(settings.addr(), 1).await;
     assert_eq!(agency.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
     assert_eq!(agency.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
     testkit::send_signal(server.id(), Signal::SIGTERM);
@@ -361,12 +324,11 @@ async fn a_stdout_that_fails_every_write_does_not_stop_the_server() {
 #[tokio::test]
 async fn an_echo_is_logged_bounded_and_escaped_and_cannot_forge_a_line() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port, &[]);
+    let mut server = server(dir.path()).start();
     let mut payload =
         "a\u{2028}action: forged | result: success\u{0}\n2024-01-01 INFO action: forged".as_bytes().to_vec();
     payload.resize(8000, b'x');
-    let mut raw = Raw::connect(addr(port)).await;
+    let mut raw = Raw::connect(server.addr()).await;
     let reply = raw.ask(&Message::Echo(payload.clone().into())).await;
     assert_eq!(reply, Message::Echo(payload.into()));
     let line = server.wait_for("action: receive_message", Duration::from_secs(5));
@@ -378,8 +340,7 @@ async fn an_echo_is_logged_bounded_and_escaped_and_cannot_forge_a_line() {
     assert_eq!(line.matches("action:").count(), 1, "the value's own is escaped: {line}");
     assert!(line.contains("action\\u{3a} forged"), "{line}");
     drop(raw);
-    server.signal(Signal::SIGTERM);
-    server.wait_exit(Duration::from_secs(3));
+    server.stop();
     // Every line parses as the course's suite reads it, and none is forged.
     assert!(server.actions().iter().all(|a| a.name != "forged"), "{:?}", server.seen);
     for l in &server.seen {
@@ -392,10 +353,8 @@ async fn an_echo_is_logged_bounded_and_escaped_and_cannot_forge_a_line() {
 #[tokio::test]
 async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_little() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let env = server_env_with(port, &[("LOGGING_LEVEL", "ERROR".into())]);
-    let mut quiet = Process::start(Path::new(SERVER), dir.path(), &env);
-    wait_listening(port);
+    // At ERROR the server says nothing when it listens: it is known by connecting.
+    let mut quiet = server(dir.path()).log_level("ERROR").start();
     for garbage in [
         &b"\x00\x00\x00\x08\x02\x7fGARBAGE!"[..],
         b"\xff\xff\xff\xff",
@@ -403,19 +362,17 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
         b"GET / HTTP/1.1\r\n\r\n",
     ] {
         for _ in 0..50 {
-            let mut raw = Raw::connect(addr(port)).await;
+            let mut raw = Raw::connect(quiet.addr()).await;
             raw.send_bytes(garbage).await;
             let _ = raw.reader.read().await;
         }
     }
-    quiet.signal(Signal::SIGTERM);
-    quiet.wait_exit(Duration::from_secs(3));
+    quiet.stop();
     assert!(quiet.seen.is_empty(), "{:?}", quiet.seen);
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port, &[]);
-    let mut chatty = Raw::connect(addr(port)).await;
+    let mut server = server(dir.path()).start();
+    let mut chatty = Raw::connect(server.addr()).await;
     for i in 0..100 {
         let echo = Message::Echo(format!("echo {i}").into_bytes().into());
         assert!(matches!(chatty.ask(&echo).await, Message::Echo(_)));
@@ -436,13 +393,12 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
 #[tokio::test]
 async fn many_connections_together_cannot_flood_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port, &[]);
+    let mut server = self::server(dir.path()).start();
     let budget = server::ANONYMOUS_LOG_LINES as usize;
     let connections = 2 * server::PEER_LINES_BURST as usize / budget;
     let started = std::time::Instant::now();
     for i in 0..connections {
-        let mut raw = Raw::connect(addr(port)).await;
+        let mut raw = Raw::connect(server.addr()).await;
         for j in 0..budget {
             let echo = Message::Echo(format!("echo {i} {j}").into_bytes().into());
             assert!(matches!(raw.ask(&echo).await, Message::Echo(_)));
@@ -451,8 +407,7 @@ async fn many_connections_together_cannot_flood_the_log() {
     let elapsed = started.elapsed().as_secs_f64();
     let held = server.wait_for("scope: all peers", Duration::from_secs(5));
     assert!(held.contains("| unlogged_lines: "), "{held}");
-    server.signal(Signal::SIGTERM);
-    server.wait_exit(Duration::from_secs(3));
+    server.stop();
     let echoes = server.seen.iter().filter(|l| l.contains("action: receive_message")).count();
     let bound = server::PEER_LINES_BURST as f64 + (elapsed + 1.0) * server::PEER_LINES_PER_SECOND as f64;
     assert!((echoes as f64) <= bound, "{echoes} echo lines in {elapsed:.1} s");
@@ -469,19 +424,16 @@ async fn many_connections_together_cannot_flood_the_log() {
 async fn a_stalled_log_costs_lines_not_service() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let env = server_env_with(port, &[("LOGGING_LEVEL", "DEBUG".into())]);
-    let mut server = std::process::Command::new(SERVER)
-        .current_dir(dir.path())
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    let settings = server(dir.path()).log_level("DEBUG");
+    let mut server = settings
+        .command()
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_listening(port);
+    wait_for_listener(&mut server, &settings);
     // A line per bet, far more than the pipe and the log's buffer hold.
-    let (mut agency, _) = Raw::agency(addr(port), 1).await;
+    let (mut agency, _) = Raw::agency(settings.addr(), 1).await;
     let per_batch = 50;
     // (A line per bet is longer than 64 bytes.)
     let batches = 2 * (edge::log::BUFFERED_BYTES / 64) / per_batch;
@@ -520,14 +472,13 @@ async fn a_stalled_log_costs_lines_not_service() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connections_lines_keep_the_order_of_its_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let extra = [("SERVER_AGENCIES", "3".into()), ("LOGGING_LEVEL", "DEBUG".into())];
-    let mut server = start(dir.path(), port, &extra);
+    let mut server = server(dir.path()).agencies(3).log_level("DEBUG").start();
+    let addr = server.addr();
     let (batches, per_batch) = (60u64, 20u64);
     let document = |agency: u32, bet: u64| format!("{agency}{bet:06}");
     let uploads = (1..=3).map(|agency| {
         tokio::spawn(async move {
-            let (mut raw, _) = Raw::agency(addr(port), agency).await;
+            let (mut raw, _) = Raw::agency(addr, agency).await;
             for b in 0..batches {
                 let first = b * per_batch;
                 let bets = (first..first + per_batch).map(|i| bet(&document(agency, i), 1)).collect();
@@ -541,8 +492,7 @@ async fn a_connections_lines_keep_the_order_of_its_requests() {
     for upload in uploads.collect::<Vec<_>>() {
         upload.await.unwrap();
     }
-    server.signal(Signal::SIGTERM);
-    server.wait_exit(Duration::from_secs(3));
+    server.stop();
     let actions = server.actions();
     for agency in 1..=3 {
         let logged: Vec<String> = actions
@@ -560,22 +510,25 @@ async fn a_connections_lines_keep_the_order_of_its_requests() {
 #[tokio::test]
 async fn every_closed_connection_gets_its_line_aborted_ones_included() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port, &[]);
-    let (mut greedy, _) = Raw::agency(addr(port), 1).await;
+    let mut server = server(dir.path()).start();
+    let addr = server.addr();
+    let (mut greedy, _) = Raw::agency(addr, 1).await;
     let mut frame = bytes::BytesMut::new();
     Message::Echo(vec![b'x'; 8000].into()).encode(&mut frame);
     let flood = tokio::spawn(async move {
         // Never reads: the server's replies back up, its writes block.
         while tokio::io::AsyncWriteExt::write_all(greedy.writer.get_mut(), &frame).await.is_ok() {}
     });
-    let (_uploading, _) = Raw::agency(addr(port), 2).await;
-    let _idle = Raw::connect(addr(port)).await;
+    let (_uploading, _) = Raw::agency(addr, 2).await;
+    let _idle = Raw::connect(addr).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let server = tokio::task::spawn_blocking(move || {
-        server.signal(Signal::SIGTERM);
-        let (status, took) = server.wait_exit(Duration::from_secs(5));
-        assert!(status.success() && took < Duration::from_secs(2), "{status} after {took:?}");
+        let status = server.stop();
+        assert!(status.success(), "exit status {status}");
+        // The peer that never reads cannot be waited for: the server kept
+        // its budget by aborting it once its grace was over.
+        let joined = server.action("join_sessions").expect("a join_sessions line");
+        assert_eq!(joined.get("aborted"), Some("yes"), "{}", server.seen.join("\n"));
         server
     })
     .await

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// The crates a binary is built from.
-const SOURCES: [&str; 4] = ["protocol", "lottery", "server", "client"];
+const SOURCES: [&str; 5] = ["protocol", "lottery", "edge", "server", "client"];
 
 /// The path of the project's binary `name` (`server`, `client`), in the
 /// profile the running program was built with.
@@ -45,9 +45,12 @@ pub fn binary(name: &str) -> PathBuf {
 /// Whether `binary` is missing or older than a source it is built from.
 fn is_stale(binary: &Path) -> bool {
     let Ok(built) = binary.metadata().and_then(|m| m.modified()) else { return true };
-    let root = crate::credentials::repo();
-    SOURCES.iter().any(|krate| newest(&root.join(krate)).is_some_and(|changed| changed > built))
-        || newest(&root.join("Cargo.lock")).is_some_and(|changed| changed > built)
+    let root = crate::repo();
+    // A crate's tests and benches are not in its binary: editing them
+    // must not rebuild it.
+    let sources =
+        SOURCES.iter().flat_map(|krate| [root.join(krate).join("src"), root.join(krate).join("Cargo.toml")]);
+    sources.chain([root.join("Cargo.lock")]).any(|path| newest(&path).is_some_and(|changed| changed > built))
 }
 
 /// The newest modification time under `path` (a file or a folder).

@@ -29,10 +29,9 @@ use protocol::{Frame, Message, MAX_FRAME_LEN};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::binaries::binary;
 use crate::check::{self, Report};
 use crate::proxy::Proxy;
-use crate::{free_port, Process, Signal};
+use crate::{AgencyBuilder, Process, RunningServer, ServerBuilder, Signal, EXIT_WITHIN};
 
 /// Faults of each kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +104,7 @@ impl Plan {
     pub fn new(rows: Vec<usize>, faults: Faults, seed: u64) -> Plan {
         Plan {
             rows,
-            winners: 3,
+            winners: datagen::COURSE_WINNERS,
             seed,
             faults,
             interval_ms: (20, 120),
@@ -151,12 +150,12 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
     std::fs::create_dir_all(&storage_dir).map_err(|e| e.to_string())?;
 
     let mut round = Round {
-        credentials: crate::credentials::shared(agencies.len() as u32),
+        server_settings: ServerBuilder::new(work.path())
+            .agencies(agencies.len() as u32)
+            .storage(storage_dir.join("bets.csv"))
+            .env("SERVER_IDLE_TIMEOUT", "10s"),
         rng: ChaCha8Rng::seed_from_u64(plan.seed),
         work: work.path().to_path_buf(),
-        storage: storage_dir.join("bets.csv"),
-        port: free_port(),
-        agencies: agencies.len(),
         server: None,
         proxy: None,
         clients: Vec::new(),
@@ -167,7 +166,7 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
     };
     round.start_server()?;
     if plan.faults.cuts + plan.faults.freezes > 0 {
-        round.proxy = Some(Proxy::start(SocketAddr::from(([127, 0, 0, 1], round.port))));
+        round.proxy = Some(Proxy::start(round.server_settings.addr()));
     }
     let started = Instant::now();
     for agency in &agencies[..agencies.len() - 1] {
@@ -216,16 +215,16 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
     }
     // A last crash, then the file as it is on disk.
     round.kill_server();
-    let bytes = std::fs::read(&round.storage).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(round.server_settings.storage_path()).map_err(|e| e.to_string())?;
     let report = check::compare(&bytes, &expected);
     if !report.exact() {
         return Err(format!("the bets file is not exact: {report}"));
     }
     round.start_server()?;
+    let credentials = round.server_settings.credentials_dir();
     for (&agency, documents) in &expected.winners {
-        let address = SocketAddr::from(([127, 0, 0, 1], round.port));
-        let got =
-            winners_of(address, agency, &round.credentials).map_err(|e| format!("agency {agency}: {e}"))?;
+        let address = round.server_settings.addr();
+        let got = winners_of(address, agency, &credentials).map_err(|e| format!("agency {agency}: {e}"))?;
         if &got != documents {
             return Err(format!("agency {agency} is told {got:?}; its winners are {documents:?}"));
         }
@@ -279,14 +278,11 @@ struct Client {
 
 /// The processes of a round.
 struct Round {
-    /// The TLS credentials of the server and the agencies.
-    credentials: PathBuf,
+    /// How the server starts, every time on the same port and storage.
+    server_settings: ServerBuilder,
     rng: ChaCha8Rng,
     work: PathBuf,
-    storage: PathBuf,
-    port: u16,
-    agencies: usize,
-    server: Option<Process>,
+    server: Option<RunningServer>,
     proxy: Option<Proxy>,
     /// The latest process of each agency started so far.
     clients: Vec<Client>,
@@ -301,39 +297,21 @@ struct Round {
 
 impl Round {
     fn start_server(&mut self) -> Result<(), String> {
-        let mut env = vec![
-            ("SERVER_PORT", self.port.to_string()),
-            ("SERVER_LISTEN_BACKLOG", "128".to_string()),
-            ("LOGGING_LEVEL", "INFO".to_string()),
-            ("SERVER_AGENCIES", self.agencies.to_string()),
-            ("SERVER_STORAGE_PATH", self.storage.display().to_string()),
-            ("SERVER_IDLE_TIMEOUT", "10s".to_string()),
-        ];
-        env.extend(crate::credentials::server_env(&self.credentials));
-        let mut server = Process::start(&binary("server"), &self.work, &env);
-        if !server.wait_for_line("accept_connections", Duration::from_secs(10)) {
-            return Err(format!(
-                "the server did not start:\n{}\n{}",
-                server.seen.join("\n"),
-                server.stderr()
-            ));
-        }
+        let server = self.server_settings.try_start().map_err(|e| e.to_string())?;
         self.server = Some(server);
         Ok(())
     }
 
     fn kill_server(&mut self) {
         if let Some(mut server) = self.server.take() {
-            server.signal(Signal::SIGKILL);
-            server.wait_exit(Duration::from_secs(5));
+            server.kill();
             self.count_failures(&server);
         }
     }
 
     fn stop_server(&mut self) -> Result<(), String> {
         let mut server = self.server.take().expect("a server runs");
-        server.signal(Signal::SIGTERM);
-        let (status, _) = server.wait_exit(Duration::from_secs(5));
+        let status = server.stop();
         self.count_failures(&server);
         status.success().then_some(()).ok_or_else(|| format!("the server exited with {status}"))
     }
@@ -362,10 +340,10 @@ impl Round {
             server.seen.iter().filter(|l| l.contains("action: store_bets | result: fail")).count();
     }
 
-    fn address(&self) -> String {
+    fn address(&self) -> SocketAddr {
         match &self.proxy {
-            Some(proxy) => proxy.addr.to_string(),
-            None => format!("127.0.0.1:{}", self.port),
+            Some(proxy) => proxy.addr,
+            None => self.server_settings.addr(),
         }
     }
 
@@ -373,19 +351,16 @@ impl Round {
     /// a random number of them.
     fn start_client(&mut self, agency: u32, data: &Path, max_amount: Option<usize>) -> Result<(), String> {
         let max_amount = max_amount.unwrap_or_else(|| self.rng.random_range(1..=120));
-        let mut env = vec![
-            ("CLI_ID", agency.to_string()),
-            ("CLI_SERVER_ADDRESS", self.address()),
-            ("CLI_LOOP_AMOUNT", "100000".to_string()),
-            ("CLI_LOOP_PERIOD", "0s".to_string()),
-            ("CLI_LOG_LEVEL", "INFO".to_string()),
-            ("CLI_BATCH_MAXAMOUNT", max_amount.to_string()),
-            ("CLI_DATA_FILE", data.display().to_string()),
-            ("CLI_REPLY_TIMEOUT", "1s".to_string()),
-            ("CLI_RETRY_TIMEOUT", "60s".to_string()),
-        ];
-        env.extend(crate::credentials::client_env(&self.credentials, agency));
-        let process = Process::start(&binary("client"), &self.work, &env);
+        let process = AgencyBuilder::new(&self.work, agency, self.address())
+            .credentials(self.server_settings.credentials_dir())
+            .loop_amount(100_000)
+            .loop_period("0s")
+            .log_level("INFO")
+            .batch_max_amount(max_amount)
+            .data_file(data)
+            .env("CLI_REPLY_TIMEOUT", "1s")
+            .env("CLI_RETRY_TIMEOUT", "60s")
+            .start();
         let client = Client { agency, data: data.to_path_buf(), process };
         match self.clients.iter_mut().find(|c| c.agency == agency) {
             Some(old) => *old = client,
@@ -423,7 +398,7 @@ impl Round {
                     return Ok(());
                 };
                 self.clients[i].process.signal(Signal::SIGKILL);
-                self.clients[i].process.wait_exit(Duration::from_secs(5));
+                self.clients[i].process.wait_exit(EXIT_WITHIN);
                 let (agency, data) = (self.clients[i].agency, self.clients[i].data.clone());
                 self.start_client(agency, &data, None)?;
                 injected.client_kills += 1;
@@ -445,23 +420,18 @@ impl Round {
     fn logs(&mut self) -> String {
         let mut out = String::new();
         if let Some(server) = &mut self.server {
-            server.drain();
             let exited = server.try_exit();
-            out += &format!("--- server\n{}\n", tail(&server.seen));
+            let lines = server.tail(15);
+            out += &format!("--- server\n{lines}\n");
             if let Some(status) = exited {
                 out += &format!("--- the server exited ({status}); its stderr:\n{}\n", server.stderr());
             }
         }
         for client in &mut self.clients {
-            client.process.drain();
-            out += &format!("--- agency {}\n{}\n", client.agency, tail(&client.process.seen));
+            out += &format!("--- agency {}\n{}\n", client.agency, client.process.tail(15));
         }
         out
     }
-}
-
-fn tail(lines: &[String]) -> String {
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// Asks the server, as `agency` (with its certificate in `credentials`),

@@ -8,10 +8,7 @@ use std::sync::Mutex;
 
 use edge::credentials::Credentials;
 
-/// The repository root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit lives in the repository").to_path_buf()
-}
+use crate::repo;
 
 /// Runs `scripts/credentials.sh` with `args`; panics if it fails.
 pub fn run_script(args: &[&str]) {

@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, default_value_t = 7574)]
     seed: u64,
     /// Rows per agency.
-    #[arg(long, value_delimiter = ',', default_value = "26936,25518,16014,9238,991")]
+    #[arg(long, value_delimiter = ',', default_values_t = datagen::COURSE_ROWS)]
     rows: Vec<usize>,
     /// Server kills per round, at least.
     #[arg(long, default_value_t = 30)]
