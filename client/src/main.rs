@@ -5,7 +5,9 @@ use clap::Parser;
 use client::{BetSource, Config, Ending};
 use edge::duration::GoDuration;
 use edge::log::Action;
+use edge::program::Started;
 use edge::settings::process_env;
+use tokio::runtime::Builder;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -27,39 +29,21 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(&args.config, &process_env) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("client: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Written out when `main` returns.
-    let log = edge::log::init(config.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            error!("{}", Action::fail("start").field("error", e));
-            return ExitCode::FAILURE;
-        }
+    let config = Config::load(&args.config, &process_env);
+    let started = edge::program::start("client", config, |c| c.log_level, Builder::new_current_thread());
+    let Started { config, log, runtime, shutdown } = match started {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let code = runtime.block_on(async {
-        // Signals are caught from before the first log line: a SIGTERM at
-        // any moment after that ends in a clean exit.
         let stop = CancellationToken::new();
-        match edge::signal::shutdown_signal() {
-            Ok(signal) => {
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    signal.await;
-                    stop.cancel();
-                });
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                stop.cancel();
             }
-            Err(e) => {
-                error!("{}", Action::fail("signal_handler").field("error", e));
-                return ExitCode::FAILURE;
-            }
-        }
+        });
         info!(
             "{}",
             Action::success("config")

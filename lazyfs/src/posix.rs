@@ -46,9 +46,7 @@ impl Tree {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Errno::EPERM);
         }
-        let meta = Meta::new(perm_of(mode), uid, gid);
-        let ino = self.add_node(parent, name, Kind::File(FileData::default()), meta)?;
-        self.attr(ino)
+        self.make(parent, name, Kind::File(FileData::default()), Meta::new(perm_of(mode), uid, gid))
     }
 
     pub(crate) fn mkdir(
@@ -59,8 +57,12 @@ impl Tree {
         uid: u32,
         gid: u32,
     ) -> Result<FileAttr, Errno> {
-        let meta = Meta::new(perm_of(mode), uid, gid);
-        let ino = self.add_node(parent, name, Kind::Dir(DirData::default()), meta)?;
+        self.make(parent, name, Kind::Dir(DirData::default()), Meta::new(perm_of(mode), uid, gid))
+    }
+
+    /// A new node named `name` in `parent`, and its attributes.
+    fn make(&mut self, parent: Ino, name: &OsStr, kind: Kind, meta: Meta) -> Result<FileAttr, Errno> {
+        let ino = self.add_node(parent, name, kind, meta)?;
         self.attr(ino)
     }
 

@@ -318,8 +318,9 @@ mod tests {
         tree.assert_consistent();
     }
 
-    #[test]
-    fn a_rename_across_directories_is_durable_once_the_target_is_synced() {
+    /// A file `from/f`, durable, renamed to `to/g` with nothing synced
+    /// since.
+    fn renamed_across() -> (tempfile::TempDir, Tree, Ino, Ino) {
         let (disk, mut tree) = tree();
         let from = tree.mkdir(ROOT, "from".as_ref(), 0o755, 0, 0).unwrap().ino.0;
         let to = tree.mkdir(ROOT, "to".as_ref(), 0o755, 0, 0).unwrap().ino.0;
@@ -328,6 +329,12 @@ mod tests {
         tree.sync_dir(from).unwrap();
         tree.sync_dir(ROOT).unwrap();
         tree.rename(from, "f".as_ref(), to, "g".as_ref(), RenameFlags::empty()).unwrap();
+        (disk, tree, from, to)
+    }
+
+    #[test]
+    fn a_rename_across_directories_is_durable_once_the_target_is_synced() {
+        let (disk, mut tree, _, to) = renamed_across();
         tree.sync_dir(to).unwrap();
         assert!(!disk.path().join("from/f").exists(), "the old name went with the new one");
         assert_eq!(fs::read(disk.path().join("to/g")).unwrap(), b"bytes");
@@ -336,14 +343,7 @@ mod tests {
 
     #[test]
     fn a_rename_across_directories_with_only_the_source_synced_leaves_no_name() {
-        let (disk, mut tree) = tree();
-        let from = tree.mkdir(ROOT, "from".as_ref(), 0o755, 0, 0).unwrap().ino.0;
-        let to = tree.mkdir(ROOT, "to".as_ref(), 0o755, 0, 0).unwrap().ino.0;
-        let (ino, _) = new_file(&mut tree, from, "f", b"bytes");
-        tree.sync_file(ino).unwrap();
-        tree.sync_dir(from).unwrap();
-        tree.sync_dir(ROOT).unwrap();
-        tree.rename(from, "f".as_ref(), to, "g".as_ref(), RenameFlags::empty()).unwrap();
+        let (disk, mut tree, from, to) = renamed_across();
         tree.sync_dir(from).unwrap();
         assert!(!disk.path().join("from/f").exists());
         assert!(!disk.path().join("to/g").exists());

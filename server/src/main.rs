@@ -3,9 +3,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use edge::log::Action;
+use edge::program::Started;
 use edge::settings::process_env;
 use server::StartError;
 use server::{Config, Server};
+use tokio::runtime::Builder;
 use tracing::{error, info, warn};
 
 /// Makes glibc's allocator keep one arena for every thread. With one per
@@ -38,32 +40,13 @@ struct Args {
 fn main() -> ExitCode {
     one_malloc_arena();
     let args = Args::parse();
-    let config = match Config::load(&args.config, &process_env) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("server: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Written out when `main` returns.
-    let log = edge::log::init(config.logging_level);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            error!("{}", Action::fail("start").field("error", e));
-            return ExitCode::FAILURE;
-        }
+    let config = Config::load(&args.config, &process_env);
+    let started = edge::program::start("server", config, |c| c.logging_level, Builder::new_multi_thread());
+    let Started { config, log, runtime, shutdown } = match started {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     runtime.block_on(async {
-        // Signals are caught from before the first line: a SIGTERM at any
-        // moment after it ends in a clean exit.
-        let shutdown = match edge::signal::shutdown_signal() {
-            Ok(shutdown) => shutdown,
-            Err(e) => {
-                error!("{}", Action::fail("signal_handler").field("error", e));
-                return ExitCode::FAILURE;
-            }
-        };
         info!(
             "{}",
             Action::success("config")

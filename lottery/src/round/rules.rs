@@ -150,6 +150,22 @@ pub struct Committed {
     pub failures: Vec<Arc<StorageError>>,
 }
 
+impl Committed {
+    /// What an append came to: done, failed for now (the failure is kept,
+    /// to be told once), or failed for good.
+    fn outcome(&mut self, append: Result<(), AppendError>) -> Result<Result<(), Arc<StorageError>>, Fatal> {
+        match append {
+            Ok(()) => Ok(Ok(())),
+            Err(AppendError::Transient(e)) => {
+                let e = Arc::new(e);
+                self.failures.push(e.clone());
+                Ok(Err(e))
+            }
+            Err(AppendError::Fatal(e)) => Err(Fatal(e)),
+        }
+    }
+}
+
 /// The ledger failed and could not be brought back to a known state:
 /// nothing more may be written before a recovery has read it.
 #[derive(Debug, thiserror::Error)]
@@ -277,14 +293,8 @@ impl<L: Ledger> Round<L> {
                 _ => None,
             })
             .collect();
-        match self.ledger.append_bets(&rows) {
-            Ok(()) => {}
-            Err(AppendError::Transient(e)) => {
-                let e = Arc::new(e);
-                committed.failures.push(e.clone());
-                return Ok(Err(e));
-            }
-            Err(AppendError::Fatal(e)) => return Err(Fatal(e)),
+        if let Err(e) = committed.outcome(self.ledger.append_bets(&rows))? {
+            return Ok(Err(e));
         }
         for (request, verdict) in group.iter_mut().zip(verdicts) {
             if let (Request::Store { agency, batch }, Verdict::Store) = (request, verdict) {
@@ -319,14 +329,8 @@ impl<L: Ledger> Round<L> {
         if draws {
             entries.push(Entry::Drawn { winners: self.state.winners() });
         }
-        match self.ledger.record(&entries) {
-            Ok(()) => {}
-            Err(AppendError::Transient(e)) => {
-                let e = Arc::new(e);
-                committed.failures.push(e.clone());
-                return Ok(Err(e));
-            }
-            Err(AppendError::Fatal(e)) => return Err(Fatal(e)),
+        if let Err(e) = committed.outcome(self.ledger.record(&entries))? {
+            return Ok(Err(e));
         }
         for entry in &entries[..finishing] {
             let Entry::Finished { agency, progress } = *entry else {
