@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::agencies::Agencies;
-use crate::gate::{Gate, Metered, Stage, Waiting};
+use crate::gate::{Gate, Metered, Waiting};
 use crate::penalty::Failures;
 use crate::session::{self, Identity, Limits, PeerLines};
 
@@ -98,18 +98,25 @@ impl fmt::Display for CloseReason {
 }
 
 /// Logs `close_connection` when dropped, with the last reason given: a
-/// connection aborted at shutdown still gets its line.
+/// connection aborted at shutdown still gets its line. An agency's line
+/// (its `Hello` said) is always logged; any other is one of the lines
+/// peers cause, within their budget.
 pub struct CloseLine {
     peer: SocketAddr,
+    /// The agency this connection spoke for, once its `Hello` was said.
     pub agency: Option<u32>,
     pub why: CloseReason,
     /// Lines of this connection that were not logged (see the session's
     /// log budget).
     pub unlogged: u32,
+    peer_lines: Arc<PeerLines>,
 }
 
 impl Drop for CloseLine {
     fn drop(&mut self) {
+        if self.agency.is_none() && !self.peer_lines.allow() {
+            return;
+        }
         let mut line = Action::success("close_connection").field("ip", self.peer.ip());
         if let Some(agency) = self.agency {
             line = line.field("agency", agency);
@@ -123,28 +130,21 @@ impl Drop for CloseLine {
 
 /// Serves one accepted connection until it ends.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Context>) {
-    let mut close = CloseLine { peer, agency: None, why: CloseReason::AbortedAtShutdown, unlogged: 0 };
+    let why = CloseReason::AbortedAtShutdown;
+    let mut close = CloseLine { peer, agency: None, why, unlogged: 0, peer_lines: ctx.peer_lines.clone() };
     let waiting = ctx.gate.admit(id, peer.ip());
     let deadline = Instant::now() + ctx.auth_timeout;
     let arrival = tokio::select! {
-        () = waiting.pushed_out.cancelled() => {
-            close.why = CloseReason::PushedOut;
-            return;
+        () = waiting.pushed_out.cancelled() => Err(CloseReason::PushedOut),
+        () = ctx.stop.cancelled() => Err(CloseReason::ShuttingDown),
+        arrival = timeout_at(deadline, arrive(stream, &ctx, &waiting)) => {
+            arrival.unwrap_or(Err(CloseReason::NoAuthentication(ctx.auth_timeout)))
         }
-        () = ctx.stop.cancelled() => {
-            close.why = CloseReason::ShuttingDown;
-            return;
-        }
-        arrival = timeout_at(deadline, arrive(stream, peer, &ctx, &waiting)) => arrival,
     };
     let arrival = match arrival {
-        Ok(Ok(arrival)) => arrival,
-        Ok(Err(why)) => {
+        Ok(arrival) => arrival,
+        Err(why) => {
             close.why = why;
-            return;
-        }
-        Err(_) => {
-            close.why = CloseReason::NoAuthentication(ctx.auth_timeout);
             return;
         }
     };
@@ -155,28 +155,36 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
         }
         Arrival::Agency(stream, agency) => {
             // Its certificate is verified; its Hello takes it out of the gate.
-            close.agency = Some(agency);
             let limits = Limits::new(&ctx, waiting, deadline);
             session::serve(*stream, peer, id, Identity::Agency(agency), &ctx, limits, &mut close).await;
         }
         Arrival::Anonymous(stream, reason) => {
-            failed(peer, &reason, &ctx.failures, &ctx.peer_lines);
-            let mut writer = MessageWriter::new(*stream);
-            let refusal = Message::Error {
-                code: ErrorCode::Unauthenticated,
-                first: 0,
-                bet: None,
-                reason: reason.into(),
-            };
-            let _ = timeout(ctx.write_timeout, writer.send(&refusal)).await;
-            let _ = timeout(ctx.write_timeout, writer.shutdown()).await;
+            let penalty = failed(peer, &reason, &ctx.failures, &ctx.peer_lines);
+            waiting.failed();
             close.why = CloseReason::NotAuthenticated(reason);
+            // The refusal comes after the penalty; a newcomer or the
+            // deadline may end the wait first, and the connection with it.
+            tokio::select! {
+                () = waiting.pushed_out.cancelled() => close.why = CloseReason::PushedOut,
+                () = ctx.stop.cancelled() => close.why = CloseReason::ShuttingDown,
+                () = tokio::time::sleep_until(deadline) => {}
+                () = tokio::time::sleep(penalty) => refuse(*stream, reason, ctx.write_timeout).await,
+            }
         }
         Arrival::Refused(error) => {
             failed(peer, &error, &ctx.failures, &ctx.peer_lines);
             close.why = CloseReason::AuthenticationFailed(error);
         }
     }
+}
+
+/// Tells a connection without an agency's certificate why it is closed.
+async fn refuse(stream: protocol::tls::server::TlsStream<Stream>, reason: &'static str, within: Duration) {
+    let mut writer = MessageWriter::new(stream);
+    let refusal =
+        Message::Error { code: ErrorCode::Unauthenticated, first: 0, bet: None, reason: reason.into() };
+    let _ = timeout(within, writer.send(&refusal)).await;
+    let _ = timeout(within, writer.shutdown()).await;
 }
 
 /// A connection's stream, metered until it leaves the gate.
@@ -197,25 +205,14 @@ enum Arrival {
 
 /// Reads the first byte, then does the TLS handshake if it is one; tells
 /// the gate how far the connection got.
-async fn arrive(
-    stream: TcpStream,
-    peer: SocketAddr,
-    ctx: &Context,
-    waiting: &Waiting,
-) -> Result<Arrival, CloseReason> {
+async fn arrive(stream: TcpStream, ctx: &Context, waiting: &Waiting) -> Result<Arrival, CloseReason> {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
         Ok(0) => return Err(CloseReason::PeerClosed),
         Ok(_) => {}
         Err(e) => return Err(CloseReason::PeerLost(e)),
     }
-    waiting.reached(Stage::Started);
-    // An address whose credentials failed recently waits, having shown
-    // it is a real peer (connections that sent nothing are pushed out first).
-    // Never so long that an agency has no time left to authenticate.
-    if let Some(penalty) = ctx.failures.wait(peer.ip()) {
-        tokio::time::sleep(penalty.min(ctx.auth_timeout / 2)).await;
-    }
+    waiting.started();
     let stream = waiting.meter(stream);
     if first[0] != TLS_HANDSHAKE {
         return Ok(Arrival::Plain(stream));
@@ -237,7 +234,7 @@ async fn arrive(
             "no agency certificate: an agency connects with TLS and its certificate",
         ),
         Some(Some(agency)) => {
-            waiting.reached(Stage::Certified);
+            waiting.certified(agency);
             Arrival::Agency(Box::new(tls), agency)
         }
         Some(None) => Arrival::Anonymous(
@@ -247,18 +244,24 @@ async fn arrive(
     })
 }
 
-/// Logs a failed authentication, once, and counts it against the address.
-pub fn failed(peer: SocketAddr, error: &dyn fmt::Display, failures: &Failures, lines: &PeerLines) {
+/// Logs a failed authentication, once, and counts it against the address;
+/// returns how long the connection waits before it is refused.
+pub fn failed(
+    peer: SocketAddr,
+    error: &dyn fmt::Display,
+    failures: &Failures,
+    lines: &PeerLines,
+) -> Duration {
     let (failures, penalty) = failures.fail(peer.ip());
-    if !lines.allow() {
-        return;
+    if lines.allow() {
+        warn!(
+            "{}",
+            Action::fail("authenticate")
+                .field("ip", peer.ip())
+                .field("error", error)
+                .field("failures", failures)
+                .field("wait", GoDuration(penalty))
+        );
     }
-    warn!(
-        "{}",
-        Action::fail("authenticate")
-            .field("ip", peer.ip())
-            .field("error", error)
-            .field("failures", failures)
-            .field("next_wait", edge::duration::GoDuration(penalty))
-    );
+    penalty
 }

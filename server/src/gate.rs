@@ -6,14 +6,21 @@
 //! full, a newcomer pushes out one place, chosen so that a flood hurts the
 //! flood first:
 //!
-//! - from the address holding the most places: a flood from one address
-//!   (or a few) only pushes out its own connections, never those of an
-//!   address with fewer, however long their handshakes take (an agency far
-//!   away needs several round trips);
+//! - a connection that failed to authenticate (it only waits out its
+//!   penalty, see [`crate::penalty`]) before any other;
+//! - then from the address holding the most places: a flood from one
+//!   address (or a few) only pushes out its own connections, never those
+//!   of an address with fewer, however long their handshakes take (an
+//!   agency far away needs several round trips);
 //! - among those, the one that has come least far ([`Stage`]): a connection
 //!   that has sent nothing before one in its handshake; a connection whose
-//!   certificate is verified is never pushed out;
+//!   certificate is verified is never pushed out by another agency's;
 //! - then the oldest.
+//!
+//! One identity holds at most one certified place: a newer connection of
+//! the same agency pushes out the older (as its `Hello` would supersede
+//! it), so that a stolen certificate, however many connections it opens,
+//! keeps no other agency out.
 //!
 //! What a connection sends while it holds a place is metered: at most
 //! [`BEFORE_HELLO_BYTES`] in all, TLS handshake included, or its reads fail
@@ -58,6 +65,10 @@ struct Place {
     id: u64,
     ip: IpAddr,
     stage: Stage,
+    /// The agency its verified certificate names, once certified.
+    agency: Option<u32>,
+    /// It failed to authenticate and only waits out its penalty.
+    failed: bool,
     pushed_out: CancellationToken,
 }
 
@@ -105,7 +116,15 @@ impl Gate {
             }
         }
         if !pushed_out.is_cancelled() {
-            places.push(Place { id, ip, stage: Stage::Silent, pushed_out: pushed_out.clone() });
+            let place = Place {
+                id,
+                ip,
+                stage: Stage::Silent,
+                agency: None,
+                failed: false,
+                pushed_out: pushed_out.clone(),
+            };
+            places.push(place);
         }
         assert!(places.len() <= self.max, "the pool stays within its bound");
         Waiting { gate: self.clone(), id, pushed_out, left: Arc::new(AtomicUsize::new(BEFORE_HELLO_BYTES)) }
@@ -127,8 +146,9 @@ impl Gate {
     }
 }
 
-/// The place to push out of a full pool: from the address with the most
-/// places, the least advanced, the oldest; never a certified one.
+/// The place to push out of a full pool: a failed one, else from the
+/// address with the most places, the least advanced, the oldest; never a
+/// certified one.
 fn victim(places: &[Place]) -> Option<usize> {
     let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
     places.iter().for_each(|p| *per_address.entry(p.ip).or_default() += 1);
@@ -137,16 +157,46 @@ fn victim(places: &[Place]) -> Option<usize> {
         .enumerate()
         .filter(|(_, p)| p.stage < Stage::Certified)
         // max_by_key keeps the last of equals: reverse the age to keep the oldest.
-        .max_by_key(|(at, p)| (per_address[&p.ip], std::cmp::Reverse(p.stage), std::cmp::Reverse(*at)))
+        .max_by_key(|(at, p)| {
+            (p.failed, per_address[&p.ip], std::cmp::Reverse(p.stage), std::cmp::Reverse(*at))
+        })
         .map(|(at, _)| at)
 }
 
 impl Waiting {
-    /// Records that the connection has come as far as `stage`.
-    pub fn reached(&self, stage: Stage) {
+    /// Records that the connection has sent its first bytes.
+    pub fn started(&self) {
         let mut places = self.gate.lock();
         if let Some(place) = places.iter_mut().find(|p| p.id == self.id) {
-            place.stage = place.stage.max(stage);
+            place.stage = place.stage.max(Stage::Started);
+        }
+    }
+
+    /// Records that the connection's certificate names `agency`; an older
+    /// certified place of the same agency is pushed out.
+    pub fn certified(&self, agency: u32) {
+        let mut places = self.gate.lock();
+        let older = places.iter().position(|p| p.agency == Some(agency) && p.id != self.id);
+        if let Some(at) = older {
+            let older = places.remove(at);
+            assert_eq!(older.stage, Stage::Certified, "only a certified place names an agency");
+            older.pushed_out.cancel();
+        }
+        if let Some(place) = places.iter_mut().find(|p| p.id == self.id) {
+            place.stage = Stage::Certified;
+            place.agency = Some(agency);
+        }
+        let per_agency = places.iter().filter(|p| p.agency == Some(agency)).count();
+        assert!(per_agency <= 1, "one identity holds at most one certified place");
+    }
+
+    /// Records that the connection failed to authenticate: its place goes
+    /// first when the pool is full.
+    pub fn failed(&self) {
+        let mut places = self.gate.lock();
+        if let Some(place) = places.iter_mut().find(|p| p.id == self.id) {
+            assert!(place.stage < Stage::Certified, "a certified connection does not fail to authenticate");
+            place.failed = true;
         }
     }
 
@@ -289,17 +339,43 @@ mod tests {
     fn places_that_came_further_stay_and_certified_ones_are_never_pushed_out() {
         let gate = Gate::new(3);
         let started = gate.admit(1, ip(1));
-        started.reached(Stage::Started);
+        started.started();
         let certified = gate.admit(2, ip(2));
-        certified.reached(Stage::Certified);
+        certified.certified(2);
         let silent = gate.admit(3, ip(3));
         let newcomer = gate.admit(4, ip(4));
         assert!(silent.pushed_out.is_cancelled(), "the silent one goes first, though the newest");
         assert!(!started.pushed_out.is_cancelled() && !certified.pushed_out.is_cancelled());
-        newcomer.reached(Stage::Certified);
-        started.reached(Stage::Certified);
+        newcomer.certified(4);
+        started.certified(1);
         let late = gate.admit(5, ip(5));
         assert!(late.pushed_out.is_cancelled(), "a pool of certified agencies refuses the newcomer");
         assert!(!started.pushed_out.is_cancelled() && !certified.pushed_out.is_cancelled());
+    }
+
+    #[test]
+    fn one_agency_holds_one_certified_place_the_newest() {
+        let gate = Gate::new(8);
+        let first = gate.admit(1, ip(1));
+        first.certified(7);
+        let second = gate.admit(2, ip(2));
+        second.certified(7);
+        assert!(first.pushed_out.is_cancelled(), "the older place of the same agency goes");
+        let other = gate.admit(3, ip(1));
+        other.certified(8);
+        assert!(!second.pushed_out.is_cancelled() && !other.pushed_out.is_cancelled());
+        assert_eq!(gate.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_place_goes_before_any_other() {
+        let gate = Gate::new(3);
+        let failed = gate.admit(1, ip(1));
+        failed.started();
+        failed.failed();
+        let flood: Vec<Waiting> = (2..4).map(|id| gate.admit(id, ip(66))).collect();
+        let newcomer = gate.admit(4, ip(9));
+        assert!(failed.pushed_out.is_cancelled(), "though its address holds the fewest places");
+        assert!(flood.iter().all(|w| !w.pushed_out.is_cancelled()) && !newcomer.pushed_out.is_cancelled());
     }
 }

@@ -31,5 +31,5 @@ pub use agencies::QUEUE_BYTES;
 pub use config::{Config, DEFAULT_MAX_UNAUTHENTICATED, MAX_AGENCIES};
 pub use gate::BEFORE_HELLO_BYTES;
 pub use server::{Server, StartError, SESSION_GRACE};
-pub use session::{ANONYMOUS_LOG_LINES, LOG_LINES, PEER_LINES_BURST, PEER_LINES_PER_SECOND};
+pub use session::{ANONYMOUS_LOG_LINES, LOG_LINES, PEER_LINES_PER_SECOND};
 pub use writer::WriterFailed;

@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::draw::DrawBarrier;
 use crate::gate::Gate;
+use crate::session::PeerLines;
 use crate::writer;
 use crate::writer::WriterFailed;
 
@@ -123,6 +124,7 @@ impl Server {
             () = shutdown => None,
             result = &mut writer => Some(result),
             () = accept(&listener, &ctx, &mut sessions) => unreachable!("the accept loop ends only with the server"),
+            () = report_held_back_lines(&ctx.peer_lines) => unreachable!("the report goes on with the server"),
         };
 
         info!("{}", Action::in_progress("shutdown"));
@@ -130,6 +132,7 @@ impl Server {
         info!("{}", Action::success("close_listener").field("port", config.port));
         ctx.stop.cancel();
         join_sessions(sessions).await;
+        ctx.peer_lines.report();
         agencies.close();
         let result = match writer_stopped {
             Some(result) => result,
@@ -145,7 +148,8 @@ impl Server {
         };
         match &result {
             Ok(()) => info!("{}", Action::success("shutdown")),
-            Err(e) => error!("{}", Action::fail("shutdown").field("error", e)),
+            // The writer's store_bets line said what failed.
+            Err(_) => error!("{}", Action::fail("shutdown").field("error", "the round's storage failed")),
         }
         result
     }
@@ -172,6 +176,17 @@ async fn accept(listener: &TcpListener, ctx: &Arc<Context>, sessions: &mut JoinS
                 }
             },
         }
+    }
+}
+
+/// Says, once a second, how many lines peers caused that their budget
+/// held back, if any.
+async fn report_held_back_lines(peer_lines: &PeerLines) {
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every_second.tick().await;
+        peer_lines.report();
     }
 }
 

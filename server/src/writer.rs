@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use edge::log::Action;
+use edge::log::{Action, Outcome};
 use lottery::round::{
     Answer, Committed, EncodedBatch, Fatal, FinishOutcome, Request, Round, RoundFiles, StoreOutcome, Welcome,
     MAX_GROUP_BETS, MAX_GROUP_BYTES,
@@ -117,14 +117,15 @@ pub fn spawn(
         }
         let files = writer.round.ledger();
         let (bet_syncs, journal_syncs) = files.syncs();
-        info!(
-            "{}",
-            Action::success("close_file")
-                .field("path", files.bets_path().display())
-                .field("bytes", files.bets_len())
-                .field("syncs", bet_syncs)
-                .field("journal_syncs", journal_syncs)
-        );
+        let line = Action::new("close_file", if result.is_ok() { Outcome::Success } else { Outcome::Fail })
+            .field("path", files.bets_path().display())
+            .field("bytes", files.bets_len())
+            .field("syncs", bet_syncs)
+            .field("journal_syncs", journal_syncs);
+        match &result {
+            Ok(()) => info!("{line}"),
+            Err(_) => error!("{line}"),
+        }
         result
     })
 }

@@ -44,7 +44,28 @@ pub const START_WITHIN: Duration = Duration::from_secs(30);
 pub const EXIT_WITHIN: Duration = Duration::from_secs(20);
 
 /// A loopback port that was free a moment ago.
+///
+/// Taken below the kernel's range of ephemeral ports (read from
+/// `ip_local_port_range`), so that no outgoing connection of a test (a
+/// flood opens thousands) can take it before the server binds it; each
+/// test process walks its own part of that range.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOWEST).max(1);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = LOWEST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("ports below the ephemeral range fit in u16");
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -35,6 +35,8 @@ pub(super) struct Handler {
     pub(super) agency: Option<u32>,
     /// A reply that closes the connection was given: read nothing more.
     pub(super) closing: bool,
+    /// The peer failed to authenticate: its refusal waits out a penalty.
+    pub(super) failed: bool,
     pub(super) budget: LogBudget,
 }
 
@@ -53,8 +55,15 @@ impl Handler {
         }
         let Identity::Agency(certified) = self.identity else {
             let reason = format!("{} needs an agency's certificate, over TLS", message.name());
-            crate::connection::failed(self.peer, &reason, &self.failures, &self.budget.all);
-            return self.close_with(error_message(ErrorCode::Unauthenticated, 0, None, reason));
+            let penalty = crate::connection::failed(self.peer, &reason, &self.failures, &self.budget.all);
+            self.failed = true;
+            self.closing = true;
+            // The refusal comes after the penalty (see crate::penalty).
+            let refusal = error_message(ErrorCode::Unauthenticated, 0, None, reason);
+            return Box::pin(async move {
+                tokio::time::sleep(penalty).await;
+                Reply::last(refusal)
+            });
         };
         if let Message::Hello { agency } = message {
             return self.hello(agency, certified);

@@ -40,7 +40,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
-pub use budget::{PeerLines, ANONYMOUS_LOG_LINES, LOG_LINES, PEER_LINES_BURST, PEER_LINES_PER_SECOND};
+pub use budget::{PeerLines, ANONYMOUS_LOG_LINES, LOG_LINES, PEER_LINES_PER_SECOND};
 
 use crate::agencies::{Connection, Refusal};
 use crate::connection::{CloseLine, CloseReason, Context};
@@ -120,7 +120,7 @@ pub async fn serve<S>(
         Identity::Agency(_) => LOG_LINES,
         Identity::Anonymous => ANONYMOUS_LOG_LINES,
     };
-    let budget = LogBudget::new(limit, ctx.peer_lines.clone());
+    let budget = LogBudget::new(peer.ip(), limit, ctx.peer_lines.clone());
     let handler = Handler {
         peer,
         agencies: ctx.agencies.clone(),
@@ -129,6 +129,7 @@ pub async fn serve<S>(
         identity,
         agency: None,
         closing: false,
+        failed: false,
         budget: budget.clone(),
     };
     let mut session = Session {
@@ -140,15 +141,17 @@ pub async fn serve<S>(
         limits,
         handler,
         budget,
+        close,
     };
     session.run(ctx).await;
     session.finish().await;
-    close.why = session.why;
-    close.unlogged = session.budget.unlogged();
+    // Set only now: a session aborted at shutdown keeps the line's own reason.
+    session.close.why = std::mem::replace(&mut session.why, CloseReason::PeerClosed);
+    session.close.unlogged = session.budget.unlogged();
 }
 
 /// A session's state while it runs.
-struct Session<S> {
+struct Session<'c, S> {
     reader: MessageReader<ReadHalf<S>>,
     writer: MessageWriter<WriteHalf<S>>,
     /// Replies to the requests read, in their order.
@@ -161,9 +164,12 @@ struct Session<S> {
     limits: Limits,
     handler: Handler,
     budget: LogBudget,
+    /// The connection's closing line, which names the agency from its
+    /// `Hello` on.
+    close: &'c mut CloseLine,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<'_, S> {
     /// Reads requests and sends replies until the session ends.
     async fn run(&mut self, ctx: &Context) {
         let mut deadline = Instant::now() + self.limits.idle;
@@ -182,11 +188,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                     self.pending.push_back(reply::Reply::closing(error_message(refusal.code(), 0, None, &refusal)));
                     self.stop_reading(CloseReason::Superseded);
                 }
-                () = self.limits.pushed_out(), if self.reading && self.limits.before_hello() => {
-                    self.stop_reading(CloseReason::PushedOut);
+                // Before Hello, a place in the pool is all a connection
+                // has: pushed out or past its deadline, it ends at once,
+                // whatever it was waiting for.
+                () = self.limits.pushed_out(), if self.limits.before_hello() => {
+                    self.why = CloseReason::PushedOut;
+                    return;
                 }
-                () = sleep_until(self.limits.until), if self.reading && self.limits.before_hello() => {
-                    self.stop_reading(CloseReason::NoHello);
+                () = sleep_until(self.limits.until), if self.limits.before_hello() => {
+                    self.why = CloseReason::NoHello;
+                    return;
                 }
                 read = self.reader.read(), if self.reading && self.pending.len() < WINDOW => {
                     deadline = Instant::now() + self.limits.idle;
@@ -233,6 +244,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<S> {
                 if self.handler.agency.is_some() {
                     // Hello said: out of the gate's pool, no deadline.
                     self.limits.waiting = None;
+                    self.close.agency = self.handler.agency;
+                }
+                if let (true, Some(waiting)) = (self.handler.failed, &self.limits.waiting) {
+                    waiting.failed();
                 }
                 if self.handler.closing {
                     // Nothing after a protocol error is served.

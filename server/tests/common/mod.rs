@@ -118,6 +118,13 @@ pub fn stored(path: &Path) -> Vec<Bet> {
     lottery::storage::load_bets(path).unwrap().collect::<Result<_, _>>().unwrap()
 }
 
+/// A TCP connection to `to` from `from` (any 127.0.0.x is this host).
+pub async fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
 /// Any byte stream: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
