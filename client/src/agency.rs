@@ -190,6 +190,7 @@ impl<'a> Agency<'a> {
         pause(self.config.loop_period).await;
         match link.ask(&Message::Finished { bets }).await? {
             Message::FinishedAck => {
+                debug!("finished with {bets} bets acknowledged");
                 self.finished = true;
                 self.progress_at = Instant::now();
                 Ok(())

@@ -175,8 +175,9 @@ async fn receive_acks(
 ) -> Result<(), Fault> {
     while let Some(batch) = awaiting.recv().await {
         match reader.next().await? {
-            Message::BatchAck { first, .. } if first == batch.first => {
+            Message::BatchAck { first, count } if first == batch.first => {
                 *acked = Instant::now();
+                debug!("bets {first}..{} acknowledged", first + u64::from(count));
                 log_sent(&batch, single);
             }
             Message::Error { code: ErrorCode::InvalidBet, first, bet, reason } if first == batch.first => {

@@ -29,30 +29,44 @@ pub struct Expected {
 pub fn expected(files: &[(u32, &Path)]) -> Expected {
     let mut expected = Expected::default();
     for &(agency, path) in files {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_path(path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let winners = expected.winners.entry(agency).or_default();
-        for record in reader.records() {
-            let Ok(record) = record else { continue };
-            let Some(fields) =
-                (record.len() == 5).then(|| [&record[0], &record[1], &record[2], &record[3], &record[4]])
-            else {
-                continue;
-            };
-            let Ok(bet) = BetRef::parse(fields) else { continue };
-            let mut row = Vec::new();
-            write_row(&mut row, agency, &bet);
+        each_valid_bet(agency, path, |row, winner| {
             *expected.rows.entry(row).or_default() += 1;
             expected.bets += 1;
-            if bet.has_won() {
-                winners.push(bet.document.to_owned());
-            }
-        }
+            winners.extend(winner);
+        });
     }
     expected
+}
+
+/// The rows the valid bets of `agency`'s file make, in the file's order
+/// (the agency's ordinals), each as the server writes it.
+pub fn ordered_rows(agency: u32, path: &Path) -> Vec<Vec<u8>> {
+    let mut rows = Vec::new();
+    each_valid_bet(agency, path, |row, _| rows.push(row));
+    rows
+}
+
+/// Calls `visit` with the row of each valid bet of the file, in order, and
+/// its document if it wins.
+fn each_valid_bet(agency: u32, path: &Path, mut visit: impl FnMut(Vec<u8>, Option<String>)) {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_path(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for record in reader.records() {
+        let Ok(record) = record else { continue };
+        let Some(fields) =
+            (record.len() == 5).then(|| [&record[0], &record[1], &record[2], &record[3], &record[4]])
+        else {
+            continue;
+        };
+        let Ok(bet) = BetRef::parse(fields) else { continue };
+        let mut row = Vec::new();
+        write_row(&mut row, agency, &bet);
+        visit(row, bet.has_won().then(|| bet.document.to_owned()));
+    }
 }
 
 /// How a bets file compares with what was expected.

@@ -12,6 +12,7 @@
 //! - [`check`]: a round's bets file against the agencies' files.
 //! - [`proxy`]: a TCP proxy that cuts or freezes connections.
 //! - [`chaos`]: whole rounds with faults injected at random moments.
+//! - [`power`]: whole rounds with power cuts, the storage on [`lazyfs`].
 //!
 //! Waits are bounded generously ([`START_WITHIN`], [`EXIT_WITHIN`]) and
 //! tests assert outcomes, never how long something took: a loaded
@@ -22,6 +23,7 @@ pub mod binaries;
 pub mod chaos;
 pub mod check;
 pub mod credentials;
+pub mod power;
 pub mod process;
 mod program;
 pub mod proxy;

@@ -2,11 +2,10 @@
 //! directory (see the [module documentation](super)), and [`open`], which
 //! starts a new round on empty storage or resumes the one it finds.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::storage::file::sync_dir;
+use crate::storage::disk::{DirLock, Disk, OsDisk};
 use crate::storage::{AppendError, AppendFile, StorageError};
 
 use super::journal::{self, BetsDigest, Entry};
@@ -20,7 +19,7 @@ use super::{beside, RoundError, RoundId, CHECKPOINT_EVERY};
 pub struct RoundFiles {
     /// The directory, locked for as long as this value lives; released by
     /// the kernel when the process dies, however it dies.
-    _lock: File,
+    _lock: DirLock,
     bets: AppendFile,
     /// The digest of every byte of the bets file.
     digest: BetsDigest,
@@ -95,23 +94,36 @@ impl RoundFiles {
     }
 }
 
-/// Opens the round kept at `bets`: takes the directory's lock first (and
-/// touches nothing if another server holds it), then starts a new round on
-/// empty storage or resumes the one it finds (see [`Opened`](super::Opened) and [`Damage`](super::Damage)).
+/// Opens the round kept at `bets` on the real filesystem (see [`open_on`]).
 pub fn open(bets: &Path, agencies: u32) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
-    let journal_path = beside(bets, ".journal");
-    let lock = lock(bets.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+    open_on(&(Arc::new(OsDisk) as Arc<dyn Disk>), bets, agencies)
+}
 
-    let journal = journal::read(&journal_path)?;
-    let bets_len = match std::fs::metadata(bets) {
-        Ok(meta) => Some(meta.len()),
+/// Opens the round kept at `bets` on `disk`: takes the directory's lock
+/// first (and touches nothing if another server holds it), then starts a
+/// new round on empty storage or resumes the one it finds (see
+/// [`Opened`](super::Opened) and [`Damage`](super::Damage)).
+pub fn open_on(
+    disk: &Arc<dyn Disk>,
+    bets: &Path,
+    agencies: u32,
+) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
+    let journal_path = beside(bets, ".journal");
+    let dir = dir_of(bets);
+    let lock = match disk.lock_dir(dir).map_err(|e| StorageError::io(dir, e))? {
+        Some(lock) => lock,
+        None => return Err(RoundError::InUse { dir: dir.into() }),
+    };
+    let journal = journal::read(disk.as_ref(), &journal_path)?;
+    let bets_len = match disk.len(bets) {
+        Ok(len) => Some(len),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(StorageError::io(bets, e).into()),
     };
     let header = journal.as_ref().and_then(|j| j.entries.first().copied());
     let Some(Entry::Round { id, agencies: round_agencies }) = header else {
         if bets_len.unwrap_or(0) == 0 {
-            return start(lock, bets, &journal_path, agencies);
+            return start(disk, lock, bets, &journal_path, agencies);
         }
         if journal.is_none() {
             return Err(RoundError::Foreign { bets: bets.into(), journal: journal_path });
@@ -126,15 +138,16 @@ pub fn open(bets: &Path, agencies: u32) -> Result<(RoundFiles, RoundState, Opene
         });
     }
     let journal = journal.expect("a header comes from a journal");
-    let found = recover(RoundId(id), agencies, bets, &journal_path, journal, bets_len.is_some())?;
+    let found =
+        recover(disk.as_ref(), RoundId(id), agencies, bets, &journal_path, journal, bets_len.is_some())?;
     // A round without a checkpoint yet (its first bets were never
     // checkpointed) gets one with its next group.
     let next_checkpoint = if found.checkpoint == 0 { 1 } else { found.checkpoint + CHECKPOINT_EVERY };
     let files = RoundFiles {
         _lock: lock,
-        bets: AppendFile::open(bets, found.bets_len)?,
+        bets: AppendFile::open(disk, bets, found.bets_len)?,
         digest: found.digest,
-        journal: AppendFile::open(&journal_path, found.journal_len)?,
+        journal: AppendFile::open(disk, &journal_path, found.journal_len)?,
         checkpointed: found.checkpoint,
         next_checkpoint,
         checkpoint_every: CHECKPOINT_EVERY,
@@ -142,40 +155,40 @@ pub fn open(bets: &Path, agencies: u32) -> Result<(RoundFiles, RoundState, Opene
     Ok((files, found.state, found.opened))
 }
 
-/// Locks the storage directory, or says another server has it.
-fn lock(dir: &Path) -> Result<File, RoundError> {
-    let file = File::open(dir).map_err(|e| StorageError::io(dir, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(RoundError::InUse { dir: dir.into() }),
-        Err(TryLockError::Error(e)) => Err(StorageError::io(dir, e).into()),
-    }
+/// The directory a round's file is in.
+fn dir_of(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Starts a new round on empty storage.
+/// Starts a new round on empty storage: the bets file first (empty), then
+/// the journal's first line, written beside and synced, renamed into
+/// place; one sync of the directory then makes both names durable at
+/// once, so that a journal never survives without its bets file.
 fn start(
-    lock: File,
+    disk: &Arc<dyn Disk>,
+    lock: DirLock,
     bets: &Path,
     journal_path: &Path,
     agencies: u32,
 ) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
-    create_empty(bets)?;
+    create_empty(disk.as_ref(), bets)?;
     let id = RoundId(rand::random());
     let header = Entry::Round { id: id.0, agencies }.line();
     let fresh = beside(journal_path, ".new");
-    let written = File::create(&fresh).and_then(|mut file| {
-        file.write_all(header.as_bytes())?;
-        file.sync_all()
+    let written = disk.open_file(&fresh, true).and_then(|mut file| {
+        file.truncate(0)?;
+        file.write_all(&[header.as_bytes()])?;
+        file.sync()
     });
     written.map_err(|e| StorageError::io(&fresh, e))?;
-    std::fs::rename(&fresh, journal_path).map_err(|e| StorageError::io(journal_path, e))?;
-    let dir = journal_path.parent().unwrap_or(Path::new("."));
-    sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    disk.rename(&fresh, journal_path).map_err(|e| StorageError::io(journal_path, e))?;
+    let dir = dir_of(journal_path);
+    disk.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     let files = RoundFiles {
         _lock: lock,
-        bets: AppendFile::open(bets, 0)?,
+        bets: AppendFile::open(disk, bets, 0)?,
         digest: BetsDigest::default(),
-        journal: AppendFile::open(journal_path, header.len() as u64)?,
+        journal: AppendFile::open(disk, journal_path, header.len() as u64)?,
         checkpointed: 0,
         // The round's first bets are checkpointed at once: from then on
         // the journal is bound to this bets file.
@@ -185,12 +198,14 @@ fn start(
     Ok((files, RoundState::new(id, agencies), Opened::New))
 }
 
-/// Creates the bets file (or keeps an empty one), durably.
-fn create_empty(bets: &Path) -> Result<(), StorageError> {
+/// Creates the bets file (or keeps an empty one); its name becomes
+/// durable with the journal's (see `start`).
+fn create_empty(disk: &dyn Disk, bets: &Path) -> Result<(), StorageError> {
     let io_err = |e| StorageError::io(bets, e);
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(bets).map_err(io_err)?;
-    assert_eq!(file.metadata().map_err(io_err)?.len(), 0, "only an empty bets file is created");
-    file.sync_all().map_err(io_err)?;
-    let dir = bets.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    sync_dir(dir).map_err(|e| StorageError::io(dir, e))
+    let file = disk.open_file(bets, true).map_err(io_err)?;
+    assert_eq!(file.status().map_err(io_err)?.len, 0, "only an empty bets file is created");
+    Ok(())
 }
+
+#[cfg(test)]
+mod power;

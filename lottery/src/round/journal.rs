@@ -16,11 +16,11 @@
 //! meaning this code does not know, or good lines after a bad one, are not
 //! a torn tail: the caller refuses them.
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
 use crate::progress::Progress;
+use crate::storage::disk::Disk;
 use crate::storage::StorageError;
 
 /// The journal format this code writes and reads. Format 2 binds each
@@ -211,9 +211,9 @@ pub struct JournalRead {
 }
 
 /// Reads the journal; a missing one holds nothing.
-pub fn read(path: &Path) -> Result<Option<JournalRead>, StorageError> {
+pub fn read(disk: &dyn Disk, path: &Path) -> Result<Option<JournalRead>, StorageError> {
     let mut bytes = Vec::new();
-    match File::open(path) {
+    match disk.open_read(path) {
         Ok(mut file) => file.read_to_end(&mut bytes).map_err(|e| StorageError::io(path, e))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io(path, e)),
@@ -254,6 +254,7 @@ pub fn read(path: &Path) -> Result<Option<JournalRead>, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::disk::OsDisk;
 
     fn entries() -> [Entry; 4] {
         [
@@ -288,7 +289,7 @@ mod tests {
         let path = dir.path().join("journal");
         for cut in 0..=all.len() {
             std::fs::write(&path, &all.as_bytes()[..cut]).unwrap();
-            let read = read(&path).unwrap().unwrap();
+            let read = read(&OsDisk, &path).unwrap().unwrap();
             let ends: Vec<usize> =
                 lines.iter().scan(0, |end, l| Some(*end + l.len()).inspect(|e| *end = *e)).collect();
             let whole = ends.iter().filter(|&&e| e <= cut).count();
@@ -306,13 +307,13 @@ mod tests {
         let flipped = lines[1].replace("bytes=1", "bytes=2");
         std::fs::write(&path, [lines[0].clone(), flipped, lines[2].clone(), lines[3].clone()].concat())
             .unwrap();
-        let damaged = read(&path).unwrap().unwrap();
+        let damaged = read(&OsDisk, &path).unwrap().unwrap();
         assert_eq!((damaged.entries.len(), damaged.lines_after_stop), (1, 2));
 
         let text = "rollback agency=1";
         let unknown = format!("{text} crc={:08x}\n", crc32fast::hash(text.as_bytes()));
         std::fs::write(&path, [lines[0].clone(), unknown].concat()).unwrap();
-        let newer = read(&path).unwrap().unwrap();
+        let newer = read(&OsDisk, &path).unwrap().unwrap();
         assert_eq!(newer.unknown.unwrap().error, LineError::Unknown("rollback".into()));
     }
 }

@@ -14,6 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::progress::Progress;
+use crate::storage::disk::Disk;
 use crate::storage::file::cut;
 use crate::storage::scan::{scan, RowFault, Scan};
 
@@ -104,6 +105,7 @@ pub struct Recovered {
 /// Reads back the round of `id` whose journal at `journal_path` was read
 /// (its first line is the round's) and whose bets file is at `bets`.
 pub fn recover(
+    disk: &dyn Disk,
     id: RoundId,
     agencies: u32,
     bets: &Path,
@@ -125,7 +127,7 @@ pub fn recover(
         return Err(damaged(bets, Damage::BetsMissing));
     }
     let checkpoints: Vec<u64> = checkpoints(&journal.entries).map(|(bytes, _)| bytes).collect();
-    let found = scan(bets, agencies, &checkpoints)?;
+    let found = scan(disk, bets, agencies, &checkpoints)?;
     let tail = found.file_len - found.valid_len;
     if let Some(fault) = found.stopped.clone() {
         if tail > MAX_GROUP_BYTES as u64 || found.rows_after_stop > MAX_GROUP_BETS {
@@ -138,11 +140,11 @@ pub fn recover(
     // Everything checks out: only now cut what was never acknowledged.
     let mut cuts = Vec::new();
     if let Some(fault) = found.stopped {
-        cut(bets, found.valid_len)?;
+        cut(disk, bets, found.valid_len)?;
         cuts.push(Cut { path: bets.into(), why: CutReason::Bets(fault) });
     }
     if let Some(fault) = journal.stopped {
-        cut(journal_path, journal.valid_len)?;
+        cut(disk, journal_path, journal.valid_len)?;
         cuts.push(Cut { path: journal_path.into(), why: CutReason::Journal(fault) });
     }
     let opened = Opened::Resumed { cut_bets: tail, cut_journal: journal.file_len - journal.valid_len, cuts };

@@ -1,10 +1,10 @@
 //! A file that only grows, by whole groups, each durable before it counts.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::disk::{Disk, DiskFile};
 use super::{Gone, StorageError};
 
 /// Why a group could not be appended.
@@ -27,7 +27,8 @@ pub enum AppendError {
 /// exactly as it was.
 #[derive(Debug)]
 pub struct AppendFile {
-    file: File,
+    disk: Arc<dyn Disk>,
+    file: Box<dyn DiskFile>,
     path: PathBuf,
     /// Bytes up to the end of the last durable group: the file's length.
     len: u64,
@@ -38,15 +39,14 @@ pub struct AppendFile {
 impl AppendFile {
     /// Opens an existing file whose `len` bytes are all durable and wanted
     /// (a caller that found more cut them beforehand).
-    pub fn open(path: &Path, len: u64) -> Result<AppendFile, StorageError> {
+    pub fn open(disk: &Arc<dyn Disk>, path: &Path, len: u64) -> Result<AppendFile, StorageError> {
         let io_err = |source| StorageError::io(path, source);
-        let mut file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-        let actual = file.metadata().map_err(io_err)?.len();
+        let file = disk.open_file(path, false).map_err(io_err)?;
+        let actual = file.status().map_err(io_err)?.len;
         if actual != len {
             return Err(StorageError::Length { path: path.into(), actual, expected: len });
         }
-        file.seek(SeekFrom::Start(len)).map_err(io_err)?;
-        Ok(AppendFile { file, path: path.into(), len, syncs: 0 })
+        Ok(AppendFile { disk: disk.clone(), file, path: path.into(), len, syncs: 0 })
     }
 
     /// Appends `parts` as one group: written, then synced to disk. On
@@ -78,44 +78,33 @@ impl AppendFile {
     /// under the server must not take one more bet.
     fn check_in_place(&self, len: u64) -> Result<(), StorageError> {
         let gone = |why| StorageError::Gone { path: self.path.clone(), why };
-        let open = self.file.metadata().map_err(|e| StorageError::io(&self.path, e))?;
-        if open.nlink() == 0 {
+        let open = self.file.status().map_err(|e| StorageError::io(&self.path, e))?;
+        if open.links == 0 {
             return Err(gone(Gone::Deleted));
         }
-        let named = match std::fs::metadata(&self.path) {
+        let named = match self.disk.id(&self.path) {
             Ok(named) => named,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone(Gone::Missing)),
             Err(e) => return Err(StorageError::io(&self.path, e)),
         };
-        if (named.dev(), named.ino()) != (open.dev(), open.ino()) {
+        if named != open.id {
             return Err(gone(Gone::Replaced));
         }
-        if open.len() != len {
-            return Err(StorageError::Length { path: self.path.clone(), actual: open.len(), expected: len });
+        if open.len != len {
+            return Err(StorageError::Length { path: self.path.clone(), actual: open.len, expected: len });
         }
         Ok(())
     }
 
     fn write_durably(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-        let mut slices = &mut slices[..];
-        while !slices.is_empty() {
-            match self.file.write_vectored(slices) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the file took no bytes")),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.file.sync_data()
+        self.file.write_all(parts)?;
+        self.file.sync()
     }
 
     /// Brings the file back to its last durable length, durably.
     fn cut_back(&mut self) -> io::Result<()> {
-        self.file.set_len(self.len)?;
-        let at = self.file.seek(SeekFrom::Start(self.len))?;
-        assert_eq!(at, self.len, "the next group goes where the durable ones end");
-        self.file.sync_data()
+        self.file.truncate(self.len)?;
+        self.file.sync()
     }
 
     /// Groups appended (and synced) so far.
@@ -137,29 +126,29 @@ impl AppendFile {
     }
 }
 
-/// Makes the entries of `dir` durable (a file just created or renamed).
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?.sync_all()
-}
-
 /// Cuts `path` to its first `len` bytes, durably.
-pub fn cut(path: &Path, len: u64) -> Result<(), StorageError> {
+pub fn cut(disk: &dyn Disk, path: &Path, len: u64) -> Result<(), StorageError> {
     let io_err = |source| StorageError::io(path, source);
-    let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-    file.set_len(len).map_err(io_err)?;
-    file.sync_all().map_err(io_err)
+    let mut file = disk.open_file(path, false).map_err(io_err)?;
+    file.truncate(len).map_err(io_err)?;
+    file.sync().map_err(io_err)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::disk::OsDisk;
+
+    fn os() -> Arc<dyn Disk> {
+        Arc::new(OsDisk)
+    }
 
     #[test]
     fn groups_append_in_order_and_count_only_once_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"").unwrap();
-        let mut file = AppendFile::open(&path, 0).unwrap();
+        let mut file = AppendFile::open(&os(), &path, 0).unwrap();
         file.append(&[b"ab", b"", b"c"]).unwrap();
         file.append(&[b"de"]).unwrap();
         assert_eq!(file.len(), 5);
@@ -172,10 +161,10 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
         assert!(matches!(
-            AppendFile::open(&path, 2),
+            AppendFile::open(&os(), &path, 2),
             Err(StorageError::Length { actual: 3, expected: 2, .. })
         ));
-        assert!(AppendFile::open(&path, 3).is_ok());
+        assert!(AppendFile::open(&os(), &path, 3).is_ok());
     }
 
     #[test]
@@ -189,7 +178,7 @@ mod tests {
         };
 
         std::fs::write(&path, b"").unwrap();
-        let mut file = AppendFile::open(&path, 0).unwrap();
+        let mut file = AppendFile::open(&os(), &path, 0).unwrap();
         file.append(&[b"ab"]).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(gone(&mut file), Gone::Deleted);
@@ -197,13 +186,13 @@ mod tests {
         // Replaced while still linked elsewhere (a rename over it alone
         // unlinks it: deleted).
         std::fs::write(&path, b"").unwrap();
-        let mut file = AppendFile::open(&path, 0).unwrap();
+        let mut file = AppendFile::open(&os(), &path, 0).unwrap();
         std::fs::hard_link(&path, dir.path().join("kept")).unwrap();
         std::fs::write(dir.path().join("other"), b"").unwrap();
         std::fs::rename(dir.path().join("other"), &path).unwrap();
         assert_eq!(gone(&mut file), Gone::Replaced);
 
-        let mut file = AppendFile::open(&path, 0).unwrap();
+        let mut file = AppendFile::open(&os(), &path, 0).unwrap();
         std::fs::rename(&path, dir.path().join("moved")).unwrap();
         assert_eq!(gone(&mut file), Gone::Missing);
     }
@@ -217,8 +206,7 @@ mod tests {
             eprintln!("skipped: no /dev/full here");
             return;
         }
-        let file = OpenOptions::new().write(true).open(full).unwrap();
-        let mut file = AppendFile { file, path: full.into(), len: 0, syncs: 0 };
+        let mut file = AppendFile::open(&os(), full, 0).unwrap();
         match file.append(&[b"abc"]) {
             Err(AppendError::Fatal(StorageError::CutBack { write, .. })) => {
                 assert_eq!(write.raw_os_error(), Some(28), "no space left on device: {write}")

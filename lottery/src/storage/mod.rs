@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+pub mod disk;
 pub(crate) mod file;
 pub mod row;
 pub mod scan;

@@ -14,10 +14,10 @@
 //! still parses, `…,1999-03-17,75` for `…,7574`, cannot pass.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use super::disk::Disk;
 use super::row::{read_row, write_row, Malformed, ReadRow, FIELDS};
 use super::StorageError;
 use crate::bet::{BetRef, InvalidBet};
@@ -107,16 +107,16 @@ pub struct AgencyBets {
 /// Reads the bets file of a round of `agencies` agencies; a missing file
 /// holds nothing. `checkpoints` are offsets (ascending) at which the
 /// digest of the bytes before is wanted (see [`Scan::digest_at`]).
-pub fn scan(path: &Path, agencies: u32, checkpoints: &[u64]) -> Result<Scan, StorageError> {
+pub fn scan(disk: &dyn Disk, path: &Path, agencies: u32, checkpoints: &[u64]) -> Result<Scan, StorageError> {
     assert!(checkpoints.is_sorted(), "checkpoints come in the order they were made");
     let io_err = |source| StorageError::io(path, source);
     let mut scan = Scan { agencies: vec![AgencyBets::default(); agencies as usize], ..Scan::default() };
-    let mut file = match File::open(path) {
+    let mut file = match disk.open_read(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(scan),
         Err(e) => return Err(io_err(e)),
     };
-    scan.file_len = file.metadata().map_err(io_err)?.len();
+    scan.file_len = disk.len(path).map_err(io_err)?;
     let mut reading = Reading { buf: Vec::with_capacity(CHUNK), start: 0, hashed: 0, eof: false };
     let mut checkpoints = checkpoints.iter().copied().peekable();
     let mut again = Vec::with_capacity(512);
@@ -203,7 +203,7 @@ impl Reading {
     }
 
     /// Drops what was read and reads on; the rows read must be digested.
-    fn fill(&mut self, file: &mut File) -> io::Result<()> {
+    fn fill(&mut self, file: &mut dyn Read) -> io::Result<()> {
         assert_eq!(self.hashed, self.start, "rows are digested before they are dropped");
         self.buf.drain(..self.start);
         (self.start, self.hashed) = (0, 0);
@@ -232,7 +232,7 @@ fn count_rows(rest: &[u8], agencies: u32, again: &mut Vec<u8>) -> usize {
     rows
 }
 
-fn read_some(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+fn read_some(file: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match file.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -274,6 +274,7 @@ fn check_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::disk::OsDisk;
 
     fn row(agency: u32, document: &str, number: u32) -> Vec<u8> {
         let number = number.to_string();
@@ -294,7 +295,7 @@ mod tests {
     fn whole_rows_rebuild_each_agencys_progress_and_winners() {
         let rows = [row(1, "111", 7574), row(2, "222", 1), row(1, "0333", 7574)];
         let (_dir, path) = file_of(&rows.concat());
-        let scan = scan(&path, 3, &[]).unwrap();
+        let scan = scan(&OsDisk, &path, 3, &[]).unwrap();
         assert_eq!((scan.valid_len, scan.stopped.as_ref()), (scan.file_len, None));
         let mut one = Progress::default();
         one.push(&rows[0]);
@@ -318,7 +319,7 @@ mod tests {
             rows.iter().scan(0, |end, r| Some(*end + r.len()).inspect(|e| *end = *e)).collect();
         for cut in 0..=all.len() {
             let (_dir, path) = file_of(&all[..cut]);
-            let scan = scan(&path, 3, &[]).unwrap();
+            let scan = scan(&OsDisk, &path, 3, &[]).unwrap();
             let whole = ends.iter().filter(|&&e| e <= cut).count();
             let expected_len = if whole == 0 { 0 } else { ends[whole - 1] };
             assert_eq!(scan.valid_len as usize, expected_len, "cut at {cut}");
@@ -340,7 +341,7 @@ mod tests {
         ] {
             let good = row(1, "1", 1);
             let (_dir, path) = file_of(&[good.as_slice(), bad, &row(2, "2", 2)].concat());
-            let scan = scan(&path, 3, &[]).unwrap();
+            let scan = scan(&OsDisk, &path, 3, &[]).unwrap();
             assert_eq!(scan.valid_len as usize, good.len(), "{:?}", String::from_utf8_lossy(bad));
             assert!(scan.stopped.is_some());
             assert_eq!(scan.bets(), 1, "nothing after a bad row counts");
@@ -351,7 +352,7 @@ mod tests {
     fn valid_rows_after_a_bad_one_are_counted() {
         let good = row(1, "1", 1);
         let (_dir, path) = file_of(&[good.as_slice(), b"1,A,\0\n", &good, &good, b"1,torn"].concat());
-        let scan = scan(&path, 1, &[]).unwrap();
+        let scan = scan(&OsDisk, &path, 1, &[]).unwrap();
         assert_eq!((scan.bets(), scan.rows_after_stop), (1, 2));
     }
 
@@ -363,7 +364,7 @@ mod tests {
         let ends = [rows[0].len() as u64, (rows[0].len() + rows[1].len()) as u64, all.len() as u64];
         // One inside the second row: no digest, and the later ones still come.
         let asked = [ends[0], ends[0] + 3, ends[1], ends[2]];
-        let scan = scan(&path, 3, &asked).unwrap();
+        let scan = scan(&OsDisk, &path, 3, &asked).unwrap();
         let digest_of = |bytes: &[u8]| {
             let mut digest = BetsDigest::default();
             digest.update(bytes);
@@ -379,7 +380,7 @@ mod tests {
     #[test]
     fn a_missing_file_holds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let scan = scan(&dir.path().join("none.csv"), 2, &[]).unwrap();
+        let scan = scan(&OsDisk, &dir.path().join("none.csv"), 2, &[]).unwrap();
         assert_eq!((scan.file_len, scan.bets(), scan.agencies.len()), (0, 0, 2));
     }
 
@@ -388,7 +389,7 @@ mod tests {
         let one = row(1, "123", 5);
         let count = CHUNK / one.len() * 3 + 7;
         let (_dir, path) = file_of(&one.repeat(count));
-        let scan = scan(&path, 1, &[]).unwrap();
+        let scan = scan(&OsDisk, &path, 1, &[]).unwrap();
         assert_eq!((scan.bets() as usize, scan.stopped.as_ref()), (count, None));
     }
 }
