@@ -2,8 +2,8 @@
 //! each pipeline maximum-size batches as fast as they can and never read a
 //! reply, and the gate's pool is full of connections that have not said
 //! `Hello`, each holding as much as it may send before it does. The server
-//! must keep its memory within a bound of its limits (the README states
-//! it), whatever they do.
+//! must keep its memory within a bound of its limits (docs/BENCHMARKS.md
+//! states it), whatever they do.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,20 +16,20 @@ use tokio::net::TcpStream;
 
 use ::server::{BEFORE_HELLO_BYTES, DEFAULT_MAX_UNAUTHENTICATED};
 
-/// Memory a connection can make the server hold at most, as the README
-/// accounts for it: its TLS session (about 20 KiB), rustls' buffers of a
-/// record received and of its plaintext (16 KiB each), the frame being
+/// Memory a connection can make the server hold at most, as
+/// docs/BENCHMARKS.md accounts for it: its TLS session, rustls' buffers of
+/// a record received and of its plaintext (16 KiB each), the frame being
 /// read (8 KiB), one frame whose bets wait for room in the writer's queue
-/// (8 KiB) and its task; measured, 66–68 KiB.
+/// (8 KiB) and its task.
 pub const PER_CONNECTION_KIB: u64 = 68;
 
 /// Memory a connection waiting in the gate's pool can make the server hold
 /// at most: it may send [`BEFORE_HELLO_BYTES`] before its `Hello`, so
 /// rustls' buffer of a record received stays within 16 KiB; with its TLS
 /// session, its task and the buffers an echo of the largest frame leaves
-/// grown, measured 33–47 KiB for the costliest shapes found (an agency's
-/// handshake done, an echo whose reply it does not read, then a record cut
-/// short of the limit).
+/// grown, for the costliest shapes found (an agency's handshake done, an
+/// echo whose reply it does not read, then a record cut short of the
+/// limit; docs/BENCHMARKS.md has what they measure).
 pub const PER_WAITING_KIB: u64 = 48;
 
 /// What a server serving batches holds beyond what it held at start,
@@ -56,7 +56,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// The README's bound: memory at start, plus the working memory, plus
+    /// The bound (docs/BENCHMARKS.md): memory at start, plus the working memory, plus
     /// each connection's, plus each place of the pool, plus the writer's
     /// queue.
     pub fn bound_kib(&self) -> u64 {
@@ -150,7 +150,8 @@ async fn wait_in_pool(port: u16, agency: u32, credentials: &Path) -> anyhow::Res
     let echo = Message::Echo(vec![b'x'; MAX_FRAME_LEN - 64].into());
     MessageWriter::new(&mut tls).send(&echo).await.context("the server closed a waiting connection")?;
     // Under TLS, the start of a record of the largest size: with the
-    // handshake (about 1.3 KiB) and the echo, just short of the limit.
+    // handshake (1.5 KiB are left for it) and the echo, just short of the
+    // limit.
     let mut record = vec![0x17, 0x03, 0x03, 0x40, 0x00];
     record.resize(BEFORE_HELLO_BYTES - MAX_FRAME_LEN - 1536, 0x5a);
     tls.get_mut().0.write_all(&record).await.context("the server closed a waiting connection")?;

@@ -111,39 +111,25 @@ fn main() -> anyhow::Result<()> {
     let dir = std::path::absolute(args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf()))?;
     std::fs::create_dir_all(&dir)?;
     if let Some(connections) = args.hostile {
-        let r = hostile::run(&args.server, connections, args.hostile_seconds, &dir)?;
-        println!(
-            "{} agencies pipelining full batches, never reading, and {} connections waiting before Hello, {} s: server RSS {:.1} MiB at start, {:.1} MiB once connected, peak {:.1} MiB; {} batches sent; the README's bound: {:.1} MiB + {} KiB + {} × {} KiB + {} × {} KiB + {} KiB = {:.1} MiB",
-            r.connections,
-            r.waiting,
-            args.hostile_seconds,
-            r.started_kib as f64 / 1024.0,
-            r.connected_kib as f64 / 1024.0,
-            r.peak_kib as f64 / 1024.0,
-            r.batches,
-            r.started_kib as f64 / 1024.0,
-            hostile::WORKING_KIB,
-            r.connections,
-            hostile::PER_CONNECTION_KIB,
-            r.waiting,
-            hostile::PER_WAITING_KIB,
-            hostile::QUEUE_KIB,
-            r.bound_kib() as f64 / 1024.0
-        );
-        ensure!(r.peak_kib <= r.bound_kib(), "the server's memory went past the README's bound");
-        return Ok(());
+        return hostile_load(&args, connections, &dir);
     }
+    rounds(&args, &rows, &dir)
+}
+
+/// Timed rounds of the agencies against the real server, then the
+/// recovery of the last one and the cost of one connection.
+fn rounds(args: &Args, rows: &[usize], dir: &Path) -> anyhow::Result<()> {
     let total: usize = rows.iter().sum();
     eprintln!("generating {} agencies, {total} bets in {}", args.agencies, dir.display());
-    let agencies = datagen::generate(&dir, &rows, &vec![args.winners; args.agencies], datagen::SAMPLE_SEED)?;
+    let agencies = datagen::generate(dir, rows, &vec![args.winners; args.agencies], datagen::SAMPLE_SEED)?;
     eprintln!("making TLS credentials for {} agencies", args.agencies);
-    testkit::credentials::make(&credentials_dir(&dir), args.agencies as u32);
+    testkit::credentials::make(&credentials_dir(dir), args.agencies as u32);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut results = Vec::new();
     for run in 0..args.runs {
         let last = run + 1 == args.runs;
-        let result = runtime.block_on(one_run(&args, &dir, &agencies, total, last))?;
+        let result = runtime.block_on(one_run(args, dir, &agencies, total, last))?;
         eprintln!(
             "run {:>2}: {:>8.1} ms  {:>10.0} bets/s  server peak RSS {:.1} MiB, CPU {:.0} ms (agencies {:.0} ms), fsyncs {}",
             run + 1,
@@ -157,8 +143,8 @@ fn main() -> anyhow::Result<()> {
         results.push(result);
     }
     // Recovery: a server started on the last run's round reads it all back.
-    let recovery = measure_recovery(&args, &dir, agencies.len())?;
-    let handshake = runtime.block_on(measure_handshakes(&args, &dir, &agencies))?;
+    let recovery = measure_recovery(args, dir, agencies.len())?;
+    let handshake = runtime.block_on(measure_handshakes(args, dir, &agencies))?;
     results.sort_by_key(|r| r.elapsed);
     let median = results[results.len() / 2].elapsed;
     let peak = results.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
@@ -176,6 +162,32 @@ fn main() -> anyhow::Result<()> {
         ms(recovery),
         ms(handshake)
     );
+    Ok(())
+}
+
+/// The server's memory under `connections` flooding agencies and a full
+/// pool of waiting connections, against its bound.
+fn hostile_load(args: &Args, connections: usize, dir: &Path) -> anyhow::Result<()> {
+    let r = hostile::run(&args.server, connections, args.hostile_seconds, dir)?;
+    println!(
+        "{} agencies pipelining full batches, never reading, and {} connections waiting before Hello, {} s: server RSS {:.1} MiB at start, {:.1} MiB once connected, peak {:.1} MiB; {} batches sent; the bound (docs/BENCHMARKS.md): {:.1} MiB + {} KiB + {} × {} KiB + {} × {} KiB + {} KiB = {:.1} MiB",
+        r.connections,
+        r.waiting,
+        args.hostile_seconds,
+        r.started_kib as f64 / 1024.0,
+        r.connected_kib as f64 / 1024.0,
+        r.peak_kib as f64 / 1024.0,
+        r.batches,
+        r.started_kib as f64 / 1024.0,
+        hostile::WORKING_KIB,
+        r.connections,
+        hostile::PER_CONNECTION_KIB,
+        r.waiting,
+        hostile::PER_WAITING_KIB,
+        hostile::QUEUE_KIB,
+        r.bound_kib() as f64 / 1024.0
+    );
+    ensure!(r.peak_kib <= r.bound_kib(), "the server's memory went past the bound (docs/BENCHMARKS.md)");
     Ok(())
 }
 

@@ -20,17 +20,16 @@
 //! exactly the expected ones.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use protocol::{Frame, Message, MAX_FRAME_LEN};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::check::{self, Report};
 use crate::proxy::Proxy;
+use crate::winners::winners_of;
 use crate::{AgencyBuilder, Process, RunningServer, ServerBuilder, Signal, EXIT_WITHIN};
 
 /// Faults of each kind.
@@ -200,37 +199,48 @@ pub fn run_round(plan: &Plan) -> Result<Outcome, String> {
         }
     }
     let elapsed = started.elapsed();
-
-    for client in &mut round.clients {
-        let status = client.process.try_exit().expect("every agency has exited");
-        let want = expected.winners[&client.agency].len().to_string();
-        let got = client.process.actions().into_iter().find(|a| a.name == "consulta_ganadores");
-        if !status.success() || got.as_ref().and_then(|a| a.get("cant_ganadores")) != Some(want.as_str()) {
-            let agency = client.agency;
-            return Err(format!(
-                "agency {agency} exited with {status} and {got:?}, {want} winners expected:\n{}",
-                round.logs()
-            ));
-        }
-    }
-    // A last crash, then the file as it is on disk.
-    round.kill_server();
-    let bytes = std::fs::read(round.server_settings.storage_path()).map_err(|e| e.to_string())?;
-    let report = check::compare(&bytes, &expected);
-    if !report.exact() {
-        return Err(format!("the bets file is not exact: {report}"));
-    }
-    round.start_server()?;
-    let credentials = round.server_settings.credentials_dir();
-    for (&agency, documents) in &expected.winners {
-        let address = round.server_settings.addr();
-        let got = winners_of(address, agency, &credentials).map_err(|e| format!("agency {agency}: {e}"))?;
-        if &got != documents {
-            return Err(format!("agency {agency} is told {got:?}; its winners are {documents:?}"));
-        }
-    }
-    round.stop_server()?;
+    let report = round.check(&expected)?;
     Ok(Outcome { kills: round.kills, injected, report, elapsed, storage_failures: round.storage_failures })
+}
+
+impl Round {
+    /// Every agency exited 0 with its winners; after a last crash the bets
+    /// file is exact, and the server, started again, serves each agency
+    /// its winners.
+    fn check(&mut self, expected: &check::Expected) -> Result<Report, String> {
+        for client in &mut self.clients {
+            let status = client.process.try_exit().expect("every agency has exited");
+            let want = expected.winners[&client.agency].len().to_string();
+            let got = client.process.actions().into_iter().find(|a| a.name == "consulta_ganadores");
+            if !status.success() || got.as_ref().and_then(|a| a.get("cant_ganadores")) != Some(want.as_str())
+            {
+                let agency = client.agency;
+                return Err(format!(
+                    "agency {agency} exited with {status} and {got:?}, {want} winners expected:\n{}",
+                    self.logs()
+                ));
+            }
+        }
+        // A last crash, then the file as it is on disk.
+        self.kill_server();
+        let bytes = std::fs::read(self.server_settings.storage_path()).map_err(|e| e.to_string())?;
+        let report = check::compare(&bytes, expected);
+        if !report.exact() {
+            return Err(format!("the bets file is not exact: {report}"));
+        }
+        self.start_server()?;
+        let credentials = self.server_settings.credentials_dir();
+        for (&agency, documents) in &expected.winners {
+            let address = self.server_settings.addr();
+            let got =
+                winners_of(address, agency, &credentials).map_err(|e| format!("agency {agency}: {e}"))?;
+            if &got != documents {
+                return Err(format!("agency {agency} is told {got:?}; its winners are {documents:?}"));
+            }
+        }
+        self.stop_server()?;
+        Ok(report)
+    }
 }
 
 /// A campaign: several rounds, their faults and outcome added up.
@@ -431,56 +441,5 @@ impl Round {
             out += &format!("--- agency {}\n{}\n", client.agency, client.process.tail(15));
         }
         out
-    }
-}
-
-/// Asks the server, as `agency` (with its certificate in `credentials`),
-/// for its winners.
-pub fn winners_of(address: SocketAddr, agency: u32, credentials: &Path) -> Result<Vec<String>, String> {
-    let config = edge::credentials::client_config(&crate::credentials::agency(credentials, agency))
-        .map_err(|e| e.to_string())?;
-    let name = protocol::tls::server_name(&address.to_string()).map_err(|e| e.to_string())?;
-    let tcp = TcpStream::connect(address).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    let connection = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
-    let mut stream = rustls::StreamOwned::new(connection, tcp);
-    let mut buf = BytesMut::new();
-    send(&mut stream, &Message::Hello { agency })?;
-    match receive(&mut stream, &mut buf)? {
-        Message::Welcome { finished: true, .. } => {}
-        other => return Err(format!("Hello answered with {other:?}")),
-    }
-    send(&mut stream, &Message::WinnersQuery)?;
-    let mut documents = Vec::new();
-    loop {
-        match receive(&mut stream, &mut buf)? {
-            Message::Winners { last, documents: more } => {
-                documents.extend(more);
-                if last {
-                    return Ok(documents);
-                }
-            }
-            other => return Err(format!("WinnersQuery answered with {other:?}")),
-        }
-    }
-}
-
-fn send(stream: &mut impl std::io::Write, message: &Message) -> Result<(), String> {
-    let mut frame = BytesMut::new();
-    message.encode(&mut frame);
-    stream.write_all(&frame).and_then(|()| stream.flush()).map_err(|e| e.to_string())
-}
-
-fn receive(stream: &mut impl std::io::Read, buf: &mut BytesMut) -> Result<Message, String> {
-    loop {
-        if let Some(frame) = Frame::parse(buf, MAX_FRAME_LEN).map_err(|e| e.to_string())? {
-            return Message::from_frame(frame).map_err(|e| e.to_string());
-        }
-        let mut chunk = [0u8; 8192];
-        let n = stream.read(&mut chunk).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the server closed the connection".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }

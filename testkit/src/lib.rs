@@ -13,6 +13,7 @@
 //! - [`proxy`]: a TCP proxy that cuts or freezes connections.
 //! - [`chaos`]: whole rounds with faults injected at random moments.
 //! - [`power`]: whole rounds with power cuts, the storage on [`lazyfs`].
+//! - [`winners`]: an agency's winners, asked of the server after a round.
 //!
 //! Waits are bounded generously ([`START_WITHIN`], [`EXIT_WITHIN`]) and
 //! tests assert outcomes, never how long something took: a loaded
@@ -28,6 +29,7 @@ pub mod process;
 mod program;
 pub mod proxy;
 pub mod server;
+pub mod winners;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

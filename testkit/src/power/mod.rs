@@ -32,7 +32,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::check::{self, Report};
+
+mod told;
 use crate::{Process, RunningServer, ServerBuilder, EXIT_WITHIN};
+pub use told::Told;
 
 /// A round of power cuts.
 #[derive(Debug, Clone)]
@@ -149,41 +152,6 @@ impl fmt::Display for PowerOutcome {
             self.report
         )
     }
-}
-
-/// What the agencies were told before a cut, from their own log lines.
-#[derive(Debug, Default, Clone)]
-pub struct Told {
-    /// Bets acknowledged, per agency: the ordinal the acks reached.
-    pub acked: BTreeMap<u32, u64>,
-    /// Agencies whose Finished was acknowledged.
-    pub finished: Vec<u32>,
-    /// Whether any agency was told its winners.
-    pub winners: bool,
-}
-
-impl Told {
-    /// Reads what `agency` logged (at DEBUG) so far.
-    fn read(&mut self, agency: u32, lines: &[String]) {
-        for line in lines {
-            if let Some(end) = acked_up_to(line) {
-                let acked = self.acked.entry(agency).or_default();
-                *acked = (*acked).max(end);
-            } else if line.contains("finished with") && line.ends_with("acknowledged") {
-                if !self.finished.contains(&agency) {
-                    self.finished.push(agency);
-                }
-            } else if line.contains("action: consulta_ganadores | result: success") {
-                self.winners = true;
-            }
-        }
-    }
-}
-
-/// `Y` of a line `… bets X..Y acknowledged`.
-fn acked_up_to(line: &str) -> Option<u64> {
-    let range = line.strip_suffix(" acknowledged")?.rsplit_once("bets ")?.1;
-    range.split_once("..")?.1.parse().ok()
 }
 
 /// The agencies' files and what their bets are, in order.
@@ -440,7 +408,7 @@ impl Round {
         }
         let credentials = self.server.settings().credentials_dir();
         for (agency, _) in &agencies.files {
-            let served = crate::chaos::winners_of(self.server.addr(), *agency, &credentials)?;
+            let served = crate::winners::winners_of(self.server.addr(), *agency, &credentials)?;
             let expected = agencies.expected.winners.get(agency).cloned().unwrap_or_default();
             if served != expected {
                 return Err(format!("agency {agency}: served {served:?}, expected {expected:?}").into());
