@@ -174,20 +174,20 @@ pub fn write_agency<W: Write>(
 }
 
 fn given_names(rng: &mut impl Rng) -> String {
-    let first = pick(rng, FIRST_NAMES);
-    if rng.random_ratio(1, 4) {
-        format!("{first} {}", pick(rng, FIRST_NAMES))
-    } else {
-        first.to_owned()
-    }
+    one_or_two(rng, FIRST_NAMES, 4)
 }
 
 fn surnames(rng: &mut impl Rng) -> String {
-    let last = pick(rng, LAST_NAMES);
-    if rng.random_ratio(1, 8) {
-        format!("{last} {}", pick(rng, LAST_NAMES))
+    one_or_two(rng, LAST_NAMES, 8)
+}
+
+/// A name of `names`, and one time in `second_in` a second one after it.
+fn one_or_two(rng: &mut impl Rng, names: &[&str], second_in: u32) -> String {
+    let first = pick(rng, names);
+    if rng.random_ratio(1, second_in) {
+        format!("{first} {}", pick(rng, names))
     } else {
-        last.to_owned()
+        first.to_owned()
     }
 }
 

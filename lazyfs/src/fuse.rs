@@ -17,6 +17,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::posix::Owner;
 use crate::tree::Tree;
 
 /// No kernel cache of entries or attributes outlives the request.
@@ -118,11 +119,16 @@ impl Filesystem for LazyFuse {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        entry(reply, self.with(|tree| tree.mknod(parent.0, name, mode & !umask, req.uid(), req.gid())));
+        entry(reply, self.with(|tree| tree.make(parent.0, name, mode & !umask, Owner(req.uid(), req.gid()))));
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        entry(reply, self.with(|tree| tree.mkdir(parent.0, name, mode & !umask, req.uid(), req.gid())));
+        entry(
+            reply,
+            self.with(|tree| {
+                tree.make(parent.0, name, (mode & !umask) | libc::S_IFDIR, Owner(req.uid(), req.gid()))
+            }),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {

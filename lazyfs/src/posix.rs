@@ -16,6 +16,10 @@ use crate::tree::{Handle, Listed, Tree};
 /// The longest name in a directory, as on ext4.
 const MAX_NAME_LEN: usize = 255;
 
+/// Who makes a node: its user and group ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Owner(pub(crate) u32, pub(crate) u32);
+
 impl Tree {
     pub(crate) fn lookup(&self, parent: Ino, name: &OsStr) -> Result<FileAttr, Errno> {
         self.attr(self.child(parent, name)?)
@@ -34,35 +38,21 @@ impl Tree {
         Ok(ino)
     }
 
-    /// `mknod`: only regular files exist on this filesystem.
-    pub(crate) fn mknod(
+    /// `mknod` and `mkdir`: a regular file or a directory, as `mode`'s
+    /// type says; no other kind of node exists on this filesystem.
+    pub(crate) fn make(
         &mut self,
         parent: Ino,
         name: &OsStr,
         mode: u32,
-        uid: u32,
-        gid: u32,
+        owner: Owner,
     ) -> Result<FileAttr, Errno> {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Errno::EPERM);
-        }
-        self.make(parent, name, Kind::File(FileData::default()), Meta::new(perm_of(mode), uid, gid))
-    }
-
-    pub(crate) fn mkdir(
-        &mut self,
-        parent: Ino,
-        name: &OsStr,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<FileAttr, Errno> {
-        self.make(parent, name, Kind::Dir(DirData::default()), Meta::new(perm_of(mode), uid, gid))
-    }
-
-    /// A new node named `name` in `parent`, and its attributes.
-    fn make(&mut self, parent: Ino, name: &OsStr, kind: Kind, meta: Meta) -> Result<FileAttr, Errno> {
-        let ino = self.add_node(parent, name, kind, meta)?;
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File(FileData::default()),
+            libc::S_IFDIR => Kind::Dir(DirData::default()),
+            _ => return Err(Errno::EPERM),
+        };
+        let ino = self.add_node(parent, name, kind, Meta::new(perm_of(mode), owner.0, owner.1))?;
         self.attr(ino)
     }
 

@@ -280,6 +280,8 @@ mod tests {
 
     use fuser::RenameFlags;
 
+    use crate::posix::Owner;
+
     use super::*;
 
     const FILE: u32 = libc::S_IFREG | 0o644;
@@ -322,8 +324,8 @@ mod tests {
     /// since.
     fn renamed_across() -> (tempfile::TempDir, Tree, Ino, Ino) {
         let (disk, mut tree) = tree();
-        let from = tree.mkdir(ROOT, "from".as_ref(), 0o755, 0, 0).unwrap().ino.0;
-        let to = tree.mkdir(ROOT, "to".as_ref(), 0o755, 0, 0).unwrap().ino.0;
+        let from = tree.make(ROOT, "from".as_ref(), libc::S_IFDIR | 0o755, Owner(0, 0)).unwrap().ino.0;
+        let to = tree.make(ROOT, "to".as_ref(), libc::S_IFDIR | 0o755, Owner(0, 0)).unwrap().ino.0;
         let (ino, _) = new_file(&mut tree, from, "f", b"bytes");
         tree.sync_file(ino).unwrap();
         tree.sync_dir(from).unwrap();
@@ -355,8 +357,8 @@ mod tests {
     #[test]
     fn a_directory_moved_into_its_sibling_and_back_out_stays_consistent() {
         let (disk, mut tree) = tree();
-        let a = tree.mkdir(ROOT, "a".as_ref(), 0o755, 0, 0).unwrap().ino.0;
-        let b = tree.mkdir(a, "b".as_ref(), 0o755, 0, 0).unwrap().ino.0;
+        let a = tree.make(ROOT, "a".as_ref(), libc::S_IFDIR | 0o755, Owner(0, 0)).unwrap().ino.0;
+        let b = tree.make(a, "b".as_ref(), libc::S_IFDIR | 0o755, Owner(0, 0)).unwrap().ino.0;
         tree.sync_dir(a).unwrap();
         tree.sync_dir(ROOT).unwrap();
         // Now b moves up and a moves under b: syncing b alone cuts both off the disk.

@@ -175,6 +175,15 @@ async fn a_certificate_of_another_authority_or_a_revoked_one_is_refused() {
     server.stop().await;
 }
 
+/// Each of `waits`, the time a failure took to be refused, is at least its
+/// penalty: 100 ms, doubling with each failure.
+fn assert_penalties(waits: &[Duration]) {
+    for (failure, wait) in waits.iter().enumerate() {
+        let penalty = Duration::from_millis(100 << failure);
+        assert!(*wait >= penalty, "failure {} waits out {penalty:?}: {waits:?}", failure + 1);
+    }
+}
+
 /// A failed authentication is refused only after a penalty, which doubles
 /// with each recent failure of its address.
 #[tokio::test]
@@ -187,10 +196,7 @@ async fn repeated_failures_are_refused_ever_more_slowly() {
         assert!(refused(&anonymous.ask(&Message::Hello { agency: 1 }).await, ErrorCode::Unauthenticated));
         waits.push(started.elapsed());
     }
-    for (failure, wait) in waits.iter().enumerate() {
-        let penalty = Duration::from_millis(100 << failure);
-        assert!(*wait >= penalty, "failure {} waits out {penalty:?}: {waits:?}", failure + 1);
-    }
+    assert_penalties(&waits);
     server.stop().await;
 }
 
@@ -224,10 +230,7 @@ async fn plain_requests_for_an_agency_are_failures_too() {
         assert!(refused(&plain.ask(&Message::Hello { agency: 1 }).await, ErrorCode::Unauthenticated));
         waits.push(started.elapsed());
     }
-    for (failure, wait) in waits.iter().enumerate() {
-        let penalty = Duration::from_millis(100 << failure);
-        assert!(*wait >= penalty, "failure {} waits out {penalty:?}: {waits:?}", failure + 1);
-    }
+    assert_penalties(&waits);
     server.stop().await;
 }
 

@@ -371,18 +371,23 @@ mod tests {
         assert!(!path.exists());
     }
 
+    /// A round of `agencies` whose rows are `rows`, each `(agency, row)`,
+    /// and in which each agency of `finished` finished with its rows.
+    fn round_of(agencies: u32, rows: &[(u32, Vec<u8>)], finished: &[u32]) -> (tempfile::TempDir, PathBuf) {
+        let (dir, path) = storage();
+        let (mut files, _, _) = open(&path, agencies).unwrap();
+        files.append_bets(&rows.iter().map(|(_, row)| row.as_slice()).collect::<Vec<_>>()).unwrap();
+        for &agency in finished {
+            let mut progress = Progress::default();
+            rows.iter().filter(|(a, _)| *a == agency).for_each(|(_, row)| progress.push(row));
+            files.record(&[Entry::Finished { agency, progress }]).unwrap();
+        }
+        (dir, path)
+    }
+
     #[test]
     fn journal_damage_before_good_lines_and_lines_of_unknown_meaning_are_refused() {
-        let (_dir, path) = storage();
-        let (mut files, _, _) = open(&path, 3).unwrap();
-        let rows = [row(1, 1), row(2, 2)];
-        files.append_bets(&[&rows[0], &rows[1]]).unwrap();
-        for (agency, r) in [(1, &rows[0]), (2, &rows[1])] {
-            let mut p = Progress::default();
-            p.push(r);
-            files.record(&[Entry::Finished { agency, progress: p }]).unwrap();
-        }
-        drop(files);
+        let (_dir, path) = round_of(3, &[(1, row(1, 1)), (2, row(2, 2))], &[1, 2]);
         let journal = beside(&path, ".journal");
         let text = std::fs::read_to_string(&journal).unwrap();
         std::fs::write(&journal, text.replacen("finished agency=1", "finished agency=9", 1)).unwrap();
@@ -416,14 +421,8 @@ mod tests {
 
     #[test]
     fn a_finished_agency_whose_bets_are_missing_is_corruption_not_a_cut() {
-        let (_dir, path) = storage();
-        let (mut files, _, _) = open(&path, 1).unwrap();
         let rows = [row(1, 1), row(1, 2)];
-        files.append_bets(&[&rows[0], &rows[1]]).unwrap();
-        let mut both = Progress::default();
-        rows.iter().for_each(|r| both.push(r));
-        files.record(&[Entry::Finished { agency: 1, progress: both }]).unwrap();
-        drop(files);
+        let (_dir, path) = round_of(1, &[(1, rows[0].clone()), (1, rows[1].clone())], &[1]);
         std::fs::write(&path, &rows[0]).unwrap();
         let err = open(&path, 1).unwrap_err();
         // The checkpoint that goes with the finished line says it first.
