@@ -41,7 +41,7 @@ fi
 
 # Runs inside the container; prints what it found.
 probe='
-frame() { printf "\000\000\000\044\002\004validar-echo-server: hola, Loteria"; }
+frame() { printf "\000\000\000\044\003\004validar-echo-server: hola, Loteria"; }
 sent=$(frame | od -An -tx1 | tr -d " \n")
 got=$(frame | timeout 3 nc server 12345 | od -An -tx1 | tr -d " \n") || true
 if [ -z "$got" ]; then echo no-reply

@@ -1,14 +1,16 @@
 #!/bin/bash
 # The credentials of the lottery's TLS, made with openssl: a certificate
 # authority (CA), the server's certificate, one certificate per agency (its
-# identity: CN=agency-K, for client authentication only) and the list of
-# revoked ones (CRL). Nothing made here is committed or goes into an image;
-# Compose mounts each container's own files as secrets.
+# identity: CN=agency-K, for client authentication only), the operator's
+# (CN=operator, for `server admin`) and the list of revoked ones (CRL).
+# Nothing made here is committed or goes into an image; Compose mounts each
+# container's own files as secrets.
 #
 #   scripts/credentials.sh DIR N [SERVER_NAMES]
-#       makes whatever DIR lacks for the server and agencies 1..N, never
-#       replacing what exists; SERVER_NAMES are the names and addresses the
-#       server's certificate is valid for (default server,localhost,127.0.0.1)
+#       makes whatever DIR lacks for the server, the operator and agencies
+#       1..N, never replacing what exists; SERVER_NAMES are the names and
+#       addresses the server's certificate is valid for (default
+#       server,localhost,127.0.0.1)
 #   scripts/credentials.sh DIR --revoke K
 #       revokes agency K's certificate: the server refuses it from its next
 #       start on (a restart resumes the round); it stays revoked, files and
@@ -17,11 +19,12 @@
 #       gives agency K a new key and certificate and revokes the old one
 #
 # DIR holds ca.pem (public), ca.key (private: only this command needs it),
-# server.pem/.key, agency-K.pem/.key, crl.pem, and the CA's records in ca-db/.
+# server.pem/.key, operator.pem/.key, agency-K.pem/.key, crl.pem, and the
+# CA's records in ca-db/.
 set -eu
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -197,6 +200,7 @@ case "$1" in
     [ -f "$dir/ca.pem" ] || make_ca
     write_config
     [ -f "$dir/server.pem" ] || SERVER_SAN=$(san_of "$names") issue server server server_ext
+    [ -f "$dir/operator.pem" ] || issue operator operator agency_ext
     for ((k = 1; k <= agencies; k++)); do
         [ -f "$dir/agency-$k.pem" ] || issue "agency-$k" "agency-$k" agency_ext
     done

@@ -134,7 +134,7 @@ async fn connect(port: u16, agency: u32, credentials: &Path) -> anyhow::Result<L
     let (read_half, write_half) = tokio::io::split(tls);
     let mut writer = MessageWriter::new(write_half);
     let mut reader = MessageReader::new(read_half, MAX_FRAME_LEN);
-    writer.send(&Message::Hello { agency }).await?;
+    writer.send(&Message::Hello { agency, round: 1, wait_ms: 0 }).await?;
     match reader.read().await? {
         Some(Message::Welcome { .. }) => Ok(reader.into_inner().unsplit(writer.into_inner())),
         other => anyhow::bail!("agency {agency}: Hello answered with {other:?}"),

@@ -340,6 +340,7 @@ fn task_config(
     tls: std::sync::Arc<rustls::ClientConfig>,
 ) -> client::Config {
     client::Config {
+        round: 1,
         id: agency.agency,
         server_address: address.to_owned(),
         loop_amount: queries,
@@ -390,7 +391,7 @@ async fn run_tasks(
     let elapsed = started.elapsed();
     for (agency, ending) in agencies.iter().zip(endings) {
         let ending = ending?.with_context(|| format!("agency {}", agency.agency))?;
-        let expected = Ending::Winners { documents: agency.winners.clone(), rejected: 0 };
+        let expected = Ending::Winners { documents: agency.winners.clone(), rejected: 0, left_out: None };
         ensure!(ending == expected, "agency {}: {ending:?}, expected {expected:?}", agency.agency);
     }
     Ok(elapsed)
@@ -431,7 +432,7 @@ async fn measure_handshakes(
     for _ in 0..51 {
         let started = Instant::now();
         let mut link = client::Link::connect(&config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        link.hello(agency.agency).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        link.hello(agency.agency, 1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         times.push(started.elapsed());
         link.close().await;
     }

@@ -15,11 +15,18 @@
 //! An agency says "finished" only with the count of all its valid bets,
 //! and the server accepts it only when it holds exactly those: a fault can
 //! delay the draw, never cut it short.
+//!
+//! Its `Hello` names its round (`CLI_ROUND`). If that round closed before
+//! the agency finished (its time was up, or the operator closed it), the
+//! agency stops sending, counts the valid bets of its file the round left
+//! out, says so in one line, and still gets its winners; the run fails.
+//! If the round has not opened yet, the server holds the `Hello` for a
+//! while and the agency asks again, for as long as its retry time allows.
 
 use std::time::{Duration, Instant};
 
 use edge::log::Action;
-use protocol::Message;
+use protocol::{ErrorCode, Message, RoundStage};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -28,13 +35,14 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::fault::{Fatal, Fault, NotItsFile, Retry};
-use crate::link::{Link, Welcome};
+use crate::link::{Link, Welcome, WINNERS_WAIT};
 use crate::source::{spawn_reader, BetSource, Item, ReadFrom};
-use crate::upload::{pause, upload, Reported, READ_AHEAD};
+use crate::upload::{count_rest, pause, upload, Reported, READ_AHEAD};
 
 /// The shortest pause between two winners queries, whatever `loop.period`
-/// says: with a period of `0s` a waiting agency asks 200 times a second at
-/// most, instead of spinning.
+/// says: with a period of `0s` an agency whose server answers at once
+/// (one that does not hold queries for the draw) asks 200 times a second
+/// at most, instead of spinning.
 pub const MIN_QUERY_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The first pause before connecting again; it doubles up to [`MAX_BACKOFF`].
@@ -45,8 +53,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// The draw is done and these are the agency's winners; `rejected`
-    /// rows of its file could not be sent.
-    Winners { documents: Vec<String>, rejected: usize },
+    /// rows of its file could not be sent; `left_out` valid bets were not
+    /// stored because the round closed before the agency finished.
+    Winners { documents: Vec<String>, rejected: usize, left_out: Option<u64> },
     /// `loop.amount` queries were all answered "not ready".
     GaveUp { queries: u32, rejected: usize },
     /// A shutdown signal arrived first.
@@ -90,6 +99,11 @@ struct Agency<'a> {
     total: Option<u64>,
     /// The server recorded this agency's "finished".
     finished: bool,
+    /// The round closed before the agency finished, leaving this many of
+    /// its valid bets out.
+    left_out: Option<u64>,
+    /// It said it waits for its round to open.
+    said_waiting: bool,
     /// Winners queries answered "not ready".
     queries: u32,
     reported: Reported,
@@ -108,6 +122,8 @@ impl<'a> Agency<'a> {
             source,
             total: None,
             finished: false,
+            left_out: None,
+            said_waiting: false,
             queries: 0,
             reported: Reported::default(),
             progress_at: Instant::now(),
@@ -149,14 +165,20 @@ impl<'a> Agency<'a> {
     /// One connection: from `Hello` to the winners, as far as it gets.
     async fn attempt(&mut self, connected: &mut bool) -> Result<Ending, Fault> {
         let mut link = Link::connect(self.config).await?;
-        let welcome = link.hello(self.config.id).await?;
+        let welcome = self.hello(&mut link).await?;
         *connected = true;
         self.backoff = FIRST_BACKOFF;
         debug!(
-            "agency {}: the server holds {} (finished: {})",
-            self.config.id, welcome.progress, welcome.finished
+            "agency {}: the server holds {} of round {} (finished: {}, {:?})",
+            self.config.id, welcome.progress, self.config.round, welcome.finished, welcome.stage
         );
         self.finished |= welcome.finished;
+        if welcome.stage != RoundStage::Open && !self.finished {
+            self.left_out(welcome).await?;
+            let ending = self.winners(&mut link).await?;
+            link.close().await;
+            return Ok(ending);
+        }
 
         if self.total != Some(welcome.progress.bets()) {
             if let Some(total) = self.total.filter(|total| welcome.progress.bets() > *total) {
@@ -185,6 +207,58 @@ impl<'a> Agency<'a> {
             .await
     }
 
+    /// `Hello`, again and again while the round is not open yet (the
+    /// server holds each a while), for at most the retry time.
+    async fn hello(&mut self, link: &mut Link) -> Result<Welcome, Fault> {
+        loop {
+            match link.hello(self.config.id, self.config.round).await {
+                Err(Fault::Retry(waiting @ Retry::Answered { code: ErrorCode::RoundNotOpen, .. })) => {
+                    if !self.said_waiting {
+                        self.said_waiting = true;
+                        let line = Action::in_progress("esperar_ronda").field("client_id", self.config.id);
+                        let most = edge::duration::GoDuration(self.config.retry_timeout);
+                        info!("{}", line.field("round", self.config.round).field("for_at_most", most));
+                    }
+                    if self.progress_at.elapsed() > self.config.retry_timeout {
+                        return Err(waiting.into());
+                    }
+                }
+                welcome => return welcome,
+            }
+        }
+    }
+
+    /// The round closed before this agency finished: counts the valid
+    /// bets of its file after those stored (checking that those are its
+    /// first ones), and says how many were left out, once.
+    async fn left_out(&mut self, welcome: Welcome) -> Result<(), Fault> {
+        if self.left_out.is_some() {
+            return Ok(());
+        }
+        self.join_reader().await;
+        let (items, mut read) = mpsc::channel::<Item>(READ_AHEAD);
+        let from = ReadFrom { resume: welcome.progress.bets(), reported_up_to: self.reported.up_to_line };
+        self.reader = Some(spawn_reader(
+            self.source.clone(),
+            self.config.id,
+            self.config.batch_max_amount,
+            from,
+            items,
+        ));
+        let total = count_rest(self.config, &mut read, welcome, &mut self.reported).await?;
+        let left_out = total - welcome.progress.bets();
+        self.left_out = Some(left_out);
+        warn!(
+            "{}",
+            Action::fail("ronda_cerrada")
+                .field("client_id", self.config.id)
+                .field("round", self.config.round)
+                .field("stored", welcome.progress.bets())
+                .field("left_out", left_out)
+        );
+        Ok(())
+    }
+
     async fn finish(&mut self, link: &mut Link) -> Result<(), Fault> {
         let bets = self.total.expect("the upload ends knowing every bet");
         pause(self.config.loop_period).await;
@@ -200,8 +274,11 @@ impl<'a> Agency<'a> {
     }
 
     async fn winners(&mut self, link: &mut Link) -> Result<Ending, Fault> {
-        let rejected = self.reported.rows;
-        assert!(self.finished, "an agency asks for its winners only once it has finished");
+        let (rejected, left_out) = (self.reported.rows, self.left_out);
+        assert!(
+            self.finished || left_out.is_some(),
+            "an agency asks for its winners once it has finished, or its round closed"
+        );
         while self.queries < self.config.loop_amount {
             let interval = if self.queries == 0 {
                 self.config.loop_period
@@ -210,7 +287,9 @@ impl<'a> Agency<'a> {
             };
             pause(interval).await;
             let mut documents = Vec::new();
-            let mut reply = link.ask(&Message::WinnersQuery).await?;
+            let wait_ms = u32::try_from(WINNERS_WAIT.as_millis()).expect("a wait of seconds");
+            link.writer.send(&Message::WinnersQuery { wait_ms }).await.map_err(crate::fault::lost)?;
+            let mut reply = link.reader.next_within(WINNERS_WAIT + self.config.reply_timeout).await?;
             loop {
                 self.progress_at = Instant::now();
                 match reply {
@@ -224,7 +303,7 @@ impl<'a> Agency<'a> {
                     }
                     Message::Winners { last: true, documents: more } => {
                         documents.extend(more);
-                        return Ok(Ending::Winners { documents, rejected });
+                        return Ok(Ending::Winners { documents, rejected, left_out });
                     }
                     Message::Winners { last: false, documents: more } => documents.extend(more),
                     other => return Err(Fault::from_reply(other)),

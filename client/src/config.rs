@@ -16,6 +16,8 @@ use serde_norway::Value;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub id: u32,
+    /// The round the agency's bets are for (`CLI_ROUND`, from 1).
+    pub round: u64,
     /// `host:port` of the server.
     pub server_address: String,
     /// Winners queries to make before giving up.
@@ -77,6 +79,10 @@ impl Config {
         let sources = Sources { env, file: &file };
 
         let (id, _) = sources.required("id", "CLI_ID")?;
+        let round = sources.optional("round", "CLI_ROUND", 1)?;
+        if round == 0 {
+            return Err(SettingError::new("round", "CLI_ROUND", Problem::Below(1)).into());
+        }
         let (server_address, _): (String, _) = sources.required("server.address", "CLI_SERVER_ADDRESS")?;
         let (loop_amount, _) = sources.required("loop.amount", "CLI_LOOP_AMOUNT")?;
         let (GoDuration(loop_period), _) = sources.required("loop.period", "CLI_LOOP_PERIOD")?;
@@ -120,6 +126,7 @@ impl Config {
         }
         Ok(Config {
             id,
+            round,
             server_address,
             loop_amount,
             loop_period,

@@ -97,9 +97,13 @@ impl Fault {
     pub fn from_reply(reply: Message) -> Fault {
         match reply {
             Message::Error { code, reason, .. } => match code {
-                ErrorCode::StorageFailure | ErrorCode::OutOfSequence | ErrorCode::ShuttingDown => {
-                    Retry::Answered { code, reason }.into()
-                }
+                // A round closed meanwhile: the next Hello says so, and
+                // the agency gets its winners; one not open yet: ask again.
+                ErrorCode::StorageFailure
+                | ErrorCode::OutOfSequence
+                | ErrorCode::ShuttingDown
+                | ErrorCode::RoundClosed
+                | ErrorCode::RoundNotOpen => Retry::Answered { code, reason }.into(),
                 _ => Fatal::Refused { code, reason }.into(),
             },
             other => Fatal::UnexpectedReply(other.name()).into(),
@@ -194,13 +198,24 @@ mod tests {
     #[test]
     fn the_servers_error_codes_say_whether_to_try_again() {
         let error = |code| Message::Error { code, first: 0, bet: None, reason: "why".into() };
-        for code in [ErrorCode::StorageFailure, ErrorCode::OutOfSequence, ErrorCode::ShuttingDown] {
+        for code in [
+            ErrorCode::StorageFailure,
+            ErrorCode::OutOfSequence,
+            ErrorCode::ShuttingDown,
+            ErrorCode::RoundClosed,
+            ErrorCode::RoundNotOpen,
+        ] {
             assert!(
                 matches!(Fault::from_reply(error(code)), Fault::Retry(Retry::Answered { .. })),
                 "{code:?}"
             );
         }
-        for code in [ErrorCode::Forbidden, ErrorCode::AlreadyFinished, ErrorCode::UnknownAgency] {
+        for code in [
+            ErrorCode::Forbidden,
+            ErrorCode::AlreadyFinished,
+            ErrorCode::UnknownAgency,
+            ErrorCode::UnknownRound,
+        ] {
             assert!(
                 matches!(Fault::from_reply(error(code)), Fault::Fatal(Fatal::Refused { .. })),
                 "{code:?}"

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lottery::Progress;
 use protocol::tls::{client::TlsStream, TlsConnector};
-use protocol::{Message, MessageReader, MessageWriter, ReadError, MAX_FRAME_LEN};
+use protocol::{Message, MessageReader, MessageWriter, ReadError, RoundStage, HELLO_WAIT, MAX_FRAME_LEN};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -22,9 +22,17 @@ use crate::fault::{lost, tls_fault, Fatal, Fault, Retry};
 pub struct Welcome {
     pub progress: Progress,
     pub finished: bool,
+    /// Where the agency's round stands.
+    pub stage: RoundStage,
 }
 
 type Tls = TlsStream<TcpStream>;
+
+/// How long the agency asks the server to hold a winners query for the
+/// draw: waiting agencies cost the server a frame every this long each.
+pub const WINNERS_WAIT: Duration = Duration::from_secs(30);
+const _: () =
+    assert!(WINNERS_WAIT.as_secs() <= protocol::MAX_WINNERS_WAIT.as_secs(), "the server holds it that long");
 
 /// A connection, split so that sending and reading replies can go on at once.
 pub struct Link {
@@ -41,8 +49,13 @@ pub struct Replies {
 impl Replies {
     /// The next reply, within the timeout.
     pub async fn next(&mut self) -> Result<Message, Fault> {
-        match timeout(self.timeout, self.reader.read()).await {
-            Err(_) => Err(Retry::NoReply(self.timeout).into()),
+        self.next_within(self.timeout).await
+    }
+
+    /// The next reply, within `within`.
+    pub async fn next_within(&mut self, within: Duration) -> Result<Message, Fault> {
+        match timeout(within, self.reader.read()).await {
+            Err(_) => Err(Retry::NoReply(within).into()),
             Ok(Ok(Some(message))) => Ok(message),
             Ok(Ok(None)) => Err(Retry::Closed.into()),
             // In TLS 1.3 the server judges the agency's certificate after
@@ -96,12 +109,15 @@ impl Link {
         let _ = timeout(self.reader.timeout, self.writer.shutdown()).await;
     }
 
-    /// Says which agency this connection speaks for; returns what the
-    /// server holds of it.
-    pub async fn hello(&mut self, agency: u32) -> Result<Welcome, Fault> {
-        match self.ask(&Message::Hello { agency }).await? {
-            Message::Welcome { stored, digest, finished } => {
-                Ok(Welcome { progress: Progress::new(stored, digest), finished })
+    /// Says which agency this connection speaks for, in which round;
+    /// returns what the server holds of it. A round not open yet is
+    /// waited for half the reply timeout, then answered `RoundNotOpen`.
+    pub async fn hello(&mut self, agency: u32, round: u64) -> Result<Welcome, Fault> {
+        let wait = (self.reader.timeout / 2).min(HELLO_WAIT);
+        let wait_ms = u32::try_from(wait.as_millis()).expect("a wait of seconds");
+        match self.ask(&Message::Hello { agency, round, wait_ms }).await? {
+            Message::Welcome { stored, digest, finished, stage } => {
+                Ok(Welcome { progress: Progress::new(stored, digest), finished, stage })
             }
             other => Err(Fault::from_reply(other)),
         }

@@ -16,7 +16,7 @@ use tracing::{error, info};
 /// Settings come from the configuration file, overridden by the environment
 /// (CLI_ID, CLI_SERVER_ADDRESS, CLI_LOOP_AMOUNT, CLI_LOOP_PERIOD,
 /// CLI_LOG_LEVEL, CLI_BATCH_MAXAMOUNT, CLI_DATA_FILE, CLI_REPLY_TIMEOUT,
-/// CLI_RETRY_TIMEOUT). Without an agency
+/// CLI_RETRY_TIMEOUT, CLI_ROUND). Without an agency
 /// file the agency sends the single bet of NOMBRE, APELLIDO, DOCUMENTO,
 /// NACIMIENTO and NUMERO.
 #[derive(Parser)]
@@ -86,9 +86,16 @@ fn report(config: &Config, ending: Result<Ending, client::AgencyError>) -> ExitC
         }
     };
     match ending {
-        Ok(Ending::Winners { documents, rejected }) => {
+        Ok(Ending::Winners { documents, rejected, left_out }) => {
             info!("{}", Action::success("consulta_ganadores").field("cant_ganadores", documents.len()));
-            finished(rejected)
+            match left_out {
+                None => finished(rejected),
+                Some(left_out) => {
+                    let line = Action::fail("loop_finished").field("client_id", config.id);
+                    error!("{}", line.field("rejected", rejected).field("left_out", left_out));
+                    ExitCode::FAILURE
+                }
+            }
         }
         Ok(Ending::GaveUp { queries, rejected }) => {
             // One fail line says it all; rejected batches were logged already.

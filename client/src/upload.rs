@@ -72,6 +72,28 @@ pub async fn upload(
     Ok(total)
 }
 
+/// Checks the read's first bets against what the server holds (as an
+/// upload does), then reads the rest without sending it: the number of
+/// valid bets of the file.
+pub async fn count_rest(
+    config: &Config,
+    items: &mut mpsc::Receiver<Item>,
+    welcome: Welcome,
+    reported: &mut Reported,
+) -> Result<u64, Fault> {
+    resume(config, items, welcome, reported).await?;
+    loop {
+        match items.recv().await {
+            Some(Item::Unusable { line, reason }) => reported.report(line, reason),
+            Some(Item::Batch(_)) => {}
+            Some(Item::End { bets }) => return Ok(bets),
+            Some(Item::Failed(error)) => return Err(Fatal::Source(error).into()),
+            Some(Item::Resumed(_)) => unreachable!("a read resumes once"),
+            None => return Err(Fatal::ReaderStopped.into()),
+        }
+    }
+}
+
 /// Checks the read's skipped bets against what the server holds: they
 /// must be exactly the first bets of the file.
 async fn resume(

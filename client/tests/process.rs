@@ -70,7 +70,12 @@ async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
                                 seen.hellos += 1;
                                 // Digests are the real server's business: this one
                                 // is only right for a fresh start.
-                                Some(Message::Welcome { stored: *stored, digest: 0, finished: false })
+                                Some(Message::Welcome {
+                                    stored: *stored,
+                                    digest: 0,
+                                    finished: false,
+                                    stage: protocol::RoundStage::Open,
+                                })
                             }
                             Message::BetBatch { first, bets } => {
                                 seen.batches.push(bets.len());
@@ -100,7 +105,7 @@ async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
                                 seen.finished += 1;
                                 Some(Message::FinishedAck)
                             }
-                            Message::WinnersQuery => {
+                            Message::WinnersQuery { .. } => {
                                 seen.queries += 1;
                                 Some(if script.draw_done {
                                     Message::Winners { last: true, documents: vec!["30904465".into()] }

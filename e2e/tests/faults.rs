@@ -115,8 +115,8 @@ fn a_restart_resumes_the_round_stop_is_final_and_down_then_up_starts_a_new_one()
     run_ok("docker", &["restart", "server"], p.path());
     let line = p.wait_for("server", "action: recover", LONG).action().unwrap();
     assert_eq!(
-        (line.get("bets"), line.get("finished"), line.get("drawn")),
-        (Some("90"), Some("2"), Some("yes"))
+        (line.get("round"), line.get("bets"), line.get("finished"), line.get("state")),
+        (Some("1"), Some("90"), Some("2"), Some("drawn"))
     );
 
     let out = p.compose(&["stop", "-t", "10"]);

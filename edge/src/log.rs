@@ -294,6 +294,17 @@ mod thread;
 
 pub use thread::{LogGuard, BUFFERED_BYTES};
 
+/// The program's log queue, once [`init`] made it.
+static QUEUE: std::sync::OnceLock<thread::LineQueue> = std::sync::OnceLock::new();
+
+/// Waits, at most `within`, until every line logged so far is written to
+/// stdout: a line that must come out before something else happens (the
+/// draw's `sorteo`, before any agency gets its winners). Without a log
+/// made by [`init`] (tests), there is nothing to wait for.
+pub fn wait_written(within: std::time::Duration) -> bool {
+    QUEUE.get().is_none_or(|queue| queue.wait_written(within))
+}
+
 /// Sends every log line at `level` or above to stdout; keep the guard for
 /// as long as the program logs (dropping it writes out what is buffered).
 ///
@@ -314,6 +325,7 @@ pub fn init(level: Level) -> LogGuard {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let (queue, guard) = thread::spawn(std::io::stdout()).expect("the log's thread starts");
+    let _ = QUEUE.set(queue.clone());
     let lines = tracing_subscriber::fmt::layer()
         .event_format(LineFormat)
         .with_writer(queue)

@@ -45,6 +45,8 @@ pub enum Problem {
     Above { max: u64 },
     #[error("must be from {min} to {max}")]
     Outside { min: u64, max: u64 },
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0} (scripts/credentials.sh makes the credentials)")]
     Credentials(Box<CredentialError>),
     #[error(transparent)]

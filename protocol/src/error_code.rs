@@ -34,8 +34,21 @@ pub enum ErrorCode {
     /// The request needs an agency's certificate, over TLS, and this
     /// connection has none: only `Echo` is served without one.
     Unauthenticated = 13,
-    /// `Hello` named another agency than the one the certificate is for.
+    /// `Hello` named another agency than the one the certificate is for,
+    /// an agency asked for what only the operator may, or the operator
+    /// for what only an agency may.
     Forbidden = 14,
+    /// The round closed before this batch or `Finished`: nothing more is
+    /// stored. The agency asks for its winners.
+    RoundClosed = 15,
+    /// The round named in `Hello` has not opened yet (sent after waiting
+    /// for it a while); the agency may say `Hello` again. Also the answer
+    /// to the operator's `CloseRound` when no round is open.
+    RoundNotOpen = 16,
+    /// The operator's `OpenRound` while a round is still open or not drawn.
+    RoundOpen = 17,
+    /// The round named in `Hello` is neither open nor kept by this server.
+    UnknownRound = 18,
     /// A code this version does not know (only ever decoded, never sent).
     Unknown = 255,
 }
@@ -58,6 +71,10 @@ impl ErrorCode {
             Superseded,
             Unauthenticated,
             Forbidden,
+            RoundClosed,
+            RoundNotOpen,
+            RoundOpen,
+            UnknownRound,
         ]
         .into_iter()
         .find(|c| *c as u8 == code)

@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Protocol version carried in every frame. Version 2 numbers an
 /// agency's bets and opens every connection with `Hello`.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// Largest frame on the wire, every header included.
 pub const MAX_FRAME_LEN: usize = 8192;

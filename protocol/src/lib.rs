@@ -17,6 +17,6 @@ pub mod tls;
 pub use frame::{Frame, FrameError, MAX_FRAME_LEN, VERSION};
 pub use io::{MessageReader, MessageWriter, ReadError};
 pub use message::{
-    bet_wire_len, BetBatchBuilder, BetFields, BetRecord, Bets, DecodeError, ErrorCode, Message,
-    BATCH_HEADER_LEN,
+    bet_wire_len, BetBatchBuilder, BetFields, BetRecord, Bets, DecodeError, ErrorCode, Message, RoundStage,
+    BATCH_HEADER_LEN, HELLO_WAIT, MAX_WINNERS_WAIT, STATUS_HEADER_LEN,
 };

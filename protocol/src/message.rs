@@ -15,6 +15,17 @@ pub const BATCH_HEADER_LEN: usize = HEADER_LEN + 8 + 2;
 /// Bytes of a `Winners` frame before its first document.
 pub const WINNERS_HEADER_LEN: usize = HEADER_LEN + 1 + 2;
 
+/// Bytes of a `Status` frame before its text.
+pub const STATUS_HEADER_LEN: usize = HEADER_LEN + 1 + 2;
+
+/// The longest the server holds a `Hello` about a round not open yet,
+/// whatever its `wait_ms` asks, before it answers `RoundNotOpen`.
+pub const HELLO_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The longest the server holds a `WinnersQuery` for the draw, whatever
+/// its `wait_ms` asks.
+pub const MAX_WINNERS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Index sent in an `Error` that concerns no single bet.
 pub const NO_BET: u16 = u16::MAX;
 
@@ -24,28 +35,96 @@ pub(crate) mod kind {
     pub const WINNERS_QUERY: u8 = 0x03;
     pub const ECHO: u8 = 0x04;
     pub const HELLO: u8 = 0x05;
+    pub const STATUS_QUERY: u8 = 0x06;
+    pub const CLOSE_ROUND: u8 = 0x07;
+    pub const OPEN_ROUND: u8 = 0x08;
     pub const BATCH_ACK: u8 = 0x81;
     pub const ERROR: u8 = 0x82;
     pub const FINISHED_ACK: u8 = 0x83;
     pub const WINNERS: u8 = 0x84;
     pub const NOT_READY: u8 = 0x85;
     pub const WELCOME: u8 = 0x86;
+    pub const STATUS: u8 = 0x87;
+}
+
+/// Where a round stands, as a `Welcome` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RoundStage {
+    /// Bets are taken.
+    Open = 0,
+    /// Closed; its draw is being recorded.
+    Closed = 1,
+    /// Closed and drawn: the winners are there.
+    Drawn = 2,
+}
+
+impl RoundStage {
+    fn from_u8(stage: u8) -> Option<RoundStage> {
+        [RoundStage::Open, RoundStage::Closed, RoundStage::Drawn].into_iter().find(|s| *s as u8 == stage)
+    }
 }
 
 /// Every message of the protocol, both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    BetBatch { first: u64, bets: Bets },
-    Finished { bets: u64 },
-    WinnersQuery,
+    BetBatch {
+        first: u64,
+        bets: Bets,
+    },
+    Finished {
+        bets: u64,
+    },
+    /// The agency's winners; before the draw, the server may hold the
+    /// query up to `wait_ms` milliseconds for it (0: answer at once).
+    WinnersQuery {
+        wait_ms: u32,
+    },
     Echo(Bytes),
-    Hello { agency: u32 },
-    BatchAck { first: u64, count: u16 },
-    Error { code: ErrorCode, first: u64, bet: Option<u16>, reason: String },
+    /// The connection speaks for `agency`, about `round`; if that round
+    /// has not opened yet, the server may hold the answer up to `wait_ms`
+    /// milliseconds for it.
+    Hello {
+        agency: u32,
+        round: u64,
+        wait_ms: u32,
+    },
+    /// The operator's: where the open round stands.
+    StatusQuery,
+    /// The operator's: close the open round now.
+    CloseRound,
+    /// The operator's: open the next round.
+    OpenRound,
+    BatchAck {
+        first: u64,
+        count: u16,
+    },
+    Error {
+        code: ErrorCode,
+        first: u64,
+        bet: Option<u16>,
+        reason: String,
+    },
     FinishedAck,
-    Winners { last: bool, documents: Vec<String> },
-    NotReady { finished: u32, expected: u32 },
-    Welcome { stored: u64, digest: u128, finished: bool },
+    Winners {
+        last: bool,
+        documents: Vec<String>,
+    },
+    NotReady {
+        finished: u32,
+        expected: u32,
+    },
+    Welcome {
+        stored: u64,
+        digest: u128,
+        finished: bool,
+        stage: RoundStage,
+    },
+    /// The round's status, as JSON text cut into frames; the last says so.
+    Status {
+        last: bool,
+        text: String,
+    },
 }
 
 /// Why a frame does not hold a valid message.
@@ -90,9 +169,16 @@ impl Message {
                 Message::BetBatch { first, bets: Bets::decode(&mut src, count)? }
             }
             kind::FINISHED => Message::Finished { bets: get_u64(&mut src, "bets")? },
-            kind::WINNERS_QUERY => Message::WinnersQuery,
+            kind::WINNERS_QUERY => Message::WinnersQuery { wait_ms: get_u32(&mut src, "wait_ms")? },
             kind::ECHO => Message::Echo(src.split_off(0)),
-            kind::HELLO => Message::Hello { agency: get_u32(&mut src, "agency")? },
+            kind::HELLO => Message::Hello {
+                agency: get_u32(&mut src, "agency")?,
+                round: get_u64(&mut src, "round")?,
+                wait_ms: get_u32(&mut src, "wait_ms")?,
+            },
+            kind::STATUS_QUERY => Message::StatusQuery,
+            kind::CLOSE_ROUND => Message::CloseRound,
+            kind::OPEN_ROUND => Message::OpenRound,
             kind::BATCH_ACK => {
                 Message::BatchAck { first: get_u64(&mut src, "first")?, count: get_u16(&mut src, "count")? }
             }
@@ -120,7 +206,15 @@ impl Message {
                 stored: get_u64(&mut src, "stored")?,
                 digest: get_u128(&mut src, "digest")?,
                 finished: get_bool(&mut src, "finished")?,
+                stage: {
+                    let stage = get_u8(&mut src, "stage")?;
+                    RoundStage::from_u8(stage)
+                        .ok_or(DecodeError::InvalidValue { field: "stage", value: stage.into() })?
+                },
             },
+            kind::STATUS => {
+                Message::Status { last: get_bool(&mut src, "last")?, text: get_str(&mut src, "text")? }
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
         if src.has_remaining() {
@@ -149,9 +243,14 @@ impl Message {
                 dst.put_slice(&bets.bytes);
             }
             Message::Finished { bets } => dst.put_u64(*bets),
-            Message::WinnersQuery => {}
+            Message::WinnersQuery { wait_ms } => dst.put_u32(*wait_ms),
             Message::Echo(payload) => dst.put_slice(payload),
-            Message::Hello { agency } => dst.put_u32(*agency),
+            Message::Hello { agency, round, wait_ms } => {
+                dst.put_u32(*agency);
+                dst.put_u64(*round);
+                dst.put_u32(*wait_ms);
+            }
+            Message::StatusQuery | Message::CloseRound | Message::OpenRound => {}
             Message::BatchAck { first, count } => {
                 dst.put_u64(*first);
                 dst.put_u16(*count);
@@ -174,10 +273,15 @@ impl Message {
                 dst.put_u32(*finished);
                 dst.put_u32(*expected);
             }
-            Message::Welcome { stored, digest, finished } => {
+            Message::Welcome { stored, digest, finished, stage } => {
                 dst.put_u64(*stored);
                 dst.put_u128(*digest);
                 dst.put_u8(u8::from(*finished));
+                dst.put_u8(*stage as u8);
+            }
+            Message::Status { last, text } => {
+                dst.put_u8(u8::from(*last));
+                put_str(dst, text);
             }
         }
     }
@@ -188,9 +292,10 @@ impl Message {
             + match self {
                 Message::BetBatch { bets, .. } => BATCH_HEADER_LEN - HEADER_LEN + bets.bytes.len(),
                 Message::Finished { .. } => 8,
-                Message::WinnersQuery => 0,
+                Message::WinnersQuery { .. } => 4,
                 Message::Echo(payload) => payload.len(),
-                Message::Hello { .. } => 4,
+                Message::Hello { .. } => 16,
+                Message::StatusQuery | Message::CloseRound | Message::OpenRound => 0,
                 Message::BatchAck { .. } => 10,
                 Message::Error { reason, .. } => 11 + 2 + reason.len(),
                 Message::FinishedAck => 0,
@@ -198,7 +303,8 @@ impl Message {
                     WINNERS_HEADER_LEN - HEADER_LEN + documents.iter().map(|d| 2 + d.len()).sum::<usize>()
                 }
                 Message::NotReady { .. } => 8,
-                Message::Welcome { .. } => 25,
+                Message::Welcome { .. } => 26,
+                Message::Status { text, .. } => 1 + 2 + text.len(),
             }
     }
 
@@ -206,15 +312,19 @@ impl Message {
         match self {
             Message::BetBatch { .. } => kind::BET_BATCH,
             Message::Finished { .. } => kind::FINISHED,
-            Message::WinnersQuery => kind::WINNERS_QUERY,
+            Message::WinnersQuery { .. } => kind::WINNERS_QUERY,
             Message::Echo(_) => kind::ECHO,
             Message::Hello { .. } => kind::HELLO,
+            Message::StatusQuery => kind::STATUS_QUERY,
+            Message::CloseRound => kind::CLOSE_ROUND,
+            Message::OpenRound => kind::OPEN_ROUND,
             Message::BatchAck { .. } => kind::BATCH_ACK,
             Message::Error { .. } => kind::ERROR,
             Message::FinishedAck => kind::FINISHED_ACK,
             Message::Winners { .. } => kind::WINNERS,
             Message::NotReady { .. } => kind::NOT_READY,
             Message::Welcome { .. } => kind::WELCOME,
+            Message::Status { .. } => kind::STATUS,
         }
     }
 
@@ -223,21 +333,30 @@ impl Message {
         match self {
             Message::BetBatch { .. } => "BetBatch",
             Message::Finished { .. } => "Finished",
-            Message::WinnersQuery => "WinnersQuery",
+            Message::WinnersQuery { .. } => "WinnersQuery",
             Message::Echo(_) => "Echo",
             Message::Hello { .. } => "Hello",
+            Message::StatusQuery => "StatusQuery",
+            Message::CloseRound => "CloseRound",
+            Message::OpenRound => "OpenRound",
             Message::BatchAck { .. } => "BatchAck",
             Message::Error { .. } => "Error",
             Message::FinishedAck => "FinishedAck",
             Message::Winners { .. } => "Winners",
             Message::NotReady { .. } => "NotReady",
             Message::Welcome { .. } => "Welcome",
+            Message::Status { .. } => "Status",
         }
     }
 
     /// Whether only the server sends this message.
     pub fn is_reply(&self) -> bool {
         self.kind() & 0x80 != 0
+    }
+
+    /// Whether only the operator may send this message.
+    pub fn is_operators(&self) -> bool {
+        matches!(self, Message::StatusQuery | Message::CloseRound | Message::OpenRound)
     }
 }
 
@@ -328,11 +447,18 @@ mod tests {
             (any::<u64>(), prop::collection::vec(bet(), 0..20))
                 .prop_map(|(first, bets)| Message::BetBatch { first, bets: bets.into() }),
             any::<u64>().prop_map(|bets| Message::Finished { bets }),
-            Just(Message::WinnersQuery),
+            any::<u32>().prop_map(|wait_ms| Message::WinnersQuery { wait_ms }),
             prop::collection::vec(any::<u8>(), 0..100).prop_map(|b| Message::Echo(b.into())),
-            any::<u32>().prop_map(|agency| Message::Hello { agency }),
+            (any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(agency, round, wait_ms)| Message::Hello {
+                agency,
+                round,
+                wait_ms
+            }),
+            Just(Message::StatusQuery),
+            Just(Message::CloseRound),
+            Just(Message::OpenRound),
             (any::<u64>(), any::<u16>()).prop_map(|(first, count)| Message::BatchAck { first, count }),
-            (1u8..=14, any::<u64>(), prop::option::of(0u16..u16::MAX), ".{0,40}").prop_map(
+            (1u8..=18, any::<u64>(), prop::option::of(0u16..u16::MAX), ".{0,40}").prop_map(
                 |(code, first, bet, reason)| Message::Error {
                     code: ErrorCode::from_u8(code),
                     first,
@@ -345,8 +471,19 @@ mod tests {
                 .prop_map(|(last, documents)| Message::Winners { last, documents }),
             (any::<u32>(), any::<u32>())
                 .prop_map(|(finished, expected)| Message::NotReady { finished, expected }),
-            (any::<u64>(), any::<u128>(), any::<bool>())
-                .prop_map(|(stored, digest, finished)| Message::Welcome { stored, digest, finished }),
+            (
+                any::<u64>(),
+                any::<u128>(),
+                any::<bool>(),
+                prop::sample::select(vec![RoundStage::Open, RoundStage::Closed, RoundStage::Drawn])
+            )
+                .prop_map(|(stored, digest, finished, stage)| Message::Welcome {
+                    stored,
+                    digest,
+                    finished,
+                    stage
+                }),
+            (any::<bool>(), ".{0,60}").prop_map(|(last, text)| Message::Status { last, text }),
         ]
     }
 
@@ -458,9 +595,12 @@ mod tests {
         let messages = [
             Message::BetBatch { first: 80, bets: vec![bet.clone(), bet].into() },
             Message::Finished { bets: 26936 },
-            Message::WinnersQuery,
+            Message::WinnersQuery { wait_ms: 30_000 },
             Message::Echo(bytes::Bytes::from_static(b"validar-echo-server: hola, Loteria")),
-            Message::Hello { agency: 3 },
+            Message::Hello { agency: 3, round: 1, wait_ms: 5000 },
+            Message::StatusQuery,
+            Message::CloseRound,
+            Message::OpenRound,
             Message::BatchAck { first: 80, count: 2 },
             Message::Error {
                 code: ErrorCode::Forbidden,
@@ -471,7 +611,13 @@ mod tests {
             Message::FinishedAck,
             Message::Winners { last: true, documents: vec!["30904465".into()] },
             Message::NotReady { finished: 1, expected: 5 },
-            Message::Welcome { stored: 1200, digest: u128::MAX / 3, finished: false },
+            Message::Welcome {
+                stored: 1200,
+                digest: u128::MAX / 3,
+                finished: false,
+                stage: RoundStage::Open,
+            },
+            Message::Status { last: true, text: "{\"round\":1}".into() },
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/decode");
         std::fs::create_dir_all(&dir).unwrap();
@@ -517,8 +663,11 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let frame =
-            Frame { version: VERSION, kind: kind::HELLO, payload: Bytes::from_static(&[0, 0, 0, 1, 0]) };
+        let frame = Frame {
+            version: VERSION,
+            kind: kind::HELLO,
+            payload: Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]),
+        };
         assert_eq!(Message::from_frame(frame), Err(DecodeError::TrailingBytes(1)));
     }
 

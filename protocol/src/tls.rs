@@ -6,7 +6,8 @@
 //!   connects to (`server`, `localhost`, `127.0.0.1`…).
 //! - The server verifies the agency: a certificate of the CA, for client
 //!   authentication, not revoked (a CRL), whose common name `agency-K` is
-//!   the one agency K it may act as ([`agency_of`]).
+//!   the one agency K it may act as, or `operator` for the operator's
+//!   commands ([`holder_of`]).
 //!
 //! The server lets a connection finish the handshake without a client
 //! certificate so that it can answer it with a clear `Unauthenticated`
@@ -96,16 +97,31 @@ pub fn client_config(identity: Identity, roots: RootCertStore) -> Result<Arc<Cli
     Ok(Arc::new(config))
 }
 
-/// The agency a verified client certificate speaks for: its common name
-/// is `agency-K`.
-pub fn agency_of(cert: &CertificateDer<'_>) -> Option<u32> {
+/// Who a verified client certificate speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Holder {
+    /// Agency K: common name `agency-K`. It bets, and nothing else.
+    Agency(u32),
+    /// The operator: common name `operator`. It runs the operator's
+    /// commands, and never bets.
+    Operator,
+}
+
+/// The common name of the operator's certificate.
+pub const OPERATOR: &str = "operator";
+
+/// Who a verified client certificate speaks for, from its one common name.
+pub fn holder_of(cert: &CertificateDer<'_>) -> Option<Holder> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let mut names = cert.subject().iter_common_name();
     let name = names.next()?.as_str().ok()?;
     if names.next().is_some() {
         return None;
     }
-    agency_named(name)
+    if name == OPERATOR {
+        return Some(Holder::Operator);
+    }
+    agency_named(name).map(Holder::Agency)
 }
 
 /// K from `agency-K`, where K is written as the agency's number is: decimal

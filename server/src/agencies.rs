@@ -1,5 +1,8 @@
 //! Which connection speaks for each agency, and the queue into the writer.
 //!
+//! A connection claims its agency for the open round only; one about a
+//! kept round (its winners) claims nothing, and stores nothing.
+//!
 //! One mutex guards both, so that "check this connection still speaks for
 //! its agency, then queue its job" is a single step. A connection claims
 //! its agency with `Hello`; a newer claim of the same agency supersedes the
@@ -19,10 +22,10 @@ use protocol::ErrorCode;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::draw::DrawBarrier;
-use lottery::round::{EncodedBatch, FinishOutcome, StoreOutcome, Welcome};
+use lottery::round::{CloseOutcome, CloseReason, EncodedBatch, FinishOutcome, StoreOutcome, Welcome};
 
-use crate::writer::Job;
+use crate::board::Board;
+use crate::writer::{Job, OpenRefused};
 
 /// Why a request about an agency is refused before it reaches the writer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +74,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Agencies {
     inner: Mutex<Inner>,
-    pub barrier: Arc<DrawBarrier>,
+    pub board: Arc<Board>,
     /// One permit per byte of rows from acceptance to disk: a session
     /// waits for permits before it queues a batch, so memory stays flat
     /// under load.
@@ -79,18 +82,18 @@ pub struct Agencies {
 }
 
 impl Agencies {
-    pub fn new(jobs: mpsc::UnboundedSender<Job>, barrier: Arc<DrawBarrier>) -> Agencies {
-        let claims = vec![None; barrier.expected() as usize];
+    pub fn new(jobs: mpsc::UnboundedSender<Job>, board: Arc<Board>) -> Agencies {
+        let claims = vec![None; board.expected() as usize];
         Agencies {
             inner: Mutex::new(Inner { claims, jobs: Some(jobs) }),
-            barrier,
+            board,
             budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
         }
     }
 
     /// Checks that `agency` is one of the expected ones.
     pub fn check(&self, agency: u32) -> Result<(), Refusal> {
-        let expected = self.barrier.expected();
+        let expected = self.board.expected();
         if (1..=expected).contains(&agency) {
             Ok(())
         } else {
@@ -98,12 +101,18 @@ impl Agencies {
         }
     }
 
-    /// Makes `connection` the one that speaks for `agency`, superseding any
-    /// other; the receiver resolves with what the round holds of it.
-    pub fn hello(&self, agency: u32, connection: &Connection) -> Result<oneshot::Receiver<Welcome>, Refusal> {
+    /// Makes `connection` the one that speaks for `agency` in the open
+    /// round `round`, superseding any other; the receiver resolves with
+    /// what the round holds of it.
+    pub fn hello(
+        &self,
+        agency: u32,
+        round: u64,
+        connection: &Connection,
+    ) -> Result<oneshot::Receiver<Welcome>, Refusal> {
         self.check(agency)?;
         let mut inner = self.lock();
-        let (job, welcome) = Job::hello(agency);
+        let (job, welcome) = Job::hello(round, agency);
         inner.send(job)?;
         let claim = &mut inner.claims[agency as usize - 1];
         if let Some(older) = claim.replace(connection.clone()) {
@@ -120,31 +129,52 @@ impl Agencies {
         self.budget.clone().acquire_many_owned(bytes).await.expect("the budget is never closed")
     }
 
-    /// Queues a batch of valid bets, encoded, for storage.
+    /// Queues a batch of valid bets of round `round`, encoded, for storage.
     pub fn store(
         &self,
         agency: u32,
+        round: u64,
         connection: &Connection,
         batch: EncodedBatch,
         permit: OwnedSemaphorePermit,
     ) -> Result<oneshot::Receiver<StoreOutcome>, Refusal> {
         let inner = self.claimed(agency, connection)?;
-        let (job, outcome) = Job::store(agency, batch, permit);
+        let (job, outcome) = Job::store(round, agency, batch, permit);
         inner.send(job)?;
         Ok(outcome)
     }
 
-    /// Queues the agency's "finished", with the bets it says it has.
+    /// Queues the agency's "finished" of round `round`, with the bets it
+    /// says it has.
     pub fn finish(
         &self,
         agency: u32,
+        round: u64,
         connection: &Connection,
         bets: u64,
     ) -> Result<oneshot::Receiver<FinishOutcome>, Refusal> {
         let inner = self.claimed(agency, connection)?;
-        let (job, outcome) = Job::finish(agency, bets);
+        let (job, outcome) = Job::finish(round, agency, bets);
         inner.send(job)?;
         Ok(outcome)
+    }
+
+    /// Queues the close of round `round`, if it is still open then.
+    pub fn close_round(
+        &self,
+        round: u64,
+        reason: CloseReason,
+    ) -> Result<oneshot::Receiver<CloseOutcome>, Refusal> {
+        let (job, outcome) = Job::close(round, reason);
+        self.lock().send(job)?;
+        Ok(outcome)
+    }
+
+    /// Queues the opening of the round after `after`.
+    pub fn open_round(&self, after: u64) -> Result<oneshot::Receiver<Result<u64, OpenRefused>>, Refusal> {
+        let (job, opened) = Job::open(after);
+        self.lock().send(job)?;
+        Ok(opened)
     }
 
     /// Forgets `connection`'s claim, if it still holds one.

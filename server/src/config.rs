@@ -10,6 +10,8 @@ use edge::duration::GoDuration;
 use edge::log::Level;
 use edge::settings::{ConfigError, Problem, SettingError, Sources};
 
+use crate::clock::Schedule;
+
 /// Most agencies one server expects (it keeps a few bytes per agency).
 pub const MAX_AGENCIES: u32 = 1_000_000;
 
@@ -40,9 +42,14 @@ pub struct Config {
     /// Connections not authenticated yet, at most; a new one past it
     /// pushes another out (see the gate module).
     pub max_unauthenticated: usize,
+    /// When rounds close and open by themselves (`SERVER_ROUND_CLOSE`,
+    /// `SERVER_ROUND_EVERY`).
+    pub schedule: Schedule,
 }
 
-/// `SERVER_MAX_UNAUTHENTICATED` when it is not set.
+/// `SERVER_MAX_UNAUTHENTICATED`, when it is not set, is this many places
+/// more than the agencies: every agency that starts at the same moment as
+/// the others gets a place, and newcomers this many more.
 pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 128;
 
 /// The most `SERVER_MAX_UNAUTHENTICATED` can be: the gate scans its pool
@@ -57,15 +64,7 @@ impl Config {
     /// Reads `path` (a missing file is fine when the environment provides
     /// every required key) and the environment through `env`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let ini = match ini::Ini::load_from_file(path) {
-            Ok(ini) => Some(ini),
-            Err(ini::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(ConfigError::File { path: path.into(), source: Box::new(e) }),
-        };
-        let file = |key: &str| -> Option<String> {
-            let section = ini.as_ref()?.section(Some("DEFAULT"))?;
-            section.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.to_owned())
-        };
+        let file = file_settings(path)?;
         let sources = Sources { env, file: &file };
         let (port, _) = sources.required("SERVER_PORT", "SERVER_PORT")?;
         let (listen_backlog, _) = sources.required("SERVER_LISTEN_BACKLOG", "SERVER_LISTEN_BACKLOG")?;
@@ -77,10 +76,11 @@ impl Config {
         }
         let storage_path =
             sources.optional("SERVER_STORAGE_PATH", "SERVER_STORAGE_PATH", PathBuf::from("./bets.csv"))?;
+        let herd = (agencies as usize).saturating_add(DEFAULT_MAX_UNAUTHENTICATED);
         let max_unauthenticated = sources.optional(
             "SERVER_MAX_UNAUTHENTICATED",
             "SERVER_MAX_UNAUTHENTICATED",
-            DEFAULT_MAX_UNAUTHENTICATED,
+            herd.clamp(DEFAULT_MAX_UNAUTHENTICATED, MAX_UNAUTHENTICATED),
         )?;
         if !(1..=MAX_UNAUTHENTICATED).contains(&max_unauthenticated) {
             let problem = Problem::Outside { min: 1, max: MAX_UNAUTHENTICATED as u64 };
@@ -92,6 +92,7 @@ impl Config {
             .into());
         }
         let (tls, revocation) = tls(&sources)?;
+        let schedule = schedule(&sources)?;
         Ok(Config {
             port,
             listen_backlog,
@@ -105,8 +106,51 @@ impl Config {
             auth_timeout: duration(&sources, "SERVER_AUTH_TIMEOUT", Duration::from_secs(5))?,
             write_timeout: duration(&sources, "SERVER_WRITE_TIMEOUT", Duration::from_secs(10))?,
             max_unauthenticated,
+            schedule,
         })
     }
+}
+
+/// The settings of the file at `path` (none if it is missing), under
+/// `[DEFAULT]`, by key in any case.
+pub fn file_settings(path: &Path) -> Result<impl Fn(&str) -> Option<String>, ConfigError> {
+    let ini = match ini::Ini::load_from_file(path) {
+        Ok(ini) => Some(ini),
+        Err(ini::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(ConfigError::File { path: path.into(), source: Box::new(e) }),
+    };
+    Ok(move |key: &str| -> Option<String> {
+        let section = ini.as_ref()?.section(Some("DEFAULT"))?;
+        section.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.to_owned())
+    })
+}
+
+/// `SERVER_ROUND_CLOSE` and `SERVER_ROUND_EVERY`: both optional, above
+/// zero, and a round closes no later than the next one opens.
+fn schedule(sources: &Sources<'_>) -> Result<Schedule, SettingError> {
+    let optional = |key: &str| -> Result<Option<Duration>, SettingError> {
+        match sources.raw(key, key).filter(|v| !v.trim().is_empty()) {
+            None => Ok(None),
+            Some(_) => duration(sources, key, Duration::ZERO).map(Some),
+        }
+    };
+    let schedule =
+        Schedule { close_after: optional("SERVER_ROUND_CLOSE")?, every: optional("SERVER_ROUND_EVERY")? };
+    if let (Some(close), Some(every)) = (schedule.close_after, schedule.every) {
+        if close > every {
+            let why = format!(
+                "{} is longer than SERVER_ROUND_EVERY ({}): a round would close after the next opened",
+                GoDuration(close),
+                GoDuration(every)
+            );
+            return Err(SettingError::new(
+                "SERVER_ROUND_CLOSE",
+                "SERVER_ROUND_CLOSE",
+                Problem::Conflict(why),
+            ));
+        }
+    }
+    Ok(schedule)
 }
 
 /// A duration setting that must be above zero.
@@ -220,7 +264,41 @@ mod tests {
         assert!(config.is_ok(), "an empty SERVER_TLS_CRL means no revocation list");
     }
 
-    const KEYS: [&str; 14] = [
+    #[test]
+    fn rounds_close_and_follow_each_other_only_when_told() {
+        let config = load(Some(COURSE_FILE), &[]).unwrap();
+        assert_eq!(config.schedule, Schedule::default(), "the course's round: no deadline, no next round");
+        let config =
+            load(Some(COURSE_FILE), &[("SERVER_ROUND_CLOSE", "90s"), ("SERVER_ROUND_EVERY", "24h")]).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            config.schedule,
+            Schedule { close_after: Some(Duration::from_secs(90)), every: Some(24 * hour) }
+        );
+        for (key, value) in
+            [("SERVER_ROUND_CLOSE", "0s"), ("SERVER_ROUND_EVERY", "soon"), ("SERVER_ROUND_EVERY", "1m")]
+        {
+            let env = [(key, value), ("SERVER_ROUND_CLOSE", "2m")];
+            let err = load(Some(COURSE_FILE), &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_pool_of_newcomers_grows_with_the_agencies() {
+        let config = load(Some(COURSE_FILE), &[]).unwrap();
+        assert_eq!(config.max_unauthenticated, DEFAULT_MAX_UNAUTHENTICATED + 5);
+        let config = load(Some(COURSE_FILE), &[("SERVER_AGENCIES", "1000")]).unwrap();
+        assert_eq!(config.max_unauthenticated, 1000 + DEFAULT_MAX_UNAUTHENTICATED);
+        let config =
+            load(Some(COURSE_FILE), &[("SERVER_AGENCIES", "1000"), ("SERVER_MAX_UNAUTHENTICATED", "64")])
+                .unwrap();
+        assert_eq!(config.max_unauthenticated, 64);
+    }
+
+    const KEYS: [&str; 16] = [
+        "SERVER_ROUND_CLOSE",
+        "SERVER_ROUND_EVERY",
         "SERVER_PORT",
         "SERVER_LISTEN_BACKLOG",
         "LOGGING_LEVEL",

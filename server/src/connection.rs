@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use edge::duration::GoDuration;
 use edge::log::Action;
-use protocol::tls::{TlsAcceptor, TLS_HANDSHAKE};
+use protocol::tls::{Holder, TlsAcceptor, TLS_HANDSHAKE};
 use protocol::{ErrorCode, Message, MessageWriter};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -153,10 +153,15 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
             let limits = Limits::new(&ctx, waiting, deadline);
             session::serve(stream, peer, id, Identity::Anonymous, &ctx, limits, &mut close).await;
         }
-        Arrival::Agency(stream, agency) => {
-            // Its certificate is verified; its Hello takes it out of the gate.
+        Arrival::Certified(stream, holder) => {
+            // Its certificate is verified; its Hello (the operator's first
+            // request) takes it out of the gate.
             let limits = Limits::new(&ctx, waiting, deadline);
-            session::serve(*stream, peer, id, Identity::Agency(agency), &ctx, limits, &mut close).await;
+            let identity = match holder {
+                Holder::Agency(agency) => Identity::Agency(agency),
+                Holder::Operator => Identity::Operator,
+            };
+            session::serve(*stream, peer, id, identity, &ctx, limits, &mut close).await;
         }
         Arrival::Anonymous(stream, reason) => {
             let penalty = failed(peer, &reason, &ctx.failures, &ctx.peer_lines);
@@ -194,8 +199,8 @@ type Stream = Metered<TcpStream>;
 enum Arrival {
     /// Plain frames: Echo only.
     Plain(Stream),
-    /// TLS with a verified certificate of this agency.
-    Agency(Box<protocol::tls::server::TlsStream<Stream>>, u32),
+    /// TLS with a verified certificate of this agency, or the operator's.
+    Certified(Box<protocol::tls::server::TlsStream<Stream>>, Holder),
     /// TLS without an agency's certificate (none, or one that names no
     /// agency), and why.
     Anonymous(Box<protocol::tls::server::TlsStream<Stream>>, &'static str),
@@ -226,20 +231,20 @@ async fn arrive(stream: TcpStream, ctx: &Context, waiting: &Waiting) -> Result<A
             }
         }
     };
-    let agency =
-        tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).map(protocol::tls::agency_of);
-    Ok(match agency {
+    let holder =
+        tls.get_ref().1.peer_certificates().and_then(|certs| certs.first()).map(protocol::tls::holder_of);
+    Ok(match holder {
         None => Arrival::Anonymous(
             Box::new(tls),
             "no agency certificate: an agency connects with TLS and its certificate",
         ),
-        Some(Some(agency)) => {
-            waiting.certified(agency);
-            Arrival::Agency(Box::new(tls), agency)
+        Some(Some(holder)) => {
+            waiting.certified(holder);
+            Arrival::Certified(Box::new(tls), holder)
         }
         Some(None) => Arrival::Anonymous(
             Box::new(tls),
-            "the certificate names no agency (its common name is not agency-K)",
+            "the certificate names no agency (its common name is neither agency-K nor operator)",
         ),
     })
 }

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 
+use protocol::tls::Holder;
 use protocol::MAX_FRAME_LEN;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
@@ -65,8 +66,8 @@ struct Place {
     id: u64,
     ip: IpAddr,
     stage: Stage,
-    /// The agency its verified certificate names, once certified.
-    agency: Option<u32>,
+    /// Who its verified certificate names, once certified.
+    holder: Option<Holder>,
     /// It failed to authenticate and only waits out its penalty.
     failed: bool,
     pushed_out: CancellationToken,
@@ -120,7 +121,7 @@ impl Gate {
                 id,
                 ip,
                 stage: Stage::Silent,
-                agency: None,
+                holder: None,
                 failed: false,
                 pushed_out: pushed_out.clone(),
             };
@@ -172,22 +173,22 @@ impl Waiting {
         }
     }
 
-    /// Records that the connection's certificate names `agency`; an older
-    /// certified place of the same agency is pushed out.
-    pub fn certified(&self, agency: u32) {
+    /// Records that the connection's certificate names `holder`; an older
+    /// certified place of the same holder is pushed out.
+    pub fn certified(&self, holder: Holder) {
         let mut places = self.gate.lock();
-        let older = places.iter().position(|p| p.agency == Some(agency) && p.id != self.id);
+        let older = places.iter().position(|p| p.holder == Some(holder) && p.id != self.id);
         if let Some(at) = older {
             let older = places.remove(at);
-            assert_eq!(older.stage, Stage::Certified, "only a certified place names an agency");
+            assert_eq!(older.stage, Stage::Certified, "only a certified place names a holder");
             older.pushed_out.cancel();
         }
         if let Some(place) = places.iter_mut().find(|p| p.id == self.id) {
             place.stage = Stage::Certified;
-            place.agency = Some(agency);
+            place.holder = Some(holder);
         }
-        let per_agency = places.iter().filter(|p| p.agency == Some(agency)).count();
-        assert!(per_agency <= 1, "one identity holds at most one certified place");
+        let per_holder = places.iter().filter(|p| p.holder == Some(holder)).count();
+        assert!(per_holder <= 1, "one identity holds at most one certified place");
     }
 
     /// Records that the connection failed to authenticate: its place goes
@@ -341,13 +342,13 @@ mod tests {
         let started = gate.admit(1, ip(1));
         started.started();
         let certified = gate.admit(2, ip(2));
-        certified.certified(2);
+        certified.certified(Holder::Agency(2));
         let silent = gate.admit(3, ip(3));
         let newcomer = gate.admit(4, ip(4));
         assert!(silent.pushed_out.is_cancelled(), "the silent one goes first, though the newest");
         assert!(!started.pushed_out.is_cancelled() && !certified.pushed_out.is_cancelled());
-        newcomer.certified(4);
-        started.certified(1);
+        newcomer.certified(Holder::Agency(4));
+        started.certified(Holder::Agency(1));
         let late = gate.admit(5, ip(5));
         assert!(late.pushed_out.is_cancelled(), "a pool of certified agencies refuses the newcomer");
         assert!(!started.pushed_out.is_cancelled() && !certified.pushed_out.is_cancelled());
@@ -357,12 +358,12 @@ mod tests {
     fn one_agency_holds_one_certified_place_the_newest() {
         let gate = Gate::new(8);
         let first = gate.admit(1, ip(1));
-        first.certified(7);
+        first.certified(Holder::Agency(7));
         let second = gate.admit(2, ip(2));
-        second.certified(7);
+        second.certified(Holder::Agency(7));
         assert!(first.pushed_out.is_cancelled(), "the older place of the same agency goes");
         let other = gate.admit(3, ip(1));
-        other.certified(8);
+        other.certified(Holder::Agency(8));
         assert!(!second.pushed_out.is_cancelled() && !other.pushed_out.is_cancelled());
         assert_eq!(gate.len(), 2);
     }

@@ -11,25 +11,32 @@
 //! - `session`: one connection's requests and replies.
 //! - `agencies`: the state shared by every session (one mutex).
 //! - `writer`: the one owner of the round's files (group commit).
-//! - `draw`: the barrier before the draw, and the draw itself.
+//! - `board`: where the rounds stand, for everyone who asks.
+//! - `clock`: rounds that close and open on time.
+//! - `status`: the round's status, as the operator sees it.
+//! - `admin`: the operator's command (`server admin`).
 //!
 //! The public API is what the program, the tests and the benchmark need:
 //! a [`Server`] started from a [`Config`], and the limits they measure
 //! against.
 
+pub mod admin;
 mod agencies;
+mod board;
+mod clock;
 mod config;
 mod connection;
-mod draw;
 mod gate;
 mod penalty;
 mod server;
 mod session;
+pub mod status;
 mod writer;
 
 pub use agencies::QUEUE_BYTES;
+pub use clock::Schedule;
 pub use config::{Config, DEFAULT_MAX_UNAUTHENTICATED, MAX_AGENCIES};
 pub use gate::BEFORE_HELLO_BYTES;
-pub use server::{Server, StartError, SESSION_GRACE};
+pub use server::{raise_open_files, Server, StartError, SESSION_GRACE};
 pub use session::{ANONYMOUS_LOG_LINES, LOG_LINES, PEER_LINES_PER_SECOND};
 pub use writer::WriterFailed;

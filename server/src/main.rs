@@ -5,6 +5,7 @@ use clap::Parser;
 use edge::log::Action;
 use edge::program::Started;
 use edge::settings::process_env;
+use server::admin::{self, Admin};
 use server::StartError;
 use server::{Config, Server};
 use tokio::runtime::Builder;
@@ -33,14 +34,59 @@ fn one_malloc_arena() {
 #[command(version)]
 struct Args {
     /// The configuration file.
-    #[arg(long, default_value = "config.ini")]
+    #[arg(long, default_value = "config.ini", global = true)]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The operator's command: asks the running server, over TLS with the
+    /// operator's certificate.
+    Admin {
+        /// The server's address (default: 127.0.0.1:SERVER_PORT).
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        #[command(subcommand)]
+        command: admin::Command,
+    },
 }
 
 fn main() -> ExitCode {
     one_malloc_arena();
     let args = Args::parse();
-    let config = Config::load(&args.config, &process_env);
+    match args.command {
+        Some(Command::Admin { address, command }) => run_admin(&args.config, address, command),
+        None => serve(&args.config),
+    }
+}
+
+/// `server admin …`: one answer on stdout, or one line on stderr.
+fn run_admin(config: &std::path::Path, address: Option<String>, command: admin::Command) -> ExitCode {
+    let runtime = match Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("server admin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = Admin::load(config, &process_env, address).map(|admin| runtime.block_on(admin.run(command)));
+    match answer.and_then(|answer| answer) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("server admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the server until SIGTERM.
+fn serve(config: &std::path::Path) -> ExitCode {
+    let config = Config::load(config, &process_env);
     let started = edge::program::start("server", config, |c| c.logging_level, Builder::new_multi_thread());
     let Started { config, log, runtime, shutdown } = match started {
         Ok(started) => started,
@@ -67,6 +113,15 @@ fn main() -> ExitCode {
             }
         };
         info!("{}", Action::in_progress("accept_connections"));
+        match server::raise_open_files() {
+            Ok(limit) => info!("{}", Action::success("open_files").field("limit", limit)),
+            Err(e) => warn!(
+                "{}",
+                Action::fail("open_files")
+                    .field("error", e)
+                    .field("then", "fewer agencies can connect at once")
+            ),
+        }
         server.log_round();
         if !revocation {
             warn!(

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge::log::Action;
-use lottery::round::{self, Opened, Round, RoundError, RoundFiles, RoundState};
+use lottery::round::{self, Opened, Round, RoundError, RoundFiles, RoundState, Shelf};
+use lottery::storage::disk::OsDisk;
 use protocol::tls::TlsAcceptor;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
@@ -28,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::agencies::Agencies;
+use crate::board::Board;
+use crate::clock;
 use crate::config::Config;
 use crate::connection::{self, Context};
-use crate::draw::DrawBarrier;
 use crate::gate::Gate;
 use crate::session::PeerLines;
 use crate::writer;
@@ -71,17 +73,17 @@ impl Server {
     pub fn log_round(&self) {
         let state = &self.state;
         match &self.opened {
-            Opened::New => info!(
-                "{}",
-                Action::success("new_round").field("round", state.id()).field("agencies", state.expected())
-            ),
+            Opened::New => {
+                let closes = self.config.schedule.closes(state.name().opened);
+                self.config.schedule.log_opened(state, closes);
+            }
             Opened::Resumed { cut_bets, cut_journal, cuts } => {
                 let line = Action::success("recover")
-                    .field("round", state.id())
+                    .field("round", state.number())
+                    .field("state", state.stage().as_str())
                     .field("bets", state.bets())
                     .field("finished", state.finished())
                     .field("agencies", state.expected())
-                    .field("drawn", if state.drawn() { "yes" } else { "no" })
                     .field("cut_bytes", cut_bets + cut_journal);
                 if cuts.is_empty() {
                     info!("{line}");
@@ -104,10 +106,11 @@ impl Server {
     /// the writer stopped on a storage failure.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WriterFailed> {
         let Server { listener, config, files, state, opened: _ } = self;
-        let barrier = Arc::new(DrawBarrier::new(config.agencies));
+        let shelf = Shelf::new(Arc::new(OsDisk), &config.storage_path);
+        let board = Arc::new(Board::new(&state, config.schedule.closes(state.name().opened), shelf));
         let (jobs, queue) = mpsc::unbounded_channel();
-        let agencies = Arc::new(Agencies::new(jobs, barrier.clone()));
-        let mut writer = writer::spawn(Round::new(files, state), queue, barrier);
+        let agencies = Arc::new(Agencies::new(jobs, board.clone()));
+        let mut writer = writer::spawn(Round::new(files, state), queue, board, config.schedule);
         let ctx = Arc::new(Context {
             agencies: agencies.clone(),
             gate: Gate::new(config.max_unauthenticated),
@@ -125,6 +128,7 @@ impl Server {
             result = &mut writer => Some(result),
             () = accept(&listener, &ctx, &mut sessions) => unreachable!("the accept loop ends only with the server"),
             () = report_held_back_lines(&ctx.peer_lines) => unreachable!("the report goes on with the server"),
+            () = clock::run(agencies.clone(), config.schedule) => unreachable!("the clock goes on while jobs are taken"),
         };
 
         info!("{}", Action::in_progress("shutdown"));
@@ -206,6 +210,26 @@ async fn join_sessions(mut sessions: JoinSet<()>) {
             .field("sessions", open)
             .field("aborted", if drained.is_err() { "yes" } else { "no" })
     );
+}
+
+/// Raises the process's soft limit of open files to its hard limit: each
+/// agency holds a connection, and the default soft limit (1,024) is below
+/// a thousand agencies and the server's own files. Returns the limit now.
+pub fn raise_open_files() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
 }
 
 fn listen(port: u16, backlog: u32) -> io::Result<TcpListener> {

@@ -1,45 +1,58 @@
-//! The one owner of the round's files: a blocking task that takes what
-//! every session queues, in queue order, to the round (`lottery::round`),
-//! whose rules decide what is stored, and answers each job once it is
-//! durable.
+//! The one owner of the rounds' files: a blocking task that takes what
+//! every session (and the operator, and the clock) queues, in queue order,
+//! to the open round (`lottery::round`), whose rules decide what is stored,
+//! and answers each job once it is durable.
 //!
 //! It takes every job waiting in the queue, up to a group's bound
 //! ([`MAX_GROUP_BETS`] bets, [`MAX_GROUP_BYTES`] bytes), and hands them to
 //! the round as one group: one append (and one `fdatasync`) for the rows
 //! of every accepted batch, one more for the journal lines of every
-//! accepted "finished". Under load many batches share one sync; alone, a
-//! batch gets its own. A `Hello` closes its group, so that its answer is
-//! the state right after the jobs queued before it (see
-//! [`crate::agencies`]).
+//! accepted "finished" (and the close and the draw). Under load many
+//! batches share one sync; alone, a batch gets its own. A `Hello` or a
+//! close ends its group, so that a `Hello`'s answer is the state right
+//! after the jobs queued before it (see [`crate::agencies`]) and a close
+//! draws over exactly those. Opening the next round is a job of its own.
 //!
-//! When the last agency finishes, the round records the draw with it; the
-//! writer then logs `sorteo` and publishes the winners, all before that
-//! agency's "finished" is acknowledged.
+//! Every job names the round it is for: one for a round that has made way
+//! for the next is answered as that round is, closed, without reaching the
+//! open one.
+//!
+//! When the round closes (its last agency finished, its time is up, or the
+//! operator said so), the round records the close and the draw together;
+//! the writer then logs `cierre` and `sorteo`, waits for those lines to be
+//! written out, and only then publishes the winners on the [`Board`], all
+//! before any job after the close is answered.
 //!
 //! A failed append that leaves the files as they were is answered with
 //! `StorageFailure`, and may be sent again. A failure that leaves a file in
-//! an unknown state, or a failed draw, stops the writer with an error, and
-//! the server with it: a restart recovers from what is on disk.
+//! an unknown state, or a failed draw or move, stops the writer with an
+//! error, and the server with it: a restart recovers from what is on disk.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use edge::log::{Action, Outcome};
 use lottery::round::{
-    Answer, Committed, EncodedBatch, Fatal, FinishOutcome, Request, Round, RoundFiles, StoreOutcome, Welcome,
-    MAX_GROUP_BETS, MAX_GROUP_BYTES,
+    Answer, CloseOutcome, CloseReason, Committed, EncodedBatch, Fatal, FinishOutcome, Request, Round,
+    RoundError, RoundFiles, RoundState, Stage, StoreOutcome, Welcome, MAX_GROUP_BETS, MAX_GROUP_BYTES,
 };
 use lottery::storage::row::ROW_BYTES_PER_WIRE_BYTE;
-use lottery::storage::StorageError;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::draw::{DrawBarrier, Winners};
+use crate::board::{Board, Winners};
+use crate::clock::Schedule;
 
 /// Bytes of rows one batch of valid bets can make, at most: twice its
 /// frame (see [`ROW_BYTES_PER_WIRE_BYTE`]).
 pub const MAX_BATCH_ROW_BYTES: usize = ROW_BYTES_PER_WIRE_BYTE * protocol::MAX_FRAME_LEN;
+
+/// How long the writer waits for the draw's lines to reach stdout before
+/// it publishes the winners anyway (a stdout nobody reads must not stop
+/// the lottery).
+const DRAW_LINES_WAIT: Duration = Duration::from_secs(1);
 
 const _: () = assert!(MAX_BATCH_ROW_BYTES <= MAX_GROUP_BYTES, "a group always takes a batch");
 const _: () = assert!(protocol::MAX_FRAME_LEN / 10 <= MAX_GROUP_BETS, "a group always takes a batch");
@@ -48,56 +61,101 @@ const _: () = assert!(
     "the writer's queue always has room for a batch"
 );
 
-/// Work for the writer: a request of the round, and where its answer goes.
+/// Work for the writer.
 #[derive(Debug)]
-pub struct Job {
-    request: Request,
-    reply: Reply,
+pub enum Job {
+    /// A request about round `round`, and where its answer goes.
+    Round { round: u64, request: Request, reply: Reply },
+    /// Open the round after `after`, once `after` is drawn.
+    Open { after: u64, reply: oneshot::Sender<Result<u64, OpenRefused>> },
 }
 
 /// Where a job's answer goes, of the job's own kind.
 #[derive(Debug)]
-enum Reply {
+pub enum Reply {
     Welcome(oneshot::Sender<Welcome>),
     /// The permit holds the batch's share of the queue's budget until its
     /// rows are written.
     Store(oneshot::Sender<StoreOutcome>, OwnedSemaphorePermit),
     Finish(oneshot::Sender<FinishOutcome>),
+    Close(oneshot::Sender<CloseOutcome>),
+}
+
+/// Why the next round did not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenRefused {
+    #[error("round {0} is open: close it first (server admin close)")]
+    Open(u64),
+    #[error("round {0} is closed and its draw is being recorded: try again in a moment")]
+    Drawing(u64),
+    #[error("round {0} has opened since: nothing to do")]
+    Moved(u64),
 }
 
 impl Job {
-    /// A connection now speaks for `agency`: answer with what is stored.
-    pub fn hello(agency: u32) -> (Job, oneshot::Receiver<Welcome>) {
+    /// A connection now speaks for `agency` in `round`: answer with what is
+    /// stored.
+    pub fn hello(round: u64, agency: u32) -> (Job, oneshot::Receiver<Welcome>) {
         let (done, answer) = oneshot::channel();
-        (Job { request: Request::Hello { agency }, reply: Reply::Welcome(done) }, answer)
+        (Job::Round { round, request: Request::Hello { agency }, reply: Reply::Welcome(done) }, answer)
     }
 
-    /// Store these (already valid) bets, all or none.
+    /// Store these (already valid) bets in `round`, all or none.
     pub fn store(
+        round: u64,
         agency: u32,
         batch: EncodedBatch,
         permit: OwnedSemaphorePermit,
     ) -> (Job, oneshot::Receiver<StoreOutcome>) {
         assert!(batch.rows().len() <= permit.num_permits(), "a batch's rows fit the room it reserved");
         let (done, answer) = oneshot::channel();
-        (Job { request: Request::Store { agency, batch }, reply: Reply::Store(done, permit) }, answer)
+        let request = Request::Store { agency, batch };
+        (Job::Round { round, request, reply: Reply::Store(done, permit) }, answer)
     }
 
-    /// The agency has finished, with `bets` bets.
-    pub fn finish(agency: u32, bets: u64) -> (Job, oneshot::Receiver<FinishOutcome>) {
+    /// The agency has finished `round`, with `bets` bets.
+    pub fn finish(round: u64, agency: u32, bets: u64) -> (Job, oneshot::Receiver<FinishOutcome>) {
         let (done, answer) = oneshot::channel();
-        (Job { request: Request::Finish { agency, bets }, reply: Reply::Finish(done) }, answer)
+        (Job::Round { round, request: Request::Finish { agency, bets }, reply: Reply::Finish(done) }, answer)
+    }
+
+    /// Close `round` now, for `reason`, if it is still open.
+    pub fn close(round: u64, reason: CloseReason) -> (Job, oneshot::Receiver<CloseOutcome>) {
+        let (done, answer) = oneshot::channel();
+        (Job::Round { round, request: Request::Close { reason }, reply: Reply::Close(done) }, answer)
+    }
+
+    /// Open the round after `after`.
+    pub fn open(after: u64) -> (Job, oneshot::Receiver<Result<u64, OpenRefused>>) {
+        let (done, answer) = oneshot::channel();
+        (Job::Open { after, reply: done }, answer)
+    }
+
+    /// Whether nothing may follow it in its group.
+    fn ends_group(&self) -> bool {
+        match self {
+            Job::Round { request, .. } => request.closes_group(),
+            Job::Open { .. } => true,
+        }
+    }
+
+    /// Bets and bytes of rows it would store.
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Job::Round { request, .. } => (request.bets(), request.bytes()),
+            Job::Open { .. } => (0, 0),
+        }
     }
 }
 
 /// Why the writer stopped before its queue closed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct WriterFailed(pub StorageError);
+pub struct WriterFailed(pub RoundError);
 
 impl From<Fatal> for WriterFailed {
     fn from(Fatal(e): Fatal) -> WriterFailed {
-        WriterFailed(e)
+        WriterFailed(RoundError::Storage(e))
     }
 }
 
@@ -107,10 +165,11 @@ impl From<Fatal> for WriterFailed {
 pub fn spawn(
     round: Round<RoundFiles>,
     jobs: mpsc::UnboundedReceiver<Job>,
-    barrier: Arc<DrawBarrier>,
+    board: Arc<Board>,
+    schedule: Schedule,
 ) -> JoinHandle<Result<(), WriterFailed>> {
     tokio::task::spawn_blocking(move || {
-        let mut writer = Writer { round, barrier };
+        let mut writer = Writer { round, board, schedule, previous: None };
         let result = writer.run(jobs);
         if let Err(e) = &result {
             error!("{}", Action::fail("store_bets").field("error", e).field("then", "the server stops"));
@@ -119,6 +178,7 @@ pub fn spawn(
         let (bet_syncs, journal_syncs) = files.syncs();
         let line = Action::new("close_file", if result.is_ok() { Outcome::Success } else { Outcome::Fail })
             .field("path", files.bets_path().display())
+            .field("round", writer.round.state().number())
             .field("bytes", files.bets_len())
             .field("syncs", bet_syncs)
             .field("journal_syncs", journal_syncs);
@@ -132,35 +192,40 @@ pub fn spawn(
 
 struct Writer {
     round: Round<RoundFiles>,
-    barrier: Arc<DrawBarrier>,
+    board: Arc<Board>,
+    schedule: Schedule,
+    /// The round before the open one, once it made way: jobs still queued
+    /// for it are answered from it.
+    previous: Option<RoundState>,
 }
 
 impl Writer {
     fn run(&mut self, mut jobs: mpsc::UnboundedReceiver<Job>) -> Result<(), WriterFailed> {
-        self.barrier.set_finished(self.round.state().finished());
         if self.round.state().drawn() {
-            self.publish();
-        } else if self.round.draw_if_complete()? {
-            info!("{}", Action::success("sorteo"));
-            self.publish();
+            // Drawn before a restart: its sorteo was logged then.
+            self.publish(false);
+        } else {
+            let committed = self.round.draw_if_due()?;
+            self.report(&committed);
         }
         let mut group = Vec::new();
         // A job that did not fit in the last group starts the next one.
         let mut carried: Option<Job> = None;
         while let Some(job) = carried.take().or_else(|| jobs.blocking_recv()) {
-            let mut open = !job.request.closes_group();
-            let (mut bets, mut bytes) = (job.request.bets(), job.request.bytes());
+            let mut open = !job.ends_group();
+            let (mut bets, mut bytes) = job.size();
             group.push(job);
             while open {
                 let Ok(job) = jobs.try_recv() else { break };
-                let request = &job.request;
-                if bets + request.bets() > MAX_GROUP_BETS || bytes + request.bytes() > MAX_GROUP_BYTES {
+                let (more_bets, more_bytes) = job.size();
+                let too_big = bets + more_bets > MAX_GROUP_BETS || bytes + more_bytes > MAX_GROUP_BYTES;
+                if too_big || matches!(job, Job::Open { .. }) {
                     carried = Some(job);
                     break;
                 }
-                open = !request.closes_group();
-                bets += request.bets();
-                bytes += request.bytes();
+                open = !job.ends_group();
+                bets += more_bets;
+                bytes += more_bytes;
                 group.push(job);
             }
             self.commit(&mut group)?;
@@ -172,43 +237,151 @@ impl Writer {
     /// Hands one group to the round, says what it changed, and answers
     /// each job; empties the group.
     fn commit(&mut self, group: &mut Vec<Job>) -> Result<(), WriterFailed> {
-        let (mut requests, replies): (Vec<Request>, Vec<Reply>) =
-            group.drain(..).map(|job| (job.request, job.reply)).unzip();
+        let open = self.round.state().number();
+        let mut requests = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for job in group.drain(..) {
+            match job {
+                Job::Open { after, reply } => {
+                    assert!(requests.is_empty(), "opening the next round is a group of its own");
+                    let opened = self.open_next(after)?;
+                    drop(reply.send(opened));
+                }
+                Job::Round { round, request, reply } if round == open => {
+                    requests.push(request);
+                    replies.push(reply);
+                }
+                Job::Round { round, request, reply } => self.answer_earlier(round, request, reply),
+            }
+        }
+        if requests.is_empty() {
+            return Ok(());
+        }
         let committed = self.round.commit(&mut requests)?;
         self.report(&committed);
+        self.count(&requests, &committed);
         assert_eq!(committed.answers.len(), replies.len(), "an answer per job");
-        // A session that went away no longer needs its answer.
         for (reply, answer) in replies.into_iter().zip(committed.answers) {
-            match (reply, answer) {
-                (Reply::Welcome(done), Answer::Welcome(welcome)) => drop(done.send(welcome)),
-                (Reply::Store(done, permit), Answer::Store(outcome)) => {
-                    drop(permit);
-                    drop(done.send(outcome));
-                }
-                (Reply::Finish(done), Answer::Finish(outcome)) => drop(done.send(outcome)),
-                (reply, answer) => unreachable!("{answer:?} answers a job of its own kind, not {reply:?}"),
-            }
+            answer_with(reply, answer);
         }
         Ok(())
     }
 
-    /// Logs what a group changed and moves the draw's barrier.
-    fn report(&mut self, committed: &Committed) {
-        for (agency, bets) in &committed.finished {
-            info!("{}", Action::success("agency_finished").field("agency", agency).field("bets", bets));
+    /// Answers a job for round `round`, which has made way for the open
+    /// one: closed, and drawn.
+    fn answer_earlier(&self, round: u64, request: Request, reply: Reply) {
+        let open = self.round.state().number();
+        assert!(round < open, "a job names the open round or an earlier one");
+        let answer = match request {
+            Request::Hello { agency } => {
+                let earlier = match &self.previous {
+                    Some(previous) if previous.number() == round => Some(previous.clone()),
+                    _ => self.board.kept(round).ok().flatten().map(|kept| (*kept).clone()),
+                };
+                let Some(earlier) = earlier else {
+                    // Gone from the disk while its Hello was queued: the
+                    // session finds out when it asks the board.
+                    return;
+                };
+                let held = earlier.agency(agency);
+                Answer::Welcome(Welcome {
+                    progress: held.progress,
+                    finished: held.finished,
+                    stage: earlier.stage(),
+                })
+            }
+            Request::Store { .. } => Answer::Store(StoreOutcome::RoundClosed),
+            Request::Finish { .. } => Answer::Finish(FinishOutcome::RoundClosed),
+            Request::Close { .. } => {
+                let reason = match self.previous.as_ref().map(RoundState::stage) {
+                    Some(Stage::Drawn(reason)) => reason,
+                    _ => CloseReason::Operator,
+                };
+                Answer::Close(CloseOutcome::NotOpen(reason))
+            }
+        };
+        answer_with(reply, answer);
+    }
+
+    /// Opens the round after `after`, if `after` is the open round and is
+    /// drawn: moves its files away, starts the next, says so.
+    fn open_next(&mut self, after: u64) -> Result<Result<u64, OpenRefused>, WriterFailed> {
+        let state = self.round.state();
+        if state.number() != after {
+            return Ok(Err(OpenRefused::Moved(state.number())));
         }
-        self.barrier.set_finished(self.round.state().finished());
-        if committed.drawn {
-            info!("{}", Action::success("sorteo"));
-            self.publish();
+        match state.stage() {
+            Stage::Open => return Ok(Err(OpenRefused::Open(after))),
+            Stage::Closed(_) => return Ok(Err(OpenRefused::Drawing(after))),
+            Stage::Drawn(_) => {}
         }
-        for failure in &committed.failures {
-            error!("{}", Action::fail("store_bets").field("error", failure));
+        let drawn = self
+            .round
+            .open_next(self.board.expected(), lottery::round::now_millis())
+            .map_err(WriterFailed)?;
+        self.previous = Some(drawn);
+        let state = self.round.state();
+        let closes = self.schedule.closes(state.name().opened);
+        self.board.opened(state, closes);
+        self.schedule.log_opened(state, closes);
+        Ok(Ok(state.number()))
+    }
+
+    /// Moves the board's counters by what a group stored.
+    fn count(&self, requests: &[Request], committed: &Committed) {
+        for (request, answer) in requests.iter().zip(&committed.answers) {
+            if let (Request::Store { agency, .. }, Answer::Store(StoreOutcome::Stored)) = (request, answer) {
+                self.board.stored(*agency, self.round.state().agency(*agency).progress.bets());
+            }
         }
     }
 
-    fn publish(&mut self) {
+    /// Logs what a group changed and moves the board.
+    fn report(&mut self, committed: &Committed) {
+        let round = self.round.state().number();
+        for (agency, bets) in &committed.finished {
+            let line = Action::success("agency_finished").field("round", round).field("agency", agency);
+            info!("{}", line.field("bets", bets));
+            self.board.finish(*agency);
+        }
+        if let Some((reason, bets)) = committed.closed {
+            let line = Action::success("cierre").field("round", round).field("reason", reason);
+            info!("{}", line.field("bets", bets));
+            self.board.close(reason);
+        }
+        if committed.drawn {
+            self.publish(true);
+        }
+        for failure in &committed.failures {
+            error!("{}", Action::fail("store_bets").field("round", round).field("error", failure));
+        }
+    }
+
+    /// Logs `sorteo` (for a draw that just ran), waits for it to be
+    /// written out, and publishes the winners.
+    fn publish(&mut self, just_drawn: bool) {
+        let round = self.round.state().number();
         let winners: HashMap<u32, Vec<String>> = self.round.take_winners().into_iter().collect();
-        self.barrier.publish(Winners::new(winners));
+        let winners = Winners::new(winners);
+        if just_drawn {
+            info!("{}", Action::success("sorteo").field("round", round).field("winners", winners.count()));
+            edge::log::wait_written(DRAW_LINES_WAIT);
+        }
+        self.board.drawn(winners);
+    }
+}
+
+/// Sends `answer` where `reply` says; a session that went away no longer
+/// needs it.
+fn answer_with(reply: Reply, answer: Answer) {
+    match (reply, answer) {
+        (Reply::Welcome(done), Answer::Welcome(welcome)) => drop(done.send(welcome)),
+        (Reply::Store(done, permit), Answer::Store(outcome)) => {
+            drop(permit);
+            drop(done.send(outcome));
+        }
+        (Reply::Finish(done), Answer::Finish(outcome)) => drop(done.send(outcome)),
+        (Reply::Close(done), Answer::Close(outcome)) => drop(done.send(outcome)),
+        (reply, answer) => unreachable!("{answer:?} answers a job of its own kind, not {reply:?}"),
     }
 }

@@ -110,7 +110,7 @@ async fn attack(
                     let mut reader = MessageReader::new(read, MAX_FRAME_LEN);
                     let mut writer = MessageWriter::new(write);
                     if let Shape::Anonymous = shape {
-                        let _ = writer.send(&Message::Hello { agency: 1 }).await;
+                        let _ = writer.send(&Message::Hello { agency: 1, round: 1, wait_ms: 0 }).await;
                     }
                     while let Ok(Some(_)) = reader.read().await {}
                 }

@@ -36,7 +36,7 @@ async fn five_agencies_uploading_at_once_store_every_bet_once_and_get_only_their
     for (g, ending) in generated.iter().zip(&endings) {
         assert_eq!(
             ending,
-            &Ending::Winners { documents: g.winners.clone(), rejected: 0 },
+            &Ending::Winners { documents: g.winners.clone(), rejected: 0, left_out: None },
             "agency {}",
             g.agency
         );
@@ -63,14 +63,20 @@ async fn no_query_gets_a_partial_answer_before_the_last_agency_finishes() {
 
     assert_eq!(one.ask(&batch(0, vec![bet("111", 7574)])).await, ack(0, 1));
     assert_eq!(one.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
-    assert_eq!(one.ask(&Message::WinnersQuery).await, Message::NotReady { finished: 1, expected: 2 });
+    assert_eq!(
+        one.ask(&Message::WinnersQuery { wait_ms: 0 }).await,
+        Message::NotReady { finished: 1, expected: 2 }
+    );
     assert_eq!(two.ask(&batch(0, vec![bet("222", 7574)])).await, ack(0, 1));
-    assert_eq!(two.ask(&Message::WinnersQuery).await, Message::NotReady { finished: 1, expected: 2 });
+    assert_eq!(
+        two.ask(&Message::WinnersQuery { wait_ms: 0 }).await,
+        Message::NotReady { finished: 1, expected: 2 }
+    );
     assert_eq!(two.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
 
     let only_own = |d: &str| Message::Winners { last: true, documents: vec![d.to_owned()] };
-    assert_eq!(one.ask(&Message::WinnersQuery).await, only_own("111"));
-    assert_eq!(two.ask(&Message::WinnersQuery).await, only_own("222"));
+    assert_eq!(one.ask(&Message::WinnersQuery { wait_ms: 0 }).await, only_own("111"));
+    assert_eq!(two.ask(&Message::WinnersQuery { wait_ms: 0 }).await, only_own("222"));
     server.stop().await;
 }
 
@@ -143,7 +149,7 @@ async fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
     assert_eq!(good.ask(&batch(0, vec![bet("1", 1)])).await, ack(0, 1));
 
     let mut garbage = Raw::connect(server.addr).await;
-    garbage.send_bytes(b"\x00\x00\x00\x08\x02\x7fGARBAGE!").await;
+    garbage.send_bytes(b"\x00\x00\x00\x08\x03\x7fGARBAGE!").await;
     assert!(matches!(garbage.recv().await, Some(Message::Error { code: ErrorCode::UnknownMessage, .. })));
     garbage.expect_closed().await;
 
@@ -183,7 +189,9 @@ async fn garbage_truncated_and_oversized_frames_close_only_their_connection() {
 #[tokio::test]
 async fn a_connection_must_say_hello_once_for_its_own_agency_of_the_round() {
     let server = TestServer::start(2).await;
-    for request in [batch(0, vec![bet("1", 1)]), Message::Finished { bets: 0 }, Message::WinnersQuery] {
+    for request in
+        [batch(0, vec![bet("1", 1)]), Message::Finished { bets: 0 }, Message::WinnersQuery { wait_ms: 0 }]
+    {
         let (mut unsaid, _) = (Raw::tls(server.addr, Some(1)).await, ());
         match unsaid.ask(&request).await {
             Message::Error { code: ErrorCode::UnexpectedMessage, reason, .. } => {
@@ -194,12 +202,12 @@ async fn a_connection_must_say_hello_once_for_its_own_agency_of_the_round() {
         unsaid.expect_closed().await;
     }
     let mut stranger = Raw::tls(server.addr, Some(3)).await;
-    let reply = stranger.ask(&Message::Hello { agency: 3 }).await;
+    let reply = stranger.ask(&Message::Hello { agency: 3, round: 1, wait_ms: 0 }).await;
     assert!(matches!(reply, Message::Error { code: ErrorCode::UnknownAgency, .. }), "{reply:?}");
     stranger.expect_closed().await;
 
     let (mut twice, _) = Raw::agency(server.addr, 1).await;
-    let reply = twice.ask(&Message::Hello { agency: 1 }).await;
+    let reply = twice.ask(&Message::Hello { agency: 1, round: 1, wait_ms: 0 }).await;
     assert!(matches!(reply, Message::Error { code: ErrorCode::UnexpectedMessage, .. }), "{reply:?}");
     twice.expect_closed().await;
 
@@ -305,7 +313,10 @@ async fn a_newer_connection_of_an_agency_supersedes_the_older_one() {
 async fn the_welcome_tells_an_agency_the_progress_of_its_stored_bets() {
     let server = TestServer::start(1).await;
     let (mut raw, welcome) = Raw::agency(server.addr, 1).await;
-    assert_eq!(welcome, Message::Welcome { stored: 0, digest: 0, finished: false });
+    assert_eq!(
+        welcome,
+        Message::Welcome { stored: 0, digest: 0, finished: false, stage: protocol::RoundStage::Open }
+    );
     assert_eq!(raw.ask(&batch(0, vec![bet("1", 1), bet("2", 7574)])).await, ack(0, 2));
     drop(raw);
     let (_raw, welcome) = Raw::agency(server.addr, 1).await;
@@ -368,7 +379,10 @@ async fn more_agencies_than_cores_are_all_served() {
     let runs =
         generated.iter().map(|g| tokio::spawn(run_agency(client_config(g.agency, server.addr, &g.path))));
     for (g, ending) in generated.iter().zip(futures_util::future::join_all(runs).await) {
-        assert_eq!(ending.unwrap(), Ending::Winners { documents: g.winners.clone(), rejected: 0 });
+        assert_eq!(
+            ending.unwrap(),
+            Ending::Winners { documents: g.winners.clone(), rejected: 0, left_out: None }
+        );
     }
     assert_eq!(server.stop().await.len(), 150 * 24);
 }
@@ -391,7 +405,7 @@ async fn invalid_rows_are_reported_and_every_valid_bet_is_stored() {
     config.batch_max_amount = 10;
     let ending = run_agency(config).await;
     // Line 14 (a date that does not exist) and line 26 (two fields) are rejected.
-    assert_eq!(ending, Ending::Winners { documents: vec!["3".into()], rejected: 2 });
+    assert_eq!(ending, Ending::Winners { documents: vec!["3".into()], rejected: 2, left_out: None });
     let stored: Vec<String> = server.stop().await.into_iter().map(|b| b.document).collect();
     let expected: Vec<String> = (0..25).filter(|i| *i != 13).map(|i| i.to_string()).collect();
     assert_eq!(stored, expected);
@@ -403,7 +417,7 @@ async fn nothing_sent_after_a_protocol_error_is_served() {
     let (mut raw, _) = Raw::agency(server.addr, 1).await;
     // Three requests in one write: the second speaks for another agency.
     raw.writer.queue(&batch(0, vec![bet("1", 1)]));
-    raw.writer.queue(&Message::Hello { agency: 2 });
+    raw.writer.queue(&Message::Hello { agency: 2, round: 1, wait_ms: 0 });
     raw.writer.queue(&batch(1, vec![bet("2", 2)]));
     raw.writer.flush().await.unwrap();
     assert_eq!(raw.recv().await, Some(ack(0, 1)));
@@ -427,17 +441,20 @@ async fn a_restarted_server_resumes_the_round_and_a_drawn_round_serves_the_same_
     assert!(matches!(welcome, Message::Welcome { stored: 2, finished: true, .. }), "{welcome:?}");
     let (mut two, welcome) = Raw::agency(server.addr, 2).await;
     assert!(matches!(welcome, Message::Welcome { stored: 1, finished: false, .. }), "{welcome:?}");
-    assert_eq!(two.ask(&Message::WinnersQuery).await, Message::NotReady { finished: 1, expected: 2 });
+    assert_eq!(
+        two.ask(&Message::WinnersQuery { wait_ms: 0 }).await,
+        Message::NotReady { finished: 1, expected: 2 }
+    );
     assert_eq!(two.ask(&batch(1, vec![bet("22", 7574)])).await, ack(1, 1));
     assert_eq!(two.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
     let winners = |d: &str| Message::Winners { last: true, documents: vec![d.to_owned()] };
-    assert_eq!(two.ask(&Message::WinnersQuery).await, winners("22"));
+    assert_eq!(two.ask(&Message::WinnersQuery { wait_ms: 0 }).await, winners("22"));
 
     let server = server.restart().await;
     let (mut one, _) = Raw::agency(server.addr, 1).await;
-    assert_eq!(one.ask(&Message::WinnersQuery).await, winners("11"));
+    assert_eq!(one.ask(&Message::WinnersQuery { wait_ms: 0 }).await, winners("11"));
     let (mut two, _) = Raw::agency(server.addr, 2).await;
-    assert_eq!(two.ask(&Message::WinnersQuery).await, winners("22"));
+    assert_eq!(two.ask(&Message::WinnersQuery { wait_ms: 0 }).await, winners("22"));
     let stored: Vec<String> = server.stop().await.into_iter().map(|b| b.document).collect();
     assert_eq!(stored, ["11", "12", "21", "22"]);
 }
@@ -481,7 +498,10 @@ async fn an_agency_started_again_with_another_batch_size_stores_every_bet_once()
         let source = BetSource::File(generated[0].path.clone());
         let ending = client::run(&config, source, stop).await.unwrap();
         if stop_after.is_none() {
-            assert_eq!(ending, Ending::Winners { documents: generated[0].winners.clone(), rejected: 0 });
+            assert_eq!(
+                ending,
+                Ending::Winners { documents: generated[0].winners.clone(), rejected: 0, left_out: None }
+            );
         }
     }
     let stored: Vec<String> = server.stop().await.into_iter().map(|b| b.document).collect();
@@ -497,7 +517,7 @@ async fn an_agency_whose_file_differs_from_what_the_server_holds_stops_and_store
     std::fs::write(&path, "Ana,Paz,1,1999-03-17,1\nBeto,Paz,2,1999-03-17,2\n").unwrap();
     let server = TestServer::start(1).await;
     let ending = run_agency(client_config(1, server.addr, &path)).await;
-    assert_eq!(ending, Ending::Winners { documents: vec![], rejected: 0 });
+    assert_eq!(ending, Ending::Winners { documents: vec![], rejected: 0, left_out: None });
 
     for other in ["Ana,Paz,1,1999-03-17,1\nBeto,Paz,3,1999-03-17,2\n", "Ana,Paz,1,1999-03-17,1\n"] {
         std::fs::write(&path, other).unwrap();

@@ -115,7 +115,7 @@ async fn sigterm_while_agencies_wait_for_the_draw_exits_zero() {
     let (mut waiting, _) = Raw::agency(server.addr(), 1).await;
     assert_eq!(waiting.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
     assert_eq!(waiting.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
-    assert!(matches!(waiting.ask(&Message::WinnersQuery).await, Message::NotReady { .. }));
+    assert!(matches!(waiting.ask(&Message::WinnersQuery { wait_ms: 0 }).await, Message::NotReady { .. }));
 
     tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
     waiting.expect_closed().await;
@@ -199,14 +199,14 @@ async fn after_a_kill_9_the_server_resumes_its_round_and_says_what_it_recovered(
 
     let mut server = server.restart();
     let line = server.wait_for("action: recover", Duration::from_secs(5));
-    for field in ["| bets: 3 |", "| finished: 1 |", "| drawn: no |", "| cut_bytes: 12 |"] {
+    for field in ["| round: 1 |", "| state: open |", "| bets: 3 |", "| finished: 1 |", "| cut_bytes: 12 |"] {
         assert!(line.contains(field), "{field} in {line}");
     }
     let (mut two, welcome) = Raw::agency(server.addr(), 2).await;
     assert!(matches!(welcome, Message::Welcome { stored: 1, finished: false, .. }), "{welcome:?}");
     assert_eq!(two.ask(&batch(1, vec![bet("4", 7574)])).await, ack(1, 1));
     assert_eq!(two.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
-    let winners = two.ask(&Message::WinnersQuery).await;
+    let winners = two.ask(&Message::WinnersQuery { wait_ms: 0 }).await;
     assert_eq!(winners, Message::Winners { last: true, documents: vec!["4".into()] });
     server.wait_for("action: sorteo", Duration::from_secs(5));
     let stored: Vec<String> = common::stored(&bets).into_iter().map(|b| b.document).collect();
@@ -328,7 +328,7 @@ async fn storage_that_cannot_be_brought_back_stops_the_server_and_a_restart_reco
     let (mut agency, welcome) = Raw::agency(settings.addr(), 1).await;
     assert!(matches!(welcome, Message::Welcome { stored: 2, finished: false, .. }), "{welcome:?}");
     assert_eq!(agency.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
-    let winners = agency.ask(&Message::WinnersQuery).await;
+    let winners = agency.ask(&Message::WinnersQuery { wait_ms: 0 }).await;
     assert_eq!(winners, Message::Winners { last: true, documents: vec!["1".into()] });
     tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
 }
@@ -401,7 +401,7 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
     // At ERROR the server says nothing when it listens: it is known by connecting.
     let mut quiet = server(dir.path()).log_level("ERROR").start();
     for garbage in [
-        &b"\x00\x00\x00\x08\x02\x7fGARBAGE!"[..],
+        &b"\x00\x00\x00\x08\x03\x7fGARBAGE!"[..],
         b"\xff\xff\xff\xff",
         b"\x00\x00\x00\x01\x02",
         b"GET / HTTP/1.1\r\n\r\n",
@@ -499,7 +499,7 @@ async fn flood_with(kind: usize, stream: tokio::net::TcpStream, addr: std::net::
     let (mut reader, mut writer) = (MessageReader::new(read, MAX_FRAME_LEN), MessageWriter::new(write));
     let request = match kind {
         0 => Message::Echo(b"flood".to_vec().into()),
-        1 | 2 => Message::Hello { agency: 1 },
+        1 | 2 => Message::Hello { agency: 1, round: 1, wait_ms: 0 },
         _ => return drop(reader.read().await),
     };
     while writer.send(&request).await.is_ok() {

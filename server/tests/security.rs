@@ -56,8 +56,8 @@ async fn impersonations(addr: SocketAddr) {
     for request in [
         batch(1_000_000, vec![bet("66666666", 7574)]),
         Message::Finished { bets: 0 },
-        Message::WinnersQuery,
-        Message::Hello { agency: 3 },
+        Message::WinnersQuery { wait_ms: 0 },
+        Message::Hello { agency: 3, round: 1, wait_ms: 0 },
     ] {
         let mut plain = Raw::connect(addr).await;
         let reply = plain.ask(&request).await;
@@ -70,7 +70,7 @@ async fn impersonations(addr: SocketAddr) {
         anonymous.expect_closed().await;
     }
     let mut other = Raw::tls(addr, Some(4)).await;
-    let reply = other.ask(&Message::Hello { agency: 3 }).await;
+    let reply = other.ask(&Message::Hello { agency: 3, round: 1, wait_ms: 0 }).await;
     assert!(refused(&reply, ErrorCode::Forbidden), "agency 4 as agency 3: {reply:?}");
     other.expect_closed().await;
 }
@@ -102,12 +102,12 @@ async fn nobody_can_act_as_another_agency_store_for_it_read_its_winners_or_finis
     for (g, other) in [&generated[0], &generated[1], &generated[3]].into_iter().zip(others) {
         assert_eq!(
             other.await.unwrap().unwrap(),
-            Ending::Winners { documents: g.winners.clone(), rejected: 0 }
+            Ending::Winners { documents: g.winners.clone(), rejected: 0, left_out: None }
         );
     }
     assert_eq!(
         three.await.unwrap(),
-        Ending::Winners { documents: generated[2].winners.clone(), rejected: 0 }
+        Ending::Winners { documents: generated[2].winners.clone(), rejected: 0, left_out: None }
     );
     let stored = server.stop().await;
     assert_eq!(stored.len(), 5000);
@@ -124,10 +124,16 @@ async fn finished_cannot_be_said_for_agencies_that_have_not_said_it() {
         assert!(refused(&plain.ask(&Message::Finished { bets: 0 }).await, ErrorCode::Unauthenticated));
     }
     let (mut one, _) = Raw::agency(server.addr, 1).await;
-    assert_eq!(one.ask(&Message::WinnersQuery).await, Message::NotReady { finished: 0, expected: 2 });
+    assert_eq!(
+        one.ask(&Message::WinnersQuery { wait_ms: 0 }).await,
+        Message::NotReady { finished: 0, expected: 2 }
+    );
     assert_eq!(one.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
     assert_eq!(one.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
-    assert_eq!(one.ask(&Message::WinnersQuery).await, Message::NotReady { finished: 1, expected: 2 });
+    assert_eq!(
+        one.ask(&Message::WinnersQuery { wait_ms: 0 }).await,
+        Message::NotReady { finished: 1, expected: 2 }
+    );
     server.stop().await;
 }
 
@@ -159,7 +165,7 @@ async fn a_certificate_of_another_authority_or_a_revoked_one_is_refused() {
         let error = match Raw::tls_with(server.addr, config).await {
             Err(e) => e,
             Ok(mut raw) => {
-                raw.send(&Message::Hello { agency }).await;
+                raw.send(&Message::Hello { agency, round: 1, wait_ms: 0 }).await;
                 match raw.reader.read().await {
                     Err(protocol::ReadError::Io(e)) => e,
                     other => panic!("agency {agency} got {other:?}"),
@@ -171,7 +177,10 @@ async fn a_certificate_of_another_authority_or_a_revoked_one_is_refused() {
     }
     let config = edge::credentials::client_config(&testkit::credentials::agency(own.path(), 1)).unwrap();
     let mut fine = Raw::tls_with(server.addr, config).await.unwrap();
-    assert!(matches!(fine.ask(&Message::Hello { agency: 1 }).await, Message::Welcome { .. }));
+    assert!(matches!(
+        fine.ask(&Message::Hello { agency: 1, round: 1, wait_ms: 0 }).await,
+        Message::Welcome { .. }
+    ));
     server.stop().await;
 }
 
@@ -193,7 +202,10 @@ async fn repeated_failures_are_refused_ever_more_slowly() {
     for _ in 0..4 {
         let mut anonymous = Raw::tls(server.addr, None).await;
         let started = Instant::now();
-        assert!(refused(&anonymous.ask(&Message::Hello { agency: 1 }).await, ErrorCode::Unauthenticated));
+        assert!(refused(
+            &anonymous.ask(&Message::Hello { agency: 1, round: 1, wait_ms: 0 }).await,
+            ErrorCode::Unauthenticated
+        ));
         waits.push(started.elapsed());
     }
     assert_penalties(&waits);
@@ -209,7 +221,7 @@ async fn an_agency_behind_a_failing_address_is_not_penalised() {
     let server = TestServer::start_with(1, |c| c.auth_timeout = deadline).await;
     for _ in 0..6 {
         let mut anonymous = Raw::tls(server.addr, None).await;
-        anonymous.send(&Message::Hello { agency: 1 }).await;
+        anonymous.send(&Message::Hello { agency: 1, round: 1, wait_ms: 0 }).await;
     }
     // Six failures: the address's penalty is now 2 s, four deadlines.
     let (mut agency, welcome) = Raw::agency(server.addr, 1).await;
@@ -227,7 +239,10 @@ async fn plain_requests_for_an_agency_are_failures_too() {
     for _ in 0..4 {
         let mut plain = Raw::connect(server.addr).await;
         let started = Instant::now();
-        assert!(refused(&plain.ask(&Message::Hello { agency: 1 }).await, ErrorCode::Unauthenticated));
+        assert!(refused(
+            &plain.ask(&Message::Hello { agency: 1, round: 1, wait_ms: 0 }).await,
+            ErrorCode::Unauthenticated
+        ));
         waits.push(started.elapsed());
     }
     assert_penalties(&waits);

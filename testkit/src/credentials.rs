@@ -61,6 +61,11 @@ pub fn agency(dir: &Path, agency: u32) -> Credentials {
     }
 }
 
+/// The operator's credentials in `dir`.
+pub fn operator(dir: &Path) -> Credentials {
+    Credentials { ca: dir.join("ca.pem"), cert: dir.join("operator.pem"), key: dir.join("operator.key") }
+}
+
 /// The server's environment for the credentials in `dir`.
 pub fn server_env(dir: &Path) -> Vec<(&'static str, String)> {
     let path = |file: &str| dir.join(file).display().to_string();

@@ -6,12 +6,23 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use protocol::{Frame, Message, MAX_FRAME_LEN};
+use protocol::{Frame, Message, RoundStage, MAX_FRAME_LEN};
 
 /// Asks the server, as `agency` (with its certificate in `credentials`),
-/// for its winners.
-/// for its winners.
+/// for its winners of round 1, which it finished.
 pub fn winners_of(address: SocketAddr, agency: u32, credentials: &Path) -> Result<Vec<String>, String> {
+    winners_in(address, agency, 1, credentials, true)
+}
+
+/// Asks the server, as `agency`, for its winners of drawn round `round`;
+/// with `finished`, the agency must have finished it.
+pub fn winners_in(
+    address: SocketAddr,
+    agency: u32,
+    round: u64,
+    credentials: &Path,
+    finished: bool,
+) -> Result<Vec<String>, String> {
     let config = edge::credentials::client_config(&crate::credentials::agency(credentials, agency))
         .map_err(|e| e.to_string())?;
     let name = protocol::tls::server_name(&address.to_string()).map_err(|e| e.to_string())?;
@@ -20,12 +31,12 @@ pub fn winners_of(address: SocketAddr, agency: u32, credentials: &Path) -> Resul
     let connection = rustls::ClientConnection::new(config, name).map_err(|e| e.to_string())?;
     let mut stream = rustls::StreamOwned::new(connection, tcp);
     let mut buf = BytesMut::new();
-    send(&mut stream, &Message::Hello { agency })?;
+    send(&mut stream, &Message::Hello { agency, round, wait_ms: 0 })?;
     match receive(&mut stream, &mut buf)? {
-        Message::Welcome { finished: true, .. } => {}
+        Message::Welcome { finished: did, stage: RoundStage::Drawn, .. } if did || !finished => {}
         other => return Err(format!("Hello answered with {other:?}")),
     }
-    send(&mut stream, &Message::WinnersQuery)?;
+    send(&mut stream, &Message::WinnersQuery { wait_ms: 0 })?;
     let mut documents = Vec::new();
     loop {
         match receive(&mut stream, &mut buf)? {

@@ -66,6 +66,9 @@ struct Pending {
     closing: bool,
     /// The thread wrote its last line.
     done: bool,
+    /// Bytes of lines let in, and written (or given up on), so far.
+    queued: u64,
+    written: u64,
 }
 
 impl Shared {
@@ -86,6 +89,19 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> std::io::Result<(LineQueue, L
 }
 
 impl LineQueue {
+    /// Waits until every line let in before the call is written out, at
+    /// most `within`; whether they were.
+    pub fn wait_written(&self, within: Duration) -> bool {
+        let pending = self.0.lock();
+        let target = pending.queued;
+        let (pending, _) = self
+            .0
+            .wake
+            .wait_timeout_while(pending, within, |p| p.written < target && !p.done)
+            .unwrap_or_else(PoisonError::into_inner);
+        pending.written >= target
+    }
+
     fn push(&self, line: &[u8]) {
         debug_assert_eq!(line.last(), Some(&b'\n'), "tracing hands over whole lines");
         let mut pending = self.0.lock();
@@ -97,6 +113,7 @@ impl LineQueue {
             pending.last_word = false;
         }
         pending.lines.extend_from_slice(line);
+        pending.queued += line.len() as u64;
         if pending.asleep {
             pending.asleep = false;
             self.0.wake.notify_all();
@@ -154,7 +171,10 @@ fn write_lines<W: Write>(shared: &Shared, mut out: W) {
             let _ = out.write_all(lines);
         }
         let _ = out.flush();
+        let written = writing.len() as u64;
         writing.clear();
+        shared.lock().written += written;
+        shared.wake.notify_all();
     }
     shared.lock().done = true;
     shared.wake.notify_all();

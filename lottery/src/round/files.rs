@@ -1,25 +1,30 @@
 //! The round's files on disk: the bets file and its journal in one locked
-//! directory (see the [module documentation](super)), and [`open`], which
-//! starts a new round on empty storage or resumes the one it finds.
+//! directory (see the [module documentation](super)); [`open`], which
+//! starts a new round on empty storage or resumes the one it finds; and
+//! how a drawn round makes way for the next ([`Ledger::open_next`]).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::storage::disk::{DirLock, Disk, OsDisk};
 use crate::storage::{AppendError, AppendFile, StorageError};
 
+use super::archive;
 use super::journal::{self, BetsDigest, Entry};
-use super::recovery::{recover, Damage, Opened};
+use super::recovery::{recover, Cuts, Damage, Opened, Place};
 use super::rules::Ledger;
-use super::state::RoundState;
+use super::state::{RoundName, RoundState};
 use super::{beside, RoundError, RoundId, CHECKPOINT_EVERY};
 
 /// The files of a round, owned by one server.
 #[derive(Debug)]
 pub struct RoundFiles {
-    /// The directory, locked for as long as this value lives; released by
-    /// the kernel when the process dies, however it dies.
-    _lock: DirLock,
+    /// The directory, locked for as long as this value (and the files of
+    /// the rounds that follow it) lives; released by the kernel when the
+    /// process dies, however it dies.
+    _lock: Arc<DirLock>,
+    disk: Arc<dyn Disk>,
     bets: AppendFile,
     /// The digest of every byte of the bets file.
     digest: BetsDigest,
@@ -68,6 +73,19 @@ impl Ledger for RoundFiles {
         assert!(self.next_checkpoint > self.bets.len(), "a checkpoint is never overdue after a record");
         Ok(())
     }
+
+    /// Moves the drawn round's files to `rounds/K/` (see
+    /// [`super::archive`]), then starts round `next` where they were. The
+    /// directory stays locked throughout. An error may leave the move half
+    /// done: a restart finishes it.
+    fn open_next(&mut self, drawn: &RoundState, next: RoundName, agencies: u32) -> Result<(), RoundError> {
+        let bets = self.bets.path().to_owned();
+        assert_eq!(self.journal.path(), beside(&bets, ".journal"), "a journal is named after its bets file");
+        archive::shelve(self.disk.as_ref(), &bets, drawn.number())?;
+        let (files, _) = start(&self.disk, self._lock.clone(), &bets, next, agencies)?;
+        *self = files;
+        Ok(())
+    }
 }
 
 impl RoundFiles {
@@ -94,19 +112,29 @@ impl RoundFiles {
     }
 }
 
-/// Opens the round kept at `bets` on the real filesystem (see [`open_on`]).
+/// Opens the round kept at `bets` on the real filesystem, now (see
+/// [`open_on`]).
 pub fn open(bets: &Path, agencies: u32) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
-    open_on(&(Arc::new(OsDisk) as Arc<dyn Disk>), bets, agencies)
+    open_on(&(Arc::new(OsDisk) as Arc<dyn Disk>), bets, agencies, now_millis())
+}
+
+/// Milliseconds since the Unix epoch: when a round opens.
+pub fn now_millis() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Opens the round kept at `bets` on `disk`: takes the directory's lock
-/// first (and touches nothing if another server holds it), then starts a
-/// new round on empty storage or resumes the one it finds (see
-/// [`Opened`](super::Opened) and [`Damage`](super::Damage)).
+/// first (and touches nothing if another server holds it), finishes the
+/// move of a drawn round that a crash interrupted (see
+/// [`super::archive`]), then resumes the round it finds or, on empty
+/// storage, starts the round after the last one kept, opened at `now`
+/// (see [`Opened`](super::Opened) and [`Damage`](super::Damage)).
 pub fn open_on(
     disk: &Arc<dyn Disk>,
     bets: &Path,
     agencies: u32,
+    now: u64,
 ) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
     let journal_path = beside(bets, ".journal");
     let dir = dir_of(bets);
@@ -114,6 +142,7 @@ pub fn open_on(
         Some(lock) => lock,
         None => return Err(RoundError::InUse { dir: dir.into() }),
     };
+    archive::finish_move(disk.as_ref(), bets)?;
     let journal = journal::read(disk.as_ref(), &journal_path)?;
     let bets_len = match disk.len(bets) {
         Ok(len) => Some(len),
@@ -121,9 +150,12 @@ pub fn open_on(
         Err(e) => return Err(StorageError::io(bets, e).into()),
     };
     let header = journal.as_ref().and_then(|j| j.entries.first().copied());
-    let Some(Entry::Round { id, agencies: round_agencies }) = header else {
+    let Some(Entry::Round { number, id, agencies: round_agencies, opened }) = header else {
         if bets_len.unwrap_or(0) == 0 {
-            return start(disk, lock, bets, &journal_path, agencies);
+            let number = archive::last_number(disk.as_ref(), bets)? + 1;
+            let name = RoundName { number, id: RoundId(rand::random()), opened: now };
+            let (files, state) = start(disk, Arc::new(lock), bets, name, agencies)?;
+            return Ok((files, state, Opened::New));
         }
         if journal.is_none() {
             return Err(RoundError::Foreign { bets: bets.into(), journal: journal_path });
@@ -138,13 +170,15 @@ pub fn open_on(
         });
     }
     let journal = journal.expect("a header comes from a journal");
-    let found =
-        recover(disk.as_ref(), RoundId(id), agencies, bets, &journal_path, journal, bets_len.is_some())?;
+    let name = RoundName { number, id: RoundId(id), opened };
+    let place = Place { bets, journal: &journal_path, bets_exist: bets_len.is_some() };
+    let found = recover(disk.as_ref(), name, agencies, place, journal, Cuts::Make)?;
     // A round without a checkpoint yet (its first bets were never
     // checkpointed) gets one with its next group.
     let next_checkpoint = if found.checkpoint == 0 { 1 } else { found.checkpoint + CHECKPOINT_EVERY };
     let files = RoundFiles {
-        _lock: lock,
+        _lock: Arc::new(lock),
+        disk: disk.clone(),
         bets: AppendFile::open(disk, bets, found.bets_len)?,
         digest: found.digest,
         journal: AppendFile::open(disk, &journal_path, found.journal_len)?,
@@ -156,46 +190,47 @@ pub fn open_on(
 }
 
 /// The directory a round's file is in.
-fn dir_of(path: &Path) -> &Path {
+pub(super) fn dir_of(path: &Path) -> &Path {
     path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Starts a new round on empty storage: the bets file first (empty), then
+/// Starts round `name` on empty storage: the bets file first (empty), then
 /// the journal's first line, written beside and synced, renamed into
 /// place; one sync of the directory then makes both names durable at
 /// once, so that a journal never survives without its bets file.
 fn start(
     disk: &Arc<dyn Disk>,
-    lock: DirLock,
+    lock: Arc<DirLock>,
     bets: &Path,
-    journal_path: &Path,
+    name: RoundName,
     agencies: u32,
-) -> Result<(RoundFiles, RoundState, Opened), RoundError> {
+) -> Result<(RoundFiles, RoundState), RoundError> {
+    let journal_path = beside(bets, ".journal");
     create_empty(disk.as_ref(), bets)?;
-    let id = RoundId(rand::random());
-    let header = Entry::Round { id: id.0, agencies }.line();
-    let fresh = beside(journal_path, ".new");
+    let header = Entry::Round { number: name.number, id: name.id.0, agencies, opened: name.opened }.line();
+    let fresh = beside(&journal_path, ".new");
     let written = disk.open_file(&fresh, true).and_then(|mut file| {
         file.truncate(0)?;
         file.write_all(&[header.as_bytes()])?;
         file.sync()
     });
     written.map_err(|e| StorageError::io(&fresh, e))?;
-    disk.rename(&fresh, journal_path).map_err(|e| StorageError::io(journal_path, e))?;
-    let dir = dir_of(journal_path);
+    disk.rename(&fresh, &journal_path).map_err(|e| StorageError::io(&journal_path, e))?;
+    let dir = dir_of(&journal_path);
     disk.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     let files = RoundFiles {
         _lock: lock,
+        disk: disk.clone(),
         bets: AppendFile::open(disk, bets, 0)?,
         digest: BetsDigest::default(),
-        journal: AppendFile::open(disk, journal_path, header.len() as u64)?,
+        journal: AppendFile::open(disk, &journal_path, header.len() as u64)?,
         checkpointed: 0,
         // The round's first bets are checkpointed at once: from then on
         // the journal is bound to this bets file.
         next_checkpoint: 1,
         checkpoint_every: CHECKPOINT_EVERY,
     };
-    Ok((files, RoundState::new(id, agencies), Opened::New))
+    Ok((files, RoundState::new(name, agencies)))
 }
 
 /// Creates the bets file (or keeps an empty one); its name becomes

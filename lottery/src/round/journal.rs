@@ -23,18 +23,56 @@ use crate::progress::Progress;
 use crate::storage::disk::Disk;
 use crate::storage::StorageError;
 
-/// The journal format this code writes and reads. Format 2 binds each
-/// checkpoint to the bytes it covers (a digest); format 1 named only a
-/// length, and is refused.
-pub const FORMAT: u32 = 2;
+/// The journal format this code writes and reads. Format 3 numbers rounds
+/// and records their opening time and their close; format 2 did not, and
+/// format 1 named a checkpoint by its length only: both are refused.
+pub const FORMAT: u32 = 3;
+
+/// Why a round closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CloseReason {
+    /// Its time was up (`SERVER_ROUND_CLOSE` or `SERVER_ROUND_EVERY`).
+    Deadline,
+    /// The operator closed it.
+    Operator,
+    /// Every agency finished.
+    AllFinished,
+}
+
+impl CloseReason {
+    /// The reason as the `cierre` line and the journal write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Deadline => "deadline",
+            CloseReason::Operator => "operator",
+            CloseReason::AllFinished => "all_finished",
+        }
+    }
+
+    fn parse(text: &str) -> Option<CloseReason> {
+        [CloseReason::Deadline, CloseReason::Operator, CloseReason::AllFinished]
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One line of the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry {
-    /// The first line: which round this is, for how many agencies.
-    Round { id: u128, agencies: u32 },
+    /// The first line: which round this is (its number in its storage
+    /// folder, 1, 2, 3…, and a random id), for how many agencies, and when
+    /// it opened (milliseconds since the Unix epoch).
+    Round { number: u64, id: u128, agencies: u32, opened: u64 },
     /// Agency `agency` said it finished, holding exactly `progress`.
     Finished { agency: u32, progress: Progress },
+    /// The round closed, holding `bets` bets: nothing more is stored.
+    Closed { reason: CloseReason, bets: u64 },
     /// The draw ran (its `sorteo` line was logged) and found `winners`.
     Drawn { winners: u64 },
     /// The first `bytes` bytes of the bets file were synced, and their
@@ -47,9 +85,12 @@ impl Entry {
     /// The line of this entry, line end included.
     pub fn line(&self) -> String {
         let text = match self {
-            Entry::Round { id, agencies } => {
-                format!("round format={FORMAT} id={id:032x} agencies={agencies}")
+            Entry::Round { number, id, agencies, opened } => {
+                format!(
+                    "round format={FORMAT} number={number} id={id:032x} agencies={agencies} opened={opened}"
+                )
             }
+            Entry::Closed { reason, bets } => format!("closed reason={reason} bets={bets}"),
             Entry::Finished { agency, progress } => {
                 format!("finished agency={agency} bets={} digest={:032x}", progress.bets(), progress.digest())
             }
@@ -93,11 +134,24 @@ impl Entry {
                 if format != FORMAT {
                     return Err(LineError::Format(format));
                 }
-                Entry::Round { id: hex("id")?, agencies: small("agencies")? }
+                let round = number("number")?;
+                if round == 0 {
+                    return Err(LineError::NotNumber("number"));
+                }
+                Entry::Round {
+                    number: round,
+                    id: hex("id")?,
+                    agencies: small("agencies")?,
+                    opened: number("opened")?,
+                }
             }
             "finished" => Entry::Finished {
                 agency: small("agency")?,
                 progress: Progress::new(number("bets")?, hex("digest")?),
+            },
+            "closed" => Entry::Closed {
+                reason: CloseReason::parse(get("reason")?).ok_or(LineError::NotReason)?,
+                bets: number("bets")?,
             },
             "drawn" => Entry::Drawn { winners: number("winners")? },
             "checkpoint" => Entry::Checkpoint { bytes: number("bytes")?, digest: hex("digest")? as u64 },
@@ -154,6 +208,8 @@ pub enum LineError {
     NotHex(&'static str),
     #[error("{0} is too large")]
     TooLarge(&'static str),
+    #[error("reason is none of deadline, operator, all_finished")]
+    NotReason,
     #[error("journal format {0}, this server reads format {FORMAT}")]
     Format(u32),
     #[error("unknown entry {0:?}")]
@@ -256,11 +312,17 @@ mod tests {
     use super::*;
     use crate::storage::disk::OsDisk;
 
-    fn entries() -> [Entry; 4] {
+    fn entries() -> [Entry; 5] {
         [
-            Entry::Round { id: 0x5f0c_0000_0000_0000_0000_0000_0000_00e1, agencies: 5 },
+            Entry::Round {
+                number: 3,
+                id: 0x5f0c_0000_0000_0000_0000_0000_0000_00e1,
+                agencies: 5,
+                opened: 1_796_000_000_000,
+            },
             Entry::Checkpoint { bytes: 1_048_602, digest: 0x9e37_79b9_7f4a_7c15 },
             Entry::Finished { agency: 3, progress: Progress::new(16014, u128::MAX - 7) },
+            Entry::Closed { reason: CloseReason::Deadline, bets: 16014 },
             Entry::Drawn { winners: 15 },
         ]
     }

@@ -35,6 +35,7 @@
 //!   group's other journal lines, if any);
 //! - the draw: the `drawn` line, synced, then `sorteo`, then the winners.
 
+mod archive;
 mod batch;
 mod files;
 mod journal;
@@ -44,12 +45,15 @@ mod state;
 
 use std::path::{Path, PathBuf};
 
+pub use archive::{kept_dir, Shelf, ROUNDS_DIR};
 pub use batch::{BatchError, EncodedBatch};
-pub use files::{open, RoundFiles};
-pub use journal::{BetsDigest, Entry, LineError, LineFault};
+pub use files::{now_millis, open, open_on, RoundFiles};
+pub use journal::{BetsDigest, CloseReason, Entry, LineError, LineFault};
 pub use recovery::{Cut, CutReason, Damage, Opened};
-pub use rules::{Answer, Committed, Fatal, FinishOutcome, Ledger, Request, Round, StoreOutcome, Welcome};
-pub use state::{AgencyState, RoundState};
+pub use rules::{
+    Answer, CloseOutcome, Committed, Fatal, FinishOutcome, Ledger, Request, Round, StoreOutcome, Welcome,
+};
+pub use state::{AgencyState, RoundName, RoundState, Stage};
 
 use crate::storage::StorageError;
 
@@ -87,6 +91,8 @@ pub enum RoundError {
     AgenciesDiffer { journal: PathBuf, round: u32, configured: u32 },
     #[error("{bets}: holds bets but no round journal ({journal}); it is not a round of this server: move it away, or give the server another SERVER_STORAGE_PATH")]
     Foreign { bets: PathBuf, journal: PathBuf },
+    #[error("{dir}: holds files already, yet the round kept there is the one being moved; move them away")]
+    KeptBefore { dir: PathBuf },
     #[error("{path}: {damage}")]
     Damaged { path: PathBuf, damage: Damage },
     #[error(transparent)]

@@ -18,9 +18,9 @@ use crate::storage::disk::Disk;
 use crate::storage::file::cut;
 use crate::storage::scan::{scan, RowFault, Scan};
 
-use super::journal::{BetsDigest, Entry, JournalRead, LineFault};
-use super::state::{AgencyState, RoundState};
-use super::{RoundError, RoundId, MAX_GROUP_BETS, MAX_GROUP_BYTES};
+use super::journal::{BetsDigest, CloseReason, Entry, JournalRead, LineFault};
+use super::state::{AgencyState, RoundName, RoundState};
+use super::{RoundError, MAX_GROUP_BETS, MAX_GROUP_BYTES};
 
 /// How [`super::open`] found the storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +82,20 @@ pub enum Damage {
     CheckpointMissing { synced: u64, whole: u64 },
     #[error("the first {bytes} bytes of the bets file are not those its journal checkpointed: the journal belongs to another round or another file, or the file was edited")]
     CheckpointDiffers { bytes: u64 },
-    #[error("a draw before every agency finished, or a second one")]
+    #[error("the round closed twice")]
+    ClosedTwice,
+    #[error("the round closed holding {recorded} bets, the bets file holds {found}")]
+    ClosedBets { recorded: u64, found: u64 },
+    #[error("the round closed as all agencies finished, yet some had not")]
+    ClosedUnfinished,
+    #[error("agency {0} finished after the round closed")]
+    FinishedAfterClose(u32),
+    #[error("a draw before the round closed, or a second one")]
     DrawTooEarly,
+    #[error("kept as round {number}, its journal names round {found}")]
+    KeptAs { number: u64, found: u64 },
+    #[error("a kept round that was never drawn")]
+    KeptUndrawn,
     #[error("the draw found {recorded} winners, the bets file holds {found}")]
     DrawWinners { recorded: u64, found: u64 },
 }
@@ -102,17 +114,35 @@ pub struct Recovered {
     pub opened: Opened,
 }
 
-/// Reads back the round of `id` whose journal at `journal_path` was read
-/// (its first line is the round's) and whose bets file is at `bets`.
+/// Where a round's files are.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'p> {
+    pub bets: &'p Path,
+    pub journal: &'p Path,
+    /// Whether the bets file exists.
+    pub bets_exist: bool,
+}
+
+/// Whether recovery cuts the torn tails it finds, or leaves the files as
+/// they are (a kept round, read only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cuts {
+    Make,
+    Leave,
+}
+
+/// Reads back round `name` of `agencies` agencies, whose journal at
+/// `place.journal` was read (its first line is the round's) and whose bets
+/// file is at `place.bets`.
 pub fn recover(
     disk: &dyn Disk,
-    id: RoundId,
+    name: RoundName,
     agencies: u32,
-    bets: &Path,
-    journal_path: &Path,
+    place: Place<'_>,
     journal: JournalRead,
-    bets_exist: bool,
+    cuts: Cuts,
 ) -> Result<Recovered, RoundError> {
+    let Place { bets, journal: journal_path, bets_exist } = place;
     let damaged = |path: &Path, damage: Damage| RoundError::Damaged { path: path.into(), damage };
     if let Some(unknown) = &journal.unknown {
         return Err(damaged(journal_path, Damage::UnknownLine(unknown.clone())));
@@ -135,19 +165,24 @@ pub fn recover(
             return Err(damaged(bets, damage));
         }
     }
-    let state = replay(id, &journal.entries, &found).map_err(|damage| damaged(journal_path, damage))?;
+    let state = replay(name, &journal.entries, &found).map_err(|damage| damaged(journal_path, damage))?;
 
     // Everything checks out: only now cut what was never acknowledged.
-    let mut cuts = Vec::new();
+    let mut made = Vec::new();
     if let Some(fault) = found.stopped {
-        cut(disk, bets, found.valid_len)?;
-        cuts.push(Cut { path: bets.into(), why: CutReason::Bets(fault) });
+        if cuts == Cuts::Make {
+            cut(disk, bets, found.valid_len)?;
+        }
+        made.push(Cut { path: bets.into(), why: CutReason::Bets(fault) });
     }
     if let Some(fault) = journal.stopped {
-        cut(disk, journal_path, journal.valid_len)?;
-        cuts.push(Cut { path: journal_path.into(), why: CutReason::Journal(fault) });
+        if cuts == Cuts::Make {
+            cut(disk, journal_path, journal.valid_len)?;
+        }
+        made.push(Cut { path: journal_path.into(), why: CutReason::Journal(fault) });
     }
-    let opened = Opened::Resumed { cut_bets: tail, cut_journal: journal.file_len - journal.valid_len, cuts };
+    let cut_journal = journal.file_len - journal.valid_len;
+    let opened = Opened::Resumed { cut_bets: tail, cut_journal, cuts: made };
     Ok(Recovered {
         state,
         bets_len: found.valid_len,
@@ -168,13 +203,13 @@ fn checkpoints(entries: &[Entry]) -> impl Iterator<Item = (u64, u64)> + '_ {
 
 /// The state of a round from its journal and what the bets file holds,
 /// checked against each other.
-fn replay(id: RoundId, entries: &[Entry], found: &Scan) -> Result<RoundState, Damage> {
+fn replay(name: RoundName, entries: &[Entry], found: &Scan) -> Result<RoundState, Damage> {
     let agencies = found
         .agencies
         .iter()
         .map(|a| AgencyState { progress: a.progress, finished: false, winners: a.winners.clone() })
         .collect();
-    let mut state = RoundState::resumed(id, agencies);
+    let mut state = RoundState::resumed(name, agencies);
     assert!(matches!(entries.first(), Some(Entry::Round { .. })), "a journal starts with its round");
     for entry in &entries[1..] {
         match *entry {
@@ -191,8 +226,11 @@ fn replay(id: RoundId, entries: &[Entry], found: &Scan) -> Result<RoundState, Da
                     return Err(Damage::CheckpointDiffers { bytes });
                 }
             }
+            Entry::Closed { reason, bets } => {
+                check_closed(&state, reason, bets).map(|()| state.close(reason))?
+            }
             Entry::Drawn { winners } => {
-                if !state.all_finished() || state.drawn() {
+                if state.is_open() || state.drawn() {
                     return Err(Damage::DrawTooEarly);
                 }
                 if winners != state.winners() {
@@ -214,11 +252,28 @@ fn check_finished(state: &RoundState, agency: u32, finished: Progress) -> Result
     if holds.finished {
         return Err(Damage::FinishedTwice(agency));
     }
+    if !state.is_open() {
+        return Err(Damage::FinishedAfterClose(agency));
+    }
     if holds.progress.bets() < finished.bets() {
         return Err(Damage::FinishedBetsMissing { agency, finished, holds: holds.progress });
     }
     if holds.progress != finished {
         return Err(Damage::FinishedBetsChanged { agency, finished, holds: holds.progress });
+    }
+    Ok(())
+}
+
+/// Whether the round may have closed for `reason` holding `bets` bets.
+fn check_closed(state: &RoundState, reason: CloseReason, bets: u64) -> Result<(), Damage> {
+    if !state.is_open() {
+        return Err(Damage::ClosedTwice);
+    }
+    if bets != state.bets() {
+        return Err(Damage::ClosedBets { recorded: bets, found: state.bets() });
+    }
+    if reason == CloseReason::AllFinished && !state.all_finished() {
+        return Err(Damage::ClosedUnfinished);
     }
     Ok(())
 }
@@ -310,6 +365,43 @@ mod tests {
         assert_eq!(reasons, [&CutReason::Bets(torn_row), &CutReason::Journal(torn_line)]);
         assert_eq!(std::fs::read(&path).unwrap(), good);
         assert_eq!((state.bets(), state.finished()), (1, 0));
+    }
+
+    #[test]
+    fn a_close_that_does_not_fit_the_round_is_damage() {
+        let one = {
+            let mut p = Progress::default();
+            p.push(&row(1, 1));
+            p
+        };
+        type Case<'a> = (&'a [Entry], fn(&Damage) -> bool);
+        let cases: [Case<'_>; 4] = [
+            (&[Entry::Closed { reason: CloseReason::Deadline, bets: 2 }], |d| {
+                matches!(d, Damage::ClosedBets { recorded: 2, found: 1 })
+            }),
+            (&[Entry::Closed { reason: CloseReason::AllFinished, bets: 1 }], |d| {
+                matches!(d, Damage::ClosedUnfinished)
+            }),
+            (
+                &[
+                    Entry::Closed { reason: CloseReason::Operator, bets: 1 },
+                    Entry::Finished { agency: 1, progress: one },
+                ],
+                |d| matches!(d, Damage::FinishedAfterClose(1)),
+            ),
+            (&[Entry::Drawn { winners: 0 }], |d| matches!(d, Damage::DrawTooEarly)),
+        ];
+        for (entries, is) in cases {
+            let (_dir, path) = storage();
+            let (mut files, _, _) = open(&path, 1).unwrap();
+            files.append_bets(&[&row(1, 1)]).unwrap();
+            files.record(entries).unwrap();
+            drop(files);
+            match open(&path, 1) {
+                Err(RoundError::Damaged { damage, .. }) => assert!(is(&damage), "{entries:?}: {damage}"),
+                other => panic!("{entries:?}: {other:?}"),
+            }
+        }
     }
 
     /// A round whose bets file and journal can be damaged by hand.
@@ -445,7 +537,10 @@ mod tests {
         files.append_bets(&[&rows[0]]).unwrap();
         let mut p = Progress::default();
         p.push(&rows[0]);
-        files.record(&[Entry::Finished { agency: 1, progress: p }, Entry::Drawn { winners: 1 }]).unwrap();
+        let closed = Entry::Closed { reason: CloseReason::AllFinished, bets: 1 };
+        files
+            .record(&[Entry::Finished { agency: 1, progress: p }, closed, Entry::Drawn { winners: 1 }])
+            .unwrap();
         drop(files);
         let (_, state, _) = open(&path, 1).unwrap();
         assert!(state.drawn());

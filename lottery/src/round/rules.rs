@@ -1,25 +1,32 @@
-//! The round's rules: what is stored, what counts, when the draw runs.
+//! The round's rules: what is stored, what counts, when the round closes
+//! and when the draw runs.
 //!
 //! [`Round`] decides every request against the round's state and makes
 //! what it accepts durable through its [`Ledger`] before it answers. It
 //! takes requests in groups (group commit): every request is decided as if
 //! those before it in the group were already stored; the rows of every
 //! accepted batch go to the ledger in one append, then the facts of every
-//! accepted "finished" (and the draw, with the last one) in one more; only
-//! then are the answers given.
+//! accepted "finished" (and the close and the draw, when the group closes
+//! the round) in one more; only then are the answers given.
 //!
 //! The rules:
+//! - nothing is stored once the round closed: a batch or a "finished"
+//!   that comes after the close is refused as such (a batch all of whose
+//!   bets were stored before is still acknowledged);
 //! - a batch is stored only if it starts exactly where its agency's stored
 //!   bets end; a batch stored before is acknowledged again and stores
 //!   nothing; any other is out of sequence;
 //! - "finished" counts only if the agency says how many bets it has and
 //!   the round holds exactly those; nothing is stored for an agency after
 //!   it finished;
-//! - when the last agency finishes, the draw is recorded with its fact, so
-//!   the answer to that agency already finds the winners;
-//! - a `Hello` closes its group (nothing comes after it in the group), so
-//!   that it is answered with the state right after the requests before
-//!   it: what it reports is durable and final;
+//! - the round closes when its last agency finishes, or on a `Close`
+//!   (its time is up, or the operator says so): the close and the draw
+//!   are recorded together, with the fact of that last "finished" if
+//!   there is one, so the answer to that agency already finds the winners;
+//! - a `Hello` or a `Close` ends its group (nothing comes after it in the
+//!   group): a `Hello` is answered with the state right after the requests
+//!   before it, durable and final; a `Close` draws over exactly the
+//!   requests queued before it;
 //! - an append that fails and leaves the ledger as it was refuses what
 //!   it carried, which may be sent again; one that leaves the ledger in an
 //!   unknown state stops the round ([`Fatal`]).
@@ -31,9 +38,9 @@ use crate::progress::Progress;
 use crate::storage::{AppendError, StorageError};
 
 use super::batch::EncodedBatch;
-use super::journal::Entry;
-use super::state::RoundState;
-use super::{MAX_GROUP_BETS, MAX_GROUP_BYTES};
+use super::journal::{CloseReason, Entry};
+use super::state::{RoundName, RoundState, Stage};
+use super::{RoundError, RoundId, MAX_GROUP_BETS, MAX_GROUP_BYTES};
 
 /// Where a round's bets and facts are made durable: the round's files
 /// today ([`super::RoundFiles`]), a replicated log tomorrow, a model in
@@ -47,6 +54,11 @@ pub trait Ledger {
     /// every group, with no entries when the group has none: the ledger
     /// may use it to record its own bookkeeping (a checkpoint).
     fn record(&mut self, entries: &[Entry]) -> Result<(), AppendError>;
+
+    /// Puts the round `drawn` away, kept, and opens round `next` for
+    /// `agencies` agencies in its place. On an error the ledger is in an
+    /// unknown state: nothing more may be written before a recovery.
+    fn open_next(&mut self, drawn: &RoundState, next: RoundName, agencies: u32) -> Result<(), RoundError>;
 }
 
 /// One request of an agency, as the round sees it.
@@ -58,15 +70,18 @@ pub enum Request {
     Store { agency: u32, batch: EncodedBatch },
     /// The agency finished, with `bets` bets.
     Finish { agency: u32, bets: u64 },
+    /// Close the round now, and draw.
+    Close { reason: CloseReason },
 }
 
 impl Request {
-    /// The agency it is about.
-    pub fn agency(&self) -> u32 {
+    /// The agency it is about, if any.
+    pub fn agency(&self) -> Option<u32> {
         match *self {
             Request::Hello { agency } | Request::Store { agency, .. } | Request::Finish { agency, .. } => {
-                agency
+                Some(agency)
             }
+            Request::Close { .. } => None,
         }
     }
 
@@ -74,21 +89,22 @@ impl Request {
     pub fn bets(&self) -> usize {
         match self {
             Request::Store { batch, .. } => batch.bets() as usize,
-            Request::Hello { .. } | Request::Finish { .. } => 0,
+            _ => 0,
         }
     }
 
     /// Whether nothing may follow it in its group: a `Hello`, whose answer
-    /// is the durable state after the requests before it.
+    /// is the durable state after the requests before it, or a `Close`,
+    /// after which nothing is stored.
     pub fn closes_group(&self) -> bool {
-        matches!(self, Request::Hello { .. })
+        matches!(self, Request::Hello { .. } | Request::Close { .. })
     }
 
     /// Bytes of rows it would store.
     pub fn bytes(&self) -> usize {
         match self {
             Request::Store { batch, .. } => batch.rows().len(),
-            Request::Hello { .. } | Request::Finish { .. } => 0,
+            _ => 0,
         }
     }
 }
@@ -98,6 +114,8 @@ impl Request {
 pub struct Welcome {
     pub progress: Progress,
     pub finished: bool,
+    /// Where the round stands.
+    pub stage: Stage,
 }
 
 /// What a batch learns.
@@ -111,6 +129,8 @@ pub enum StoreOutcome {
     OutOfSequence { stored: u64 },
     /// The agency has finished: nothing more is stored for it.
     AlreadyFinished,
+    /// The round closed before this batch: nothing more is stored.
+    RoundClosed,
     /// The append failed and nothing of it was kept.
     Failed(Arc<StorageError>),
 }
@@ -126,6 +146,22 @@ pub enum FinishOutcome {
         stored: u64,
     },
     AlreadyFinished,
+    /// The round closed before the agency finished.
+    RoundClosed,
+    Failed(Arc<StorageError>),
+}
+
+/// What a `Close` learns.
+#[derive(Debug, Clone)]
+pub enum CloseOutcome {
+    /// The round is closed now, and drawn, holding `bets` bets (for
+    /// `reason`: the last agency may have finished in the same group).
+    Closed {
+        reason: CloseReason,
+        bets: u64,
+    },
+    /// It had closed before, for `reason`.
+    NotOpen(CloseReason),
     Failed(Arc<StorageError>),
 }
 
@@ -135,6 +171,7 @@ pub enum Answer {
     Welcome(Welcome),
     Store(StoreOutcome),
     Finish(FinishOutcome),
+    Close(CloseOutcome),
 }
 
 /// What a group changed, besides its answers.
@@ -144,6 +181,8 @@ pub struct Committed {
     pub answers: Vec<Answer>,
     /// Agencies that finished with this group, and their bets.
     pub finished: Vec<(u32, u64)>,
+    /// The round closed with this group, why, and holding how many bets.
+    pub closed: Option<(CloseReason, u64)>,
     /// The draw ran with this group.
     pub drawn: bool,
     /// Appends that failed and kept nothing (their requests were refused).
@@ -185,8 +224,10 @@ enum Verdict {
     Store,
     Finish,
     Answer,
+    Close,
     Refuse(StoreOutcome),
     RefuseFinish(FinishOutcome),
+    RefuseClose(CloseOutcome),
 }
 
 impl<L: Ledger> Round<L> {
@@ -207,20 +248,42 @@ impl<L: Ledger> Round<L> {
         (self.ledger, self.state)
     }
 
-    /// Records the draw of a round whose agencies have all finished but
-    /// whose draw was not recorded (a round of no agencies, or one that
-    /// stopped right before): true if it drew now.
-    pub fn draw_if_complete(&mut self) -> Result<bool, Fatal> {
-        if self.state.drawn() || !self.state.all_finished() {
-            return Ok(false);
-        }
-        let entry = Entry::Drawn { winners: self.state.winners() };
+    /// Closes and draws a round that is due but was not closed or drawn
+    /// (a round of no agencies, or one whose last append was cut short:
+    /// every agency finished but the close is missing, or the close is
+    /// there but the draw is not). Says what it did, like a group.
+    pub fn draw_if_due(&mut self) -> Result<Committed, Fatal> {
+        let mut committed = Committed::default();
+        let close = match self.state.stage() {
+            Stage::Drawn(_) => return Ok(committed),
+            Stage::Open if !self.state.all_finished() => return Ok(committed),
+            Stage::Open => Some(CloseReason::AllFinished),
+            Stage::Closed(_) => None,
+        };
+        let mut entries: Vec<Entry> =
+            close.iter().map(|&reason| Entry::Closed { reason, bets: self.state.bets() }).collect();
+        entries.push(Entry::Drawn { winners: self.state.winners() });
         self.ledger
-            .record(&[entry])
+            .record(&entries)
             .map_err(|(AppendError::Transient(e) | AppendError::Fatal(e))| Fatal(e))?;
+        if let Some(reason) = close {
+            self.state.close(reason);
+            committed.closed = Some((reason, self.state.bets()));
+        }
         self.state.draw();
-        assert!(self.state.drawn(), "a complete round is drawn");
-        Ok(true)
+        committed.drawn = true;
+        Ok(committed)
+    }
+
+    /// Opens the round after this drawn one, at `now` (milliseconds since
+    /// the Unix epoch), for `agencies` agencies; returns the drawn round.
+    pub fn open_next(&mut self, agencies: u32, now: u64) -> Result<RoundState, RoundError> {
+        assert!(self.state.drawn(), "the next round opens once this one is drawn");
+        let next = RoundName { number: self.state.number() + 1, id: RoundId(rand::random()), opened: now };
+        self.ledger.open_next(&self.state, next, agencies)?;
+        let drawn = std::mem::replace(&mut self.state, RoundState::new(next, agencies));
+        assert!(self.state.is_open() && drawn.drawn(), "one round drawn, the next open");
+        Ok(drawn)
     }
 
     /// Every agency's winners, once drawn (see [`RoundState::take_winners`]).
@@ -236,7 +299,7 @@ impl<L: Ledger> Round<L> {
         assert!(bets <= MAX_GROUP_BETS, "a group stores at most MAX_GROUP_BETS bets");
         assert!(bytes <= MAX_GROUP_BYTES, "a group stores at most MAX_GROUP_BYTES bytes");
         let closing = group.iter().position(Request::closes_group).unwrap_or(group.len());
-        assert!(closing + 1 >= group.len(), "a Hello is the last request of its group");
+        assert!(closing + 1 >= group.len(), "a Hello or a Close is the last request of its group");
         let (bets_before, finished_before) = (self.state.bets(), self.state.finished());
 
         let verdicts = self.decide(group);
@@ -261,14 +324,22 @@ impl<L: Ledger> Round<L> {
         // Bets and "finished" of the agencies this group changes.
         let mut ahead: HashMap<u32, (u64, bool)> = HashMap::new();
         let mut verdicts = Vec::with_capacity(group.len());
+        let open = self.state.is_open();
         for request in group {
-            let agency = request.agency();
+            let Some(agency) = request.agency() else {
+                verdicts.push(match self.state.closed() {
+                    None => Verdict::Close,
+                    Some(reason) => Verdict::RefuseClose(CloseOutcome::NotOpen(reason)),
+                });
+                continue;
+            };
             let state = self.state.agency(agency);
             let (stored, finished) = *ahead.entry(agency).or_insert((state.progress.bets(), state.finished));
             let verdict = match request {
                 Request::Hello { .. } => Verdict::Answer,
-                Request::Store { batch, .. } => judge_batch(batch, stored, finished),
-                Request::Finish { bets, .. } => judge_finish(*bets, stored, finished),
+                Request::Store { batch, .. } => judge_batch(batch, stored, finished, open),
+                Request::Finish { bets, .. } => judge_finish(*bets, stored, finished, open),
+                Request::Close { .. } => unreachable!("a close is about no agency"),
             };
             match verdict {
                 Verdict::Store => ahead.insert(agency, (stored + request.bets() as u64, finished)),
@@ -305,9 +376,10 @@ impl<L: Ledger> Round<L> {
         Ok(Ok(()))
     }
 
-    /// Appends the facts of every accepted "finished", and the draw with
-    /// the last one; records them in the state once durable. Nothing is
-    /// recorded when the group's rows failed.
+    /// Appends the facts of every accepted "finished", and the close and
+    /// the draw when the last agency finished or a `Close` was accepted;
+    /// records them in the state once durable. Nothing is recorded when
+    /// the group's rows failed.
     fn record(
         &mut self,
         group: &[Request],
@@ -320,13 +392,20 @@ impl<L: Ledger> Round<L> {
         }
         let mut entries: Vec<Entry> = accepted(group, verdicts, Verdict::is_finish)
             .map(|request| {
-                let agency = request.agency();
+                let agency = request.agency().expect("a finish is an agency's");
                 Entry::Finished { agency, progress: self.state.agency(agency).progress }
             })
             .collect();
         let finishing = entries.len();
-        let draws = finishing > 0 && self.state.finished() + finishing == self.state.agencies().len();
-        if draws {
+        let all_finish = finishing > 0 && self.state.finished() + finishing == self.state.agencies().len();
+        let asked = verdicts.iter().any(|v| matches!(v, Verdict::Close));
+        let close = match group.last() {
+            _ if all_finish => Some(CloseReason::AllFinished),
+            Some(Request::Close { reason }) if asked => Some(*reason),
+            _ => None,
+        };
+        if let Some(reason) = close {
+            entries.push(Entry::Closed { reason, bets: self.state.bets() });
             entries.push(Entry::Drawn { winners: self.state.winners() });
         }
         if let Err(e) = committed.outcome(self.ledger.record(&entries))? {
@@ -339,8 +418,10 @@ impl<L: Ledger> Round<L> {
             self.state.finish(agency);
             committed.finished.push((agency, progress.bets()));
         }
-        if draws {
+        if let Some(reason) = close {
+            self.state.close(reason);
             self.state.draw();
+            committed.closed = Some((reason, self.state.bets()));
             committed.drawn = true;
         }
         Ok(Ok(()))
@@ -356,7 +437,8 @@ impl<L: Ledger> Round<L> {
         match (verdict, request) {
             (Verdict::Answer, Request::Hello { agency }) => {
                 let state = self.state.agency(*agency);
-                Answer::Welcome(Welcome { progress: state.progress, finished: state.finished })
+                let stage = self.state.stage();
+                Answer::Welcome(Welcome { progress: state.progress, finished: state.finished, stage })
             }
             (Verdict::Store, Request::Store { .. }) => Answer::Store(match stored {
                 Ok(()) => StoreOutcome::Stored,
@@ -368,6 +450,12 @@ impl<L: Ledger> Round<L> {
                 Err(e) => FinishOutcome::Failed(e.clone()),
             }),
             (Verdict::RefuseFinish(outcome), Request::Finish { .. }) => Answer::Finish(outcome),
+            (Verdict::Close, Request::Close { .. }) => Answer::Close(match (recorded, self.state.closed()) {
+                (Ok(()), Some(reason)) => CloseOutcome::Closed { reason, bets: self.state.bets() },
+                (Ok(()), None) => unreachable!("an accepted close that was recorded closed the round"),
+                (Err(e), _) => CloseOutcome::Failed(e.clone()),
+            }),
+            (Verdict::RefuseClose(outcome), Request::Close { .. }) => Answer::Close(outcome),
             (verdict, request) => unreachable!("{verdict:?} is not a verdict on {request:?}"),
         }
     }
@@ -393,13 +481,16 @@ fn accepted<'g>(
     group.iter().zip(verdicts).filter(move |(_, v)| keep(v)).map(|(request, _)| request)
 }
 
-/// A batch against an agency that holds `stored` bets.
-fn judge_batch(batch: &EncodedBatch, stored: u64, finished: bool) -> Verdict {
+/// A batch against an agency that holds `stored` bets, in a round `open`
+/// or closed.
+fn judge_batch(batch: &EncodedBatch, stored: u64, finished: bool, open: bool) -> Verdict {
     let (first, bets) = (batch.first(), batch.bets());
     if first.saturating_add(bets) <= stored {
         Verdict::Refuse(StoreOutcome::AlreadyStored)
     } else if finished {
         Verdict::Refuse(StoreOutcome::AlreadyFinished)
+    } else if !open {
+        Verdict::Refuse(StoreOutcome::RoundClosed)
     } else if first != stored {
         Verdict::Refuse(StoreOutcome::OutOfSequence { stored })
     } else {
@@ -408,9 +499,11 @@ fn judge_batch(batch: &EncodedBatch, stored: u64, finished: bool) -> Verdict {
 }
 
 /// A "finished" with `claimed` bets against an agency that holds `stored`.
-fn judge_finish(claimed: u64, stored: u64, finished: bool) -> Verdict {
+fn judge_finish(claimed: u64, stored: u64, finished: bool, open: bool) -> Verdict {
     if finished {
         Verdict::RefuseFinish(FinishOutcome::AlreadyFinished)
+    } else if !open {
+        Verdict::RefuseFinish(FinishOutcome::RoundClosed)
     } else if claimed != stored {
         Verdict::RefuseFinish(FinishOutcome::OutOfSequence { claimed, stored })
     } else {

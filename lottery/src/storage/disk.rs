@@ -35,7 +35,7 @@ pub struct FileStatus {
 
 /// A directory locked by this process; unlocked when dropped, or when the
 /// process dies, however it dies.
-pub type DirLock = Box<dyn std::any::Any + Send>;
+pub type DirLock = Box<dyn std::any::Any + Send + Sync>;
 
 /// The filesystem a round lives on.
 pub trait Disk: Send + Sync + fmt::Debug {
@@ -50,6 +50,13 @@ pub trait Disk: Send + Sync + fmt::Debug {
     fn id(&self, path: &Path) -> io::Result<FileId>;
     /// Renames `from` to `to`, replacing `to` if it exists.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory `dir` (`AlreadyExists` if there is one); its
+    /// name is durable once its parent is synced.
+    fn create_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The names in `dir` (`NotFound` when missing).
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>>;
+    /// Whether `path` names a file or a directory.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
     /// Makes the names in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Locks `dir` for this process; `None` if another holds it.
@@ -103,6 +110,18 @@ impl Disk for OsDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        std::fs::read_dir(dir_or_here(dir))?.map(|entry| Ok(entry?.file_name())).collect()
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        std::fs::exists(path)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -2,8 +2,9 @@
 //!
 //! A batch is checked and encoded here, in the session that received it
 //! (in parallel with every other session), then queued for the writer;
-//! its reply waits for the writer's answer. Everything else is answered
-//! at once, or refused.
+//! its reply waits for the writer's answer. An agency's `Hello` and its
+//! winners are in `rounds`, the operator's commands in `admin`. Everything
+//! else is answered at once, or refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use protocol::{Bets, ErrorCode, Message};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, Level};
 
+use tokio_util::sync::CancellationToken;
+
 use super::budget::LogBudget;
-use super::reply::{error_message, log_stored, shutting_down, welcome, winners_frames, PendingReply, Reply};
+use super::reply::{error_message, log_stored, shutting_down, PendingReply, Reply};
 use super::Identity;
 use crate::agencies::{Agencies, Connection, Refusal};
-use crate::draw::DrawStatus;
 use crate::penalty::Failures;
 
 /// Turns each request into its (possibly pending) reply.
@@ -31,16 +33,34 @@ pub(super) struct Handler {
     pub(super) failures: Arc<Failures>,
     pub(super) connection: Connection,
     pub(super) identity: Identity,
-    /// The agency this connection speaks for, from its `Hello` on.
+    /// The agency this connection speaks for, and the round, from its
+    /// `Hello` on.
     pub(super) agency: Option<u32>,
+    pub(super) round: Option<u64>,
+    /// The round of its `Hello` was kept already: nothing is stored.
+    pub(super) kept: bool,
+    /// The operator has made a request: it is authenticated.
+    pub(super) operator: bool,
+    /// A `Hello` of its certified agency waited for its round to open: it
+    /// is authenticated, and may say `Hello` again.
+    pub(super) waited: bool,
     /// A reply that closes the connection was given: read nothing more.
     pub(super) closing: bool,
     /// The peer failed to authenticate: its refusal waits out a penalty.
     pub(super) failed: bool,
     pub(super) budget: LogBudget,
+    /// Cancelled at shutdown: a reply that waits (for a round to open, for
+    /// the draw) is given at once.
+    pub(super) stop: CancellationToken,
 }
 
 impl Handler {
+    /// Whether the connection has authenticated (its `Hello`, or the
+    /// operator's first request): it leaves the gate.
+    pub(super) fn authenticated(&self) -> bool {
+        self.agency.is_some() || self.operator || self.waited
+    }
+
     /// Only a batch makes this wait: for room in the writer's queue (see
     /// [`Agencies::reserve`]); this session alone waits.
     pub(super) async fn handle(&mut self, message: Message) -> PendingReply {
@@ -53,22 +73,25 @@ impl Handler {
             self.budget.log(Level::INFO, line);
             return Reply::now(Message::Echo(payload));
         }
-        let Identity::Agency(certified) = self.identity else {
-            let reason = format!("{} needs an agency's certificate, over TLS", message.name());
-            let penalty = crate::connection::failed(self.peer, &reason, &self.failures, &self.budget.all);
-            self.failed = true;
-            self.closing = true;
-            // The refusal comes after the penalty (see crate::penalty).
-            let refusal = error_message(ErrorCode::Unauthenticated, 0, None, reason);
-            return Box::pin(async move {
-                tokio::time::sleep(penalty).await;
-                Reply::last(refusal)
-            });
+        let certified = match (self.identity, message.is_operators()) {
+            (Identity::Anonymous, _) => return self.unauthenticated(&message),
+            (Identity::Operator, true) => return self.admin(message),
+            (Identity::Agency(certified), false) => certified,
+            (Identity::Operator, false) => {
+                return self.forbidden(format!("{}: the operator's certificate does not bet", message.name()))
+            }
+            (Identity::Agency(certified), true) => {
+                let reason = format!(
+                    "{}: agency {certified}'s certificate cannot run the operator's commands",
+                    message.name()
+                );
+                return self.forbidden(reason);
+            }
         };
-        if let Message::Hello { agency } = message {
-            return self.hello(agency, certified);
+        if let Message::Hello { agency, round, wait_ms } = message {
+            return self.hello(agency, round, wait_ms, certified);
         }
-        let Some(agency) = self.agency else {
+        let (Some(agency), Some(round)) = (self.agency, self.round) else {
             let reason = format!(
                 "{} before Hello: a connection first says which agency it speaks for",
                 message.name()
@@ -76,39 +99,32 @@ impl Handler {
             return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
         };
         match message {
-            Message::BetBatch { first, bets } => self.batch(agency, first, bets).await,
-            Message::Finished { bets } => self.finish(agency, bets),
-            Message::WinnersQuery => self.winners(agency),
-            _ => unreachable!("replies, Echo and Hello are handled above"),
+            Message::BetBatch { first, bets } => self.batch(agency, round, first, bets).await,
+            Message::Finished { bets } => self.finish(agency, round, bets),
+            Message::WinnersQuery { wait_ms } => self.winners(agency, round, wait_ms),
+            _ => unreachable!("replies, Echo, Hello and the operator's are handled above"),
         }
     }
 
-    fn hello(&mut self, agency: u32, certified: u32) -> PendingReply {
-        if let Some(bound) = self.agency {
-            let reason = format!("this connection already speaks for agency {bound}");
-            return self.close_with(error_message(ErrorCode::UnexpectedMessage, 0, None, reason));
-        }
-        if agency != certified {
-            let reason = format!("this certificate is agency {certified}'s, not agency {agency}'s");
-            let line = Action::fail("request").field("ip", self.peer.ip()).field("error", &reason);
-            self.budget.log(Level::WARN, line);
-            return self.close_with(error_message(ErrorCode::Forbidden, 0, None, reason));
-        }
-        let answer = match self.agencies.hello(agency, &self.connection) {
-            Ok(answer) => answer,
-            Err(refusal) => return self.refuse(refusal),
-        };
-        self.agency = Some(agency);
-        let budget = self.budget.clone();
+    /// A request that needs a certificate, from a connection without one.
+    fn unauthenticated(&mut self, message: &Message) -> PendingReply {
+        let reason = format!("{} needs an agency's certificate, over TLS", message.name());
+        let penalty = crate::connection::failed(self.peer, &reason, &self.failures, &self.budget.all);
+        self.failed = true;
+        self.closing = true;
+        // The refusal comes after the penalty (see crate::penalty).
+        let refusal = error_message(ErrorCode::Unauthenticated, 0, None, reason);
         Box::pin(async move {
-            let Ok(held) = answer.await else { return shutting_down() };
-            let line = Action::success("agency_connected")
-                .field("agency", agency)
-                .field("stored", held.progress.bets())
-                .field("finished", if held.finished { "yes" } else { "no" });
-            let level = if held.progress.bets() > 0 || held.finished { Level::INFO } else { Level::DEBUG };
-            Reply::open(welcome(held)).logging(move || budget.log(level, line))
+            tokio::time::sleep(penalty).await;
+            Reply::last(refusal)
         })
+    }
+
+    /// A request this certificate may not make: refused, logged, closed.
+    pub(super) fn forbidden(&mut self, reason: String) -> PendingReply {
+        let line = Action::fail("request").field("ip", self.peer.ip()).field("error", &reason);
+        self.budget.log(Level::WARN, line);
+        self.close_with(error_message(ErrorCode::Forbidden, 0, None, reason))
     }
 
     /// A reply after which the connection closes.
@@ -117,21 +133,24 @@ impl Handler {
         Reply::closing(message)
     }
 
-    fn refuse(&mut self, refusal: Refusal) -> PendingReply {
+    pub(super) fn refuse(&mut self, refusal: Refusal) -> PendingReply {
         let line = Action::fail("request").field("ip", self.peer.ip()).field("error", &refusal);
         self.budget.log(Level::WARN, line);
         self.close_with(error_message(refusal.code(), 0, None, &refusal))
     }
 
     /// Checks and encodes a batch, then queues it for the writer.
-    async fn batch(&mut self, agency: u32, first: u64, bets: Bets) -> PendingReply {
+    async fn batch(&mut self, agency: u32, round: u64, first: u64, bets: Bets) -> PendingReply {
+        if self.kept {
+            return round_closed(self.budget.clone(), agency, round, first);
+        }
         // Room in the writer's queue for the most rows these bets can
         // make, before they are made: while it waits, a session holds one
         // frame, no more.
         let max = max_row_bytes(&bets);
         let permit = self.agencies.reserve(max).await;
         match EncodedBatch::encode(agency, first, bets.iter(), max) {
-            Ok(batch) => self.store(agency, batch, bets, permit),
+            Ok(batch) => self.store(agency, round, batch, bets, permit),
             Err(error) => self.invalid(agency, first, bets.len(), error),
         }
     }
@@ -157,24 +176,28 @@ impl Handler {
     fn store(
         &mut self,
         agency: u32,
+        round: u64,
         batch: EncodedBatch,
         bets: Bets,
         permit: OwnedSemaphorePermit,
     ) -> PendingReply {
         let first = batch.first();
-        let stored = match self.agencies.store(agency, &self.connection, batch, permit) {
+        let stored = match self.agencies.store(agency, round, &self.connection, batch, permit) {
             Ok(stored) => stored,
             Err(refusal) => return self.refuse(refusal),
         };
         let budget = self.budget.clone();
         Box::pin(async move {
             let Ok(outcome) = stored.await else { return shutting_down() };
-            stored_reply(outcome, agency, first, bets, budget)
+            stored_reply(outcome, agency, round, first, bets, budget)
         })
     }
 
-    fn finish(&mut self, agency: u32, bets: u64) -> PendingReply {
-        let counted = match self.agencies.finish(agency, &self.connection, bets) {
+    fn finish(&mut self, agency: u32, round: u64, bets: u64) -> PendingReply {
+        if self.kept {
+            return round_closed(self.budget.clone(), agency, round, 0);
+        }
+        let counted = match self.agencies.finish(agency, round, &self.connection, bets) {
             Ok(counted) => counted,
             Err(refusal) => return self.refuse(refusal),
         };
@@ -192,6 +215,7 @@ impl Handler {
                     let reason = format!("agency {agency} has already finished");
                     Reply::refused(budget, agency, 0, ErrorCode::AlreadyFinished, reason, true)
                 }
+                FinishOutcome::RoundClosed => round_closed_reply(budget, agency, round, 0),
                 FinishOutcome::Failed(e) => {
                     let line = Action::fail("finish").field("agency", agency).field("error", &e);
                     Reply::open(error_message(ErrorCode::StorageFailure, 0, None, e))
@@ -200,21 +224,28 @@ impl Handler {
             }
         })
     }
+}
 
-    fn winners(&self, agency: u32) -> PendingReply {
-        let messages = match self.agencies.barrier.status() {
-            DrawStatus::Pending { finished, expected } => {
-                debug!("agency {agency} asked for its winners before the draw ({finished}/{expected})");
-                vec![Message::NotReady { finished, expected }]
-            }
-            DrawStatus::Done(winners) => winners_frames(winners.of(agency)),
-        };
-        Reply::now_all(messages)
-    }
+/// A batch or "finished" that came after its round closed: refused, and
+/// the agency asks for its winners.
+fn round_closed(budget: LogBudget, agency: u32, round: u64, first: u64) -> PendingReply {
+    Box::pin(std::future::ready(round_closed_reply(budget, agency, round, first)))
+}
+
+fn round_closed_reply(budget: LogBudget, agency: u32, round: u64, first: u64) -> Reply {
+    let reason = format!("round {round} is closed: nothing more is stored; ask for your winners");
+    Reply::refused(budget, agency, first, ErrorCode::RoundClosed, reason, false)
 }
 
 /// The reply to a batch the writer decided on.
-fn stored_reply(outcome: StoreOutcome, agency: u32, first: u64, bets: Bets, budget: LogBudget) -> Reply {
+fn stored_reply(
+    outcome: StoreOutcome,
+    agency: u32,
+    round: u64,
+    first: u64,
+    bets: Bets,
+    budget: LogBudget,
+) -> Reply {
     let count = bets.len();
     // A reply keeps the bets only to log them one by one; else a peer
     // that does not read its replies would keep every frame.
@@ -239,6 +270,7 @@ fn stored_reply(outcome: StoreOutcome, agency: u32, first: u64, bets: Bets, budg
             let reason = format!("agency {agency} has already finished");
             Reply::refused(budget, agency, first, ErrorCode::AlreadyFinished, reason, true)
         }
+        StoreOutcome::RoundClosed => round_closed_reply(budget, agency, round, first),
         StoreOutcome::Failed(e) => {
             let line = Action::fail("apuesta_recibida").field("cantidad", count).field("error", &e);
             Reply::open(error_message(ErrorCode::StorageFailure, first, None, e))

@@ -9,10 +9,14 @@
 //!
 //! A session speaks for at most one agency: the one its certificate names
 //! (see [`crate::connection`]), once its `Hello` says so; a newer
-//! connection of that agency supersedes it (see [`crate::agencies`]). An
-//! anonymous session (plain frames) is served `Echo` only.
+//! connection of that agency supersedes it (see [`crate::agencies`]). The
+//! operator's certificate runs the operator's commands and nothing else.
+//! An anonymous session (plain frames) is served `Echo` only.
 //!
 //! - [`handler`]: each request turned into its reply;
+//! - [`rounds`]: an agency's `Hello` and winners, which may wait for a
+//!   round to open or to draw;
+//! - [`admin`]: the operator's commands;
 //! - [`reply`]: replies and the frames they are made of;
 //! - [`budget`]: how much a session, and all of them, may log.
 //!
@@ -24,9 +28,11 @@
 //! pool before (an anonymous session never says it), or at shutdown; in
 //! every case it first tries to send the replies it owes.
 
+mod admin;
 mod budget;
 mod handler;
 mod reply;
+mod rounds;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,6 +63,8 @@ pub const WINDOW: usize = 64;
 pub enum Identity {
     /// The agency its verified certificate names.
     Agency(u32),
+    /// The operator, whose certificate says so.
+    Operator,
     /// Nobody: plain frames, Echo only.
     Anonymous,
 }
@@ -117,7 +125,7 @@ pub async fn serve<S>(
 {
     let (read_half, write_half) = tokio::io::split(stream);
     let limit = match identity {
-        Identity::Agency(_) => LOG_LINES,
+        Identity::Agency(_) | Identity::Operator => LOG_LINES,
         Identity::Anonymous => ANONYMOUS_LOG_LINES,
     };
     let budget = LogBudget::new(peer.ip(), limit, ctx.peer_lines.clone());
@@ -128,9 +136,14 @@ pub async fn serve<S>(
         connection: Connection { id, superseded: limits.superseded.clone() },
         identity,
         agency: None,
+        round: None,
+        kept: false,
+        operator: false,
+        waited: false,
         closing: false,
         failed: false,
         budget: budget.clone(),
+        stop: ctx.stop.clone(),
     };
     let mut session = Session {
         reader: MessageReader::new(read_half, MAX_FRAME_LEN),
@@ -241,8 +254,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<'_, S> {
                 assert!(self.pending.len() < WINDOW, "a request is read only with room for its reply");
                 let reply = self.handler.handle(message).await;
                 self.pending.push_back(reply);
-                if self.handler.agency.is_some() {
-                    // Hello said: out of the gate's pool, no deadline.
+                if self.handler.authenticated() {
+                    // Hello said (or the operator's first request): out of
+                    // the gate's pool, no deadline.
                     self.limits.waiting = None;
                     self.close.agency = self.handler.agency;
                 }

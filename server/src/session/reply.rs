@@ -6,9 +6,9 @@ use std::future::{ready, Future};
 use std::pin::Pin;
 
 use edge::log::Action;
-use lottery::round::Welcome;
+use lottery::round::{Stage, Welcome};
 use protocol::message::WINNERS_HEADER_LEN;
-use protocol::{Bets, ErrorCode, Message, MessageWriter, MAX_FRAME_LEN};
+use protocol::{Bets, ErrorCode, Message, MessageWriter, RoundStage, MAX_FRAME_LEN, STATUS_HEADER_LEN};
 use tokio::io::AsyncWrite;
 use tracing::{debug, enabled, info, Level};
 
@@ -35,7 +35,12 @@ impl Reply {
 
     /// A reply of several messages, ready now.
     pub(super) fn now_all(messages: Vec<Message>) -> PendingReply {
-        Box::pin(ready(Reply { messages, close: false, lines: None }))
+        Box::pin(ready(Reply::many(messages)))
+    }
+
+    /// A reply of several messages.
+    pub(super) fn many(messages: Vec<Message>) -> Reply {
+        Reply { messages, close: false, lines: None }
     }
 
     pub(super) fn open(message: Message) -> Reply {
@@ -144,10 +149,36 @@ pub(super) fn winners_frames(documents: &[String]) -> Vec<Message> {
 
 /// The `Welcome` that answers a `Hello`.
 pub(super) fn welcome(welcome: Welcome) -> Message {
+    let stage = match welcome.stage {
+        Stage::Open => RoundStage::Open,
+        Stage::Closed(_) => RoundStage::Closed,
+        Stage::Drawn(_) => RoundStage::Drawn,
+    };
     Message::Welcome {
         stored: welcome.progress.bets(),
         digest: welcome.progress.digest(),
         finished: welcome.finished,
+        stage,
+    }
+}
+
+/// Splits `text` into `Status` frames of at most [`MAX_FRAME_LEN`] bytes;
+/// the last one says so.
+pub(super) fn status_frames(text: &str) -> Vec<Message> {
+    let room = MAX_FRAME_LEN - STATUS_HEADER_LEN;
+    let mut frames = Vec::new();
+    let mut rest = text;
+    loop {
+        let mut end = rest.len().min(room);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (chunk, after) = rest.split_at(end);
+        rest = after;
+        frames.push(Message::Status { last: rest.is_empty(), text: chunk.to_owned() });
+        if rest.is_empty() {
+            return frames;
+        }
     }
 }
 
@@ -177,6 +208,22 @@ mod tests {
         assert!(message.wire_len() < MAX_FRAME_LEN / 8);
         let Message::Error { reason, .. } = message else { panic!() };
         assert!(reason.ends_with('…'));
+    }
+
+    #[test]
+    fn a_long_status_is_split_into_frames_within_the_limit() {
+        let text: String = (0..5000).map(|i| format!("{{\"agency\":{i},\"ñ\":1}},")).collect();
+        let frames = status_frames(&text);
+        assert!(frames.len() > 2);
+        let mut joined = String::new();
+        for (i, frame) in frames.iter().enumerate() {
+            assert!(frame.wire_len() <= MAX_FRAME_LEN);
+            let Message::Status { last, text } = frame else { panic!("{frame:?}") };
+            assert_eq!(*last, i == frames.len() - 1);
+            joined.push_str(text);
+        }
+        assert_eq!(joined, text);
+        assert_eq!(status_frames(""), [Message::Status { last: true, text: String::new() }]);
     }
 
     #[test]

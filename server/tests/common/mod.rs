@@ -53,6 +53,7 @@ pub fn config(agencies: u32, storage: &Path) -> Config {
         auth_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
         max_unauthenticated: 64,
+        schedule: server::Schedule::default(),
     }
 }
 
@@ -175,7 +176,7 @@ impl Raw {
     /// certificate; returns it and the Welcome.
     pub async fn agency(addr: SocketAddr, agency: u32) -> (Raw, Message) {
         let mut raw = Raw::tls(addr, Some(agency)).await;
-        let welcome = raw.ask(&Message::Hello { agency }).await;
+        let welcome = raw.ask(&Message::Hello { agency, round: 1, wait_ms: 0 }).await;
         assert!(matches!(welcome, Message::Welcome { .. }), "{welcome:?}");
         (raw, welcome)
     }
@@ -261,6 +262,7 @@ pub fn client_config(id: u32, addr: SocketAddr, data_file: &Path) -> client::Con
     let credentials = testkit::credentials::agency(&credentials(), id);
     client::Config {
         id,
+        round: 1,
         server_address: addr.to_string(),
         loop_amount: 2000,
         loop_period: Duration::ZERO,

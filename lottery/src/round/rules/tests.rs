@@ -7,7 +7,7 @@ use std::io;
 use proptest::prelude::*;
 
 use super::*;
-use crate::round::{RoundId, RoundState};
+use crate::round::{RoundId, RoundName, RoundState, Stage};
 use crate::storage::StorageError;
 use crate::WINNING_NUMBER;
 
@@ -70,6 +70,12 @@ impl Ledger for MemoryLedger {
         self.entries.extend_from_slice(entries);
         Ok(())
     }
+
+    fn open_next(&mut self, _: &RoundState, _: RoundName, _: u32) -> Result<(), crate::round::RoundError> {
+        self.rows.clear();
+        self.entries.clear();
+        Ok(())
+    }
 }
 
 /// Bet `ordinal` of `agency`: its document is the agency's digit and
@@ -91,7 +97,10 @@ fn store(agency: u32, first: u64, count: u64) -> Request {
 }
 
 fn round(agencies: u32) -> Round<MemoryLedger> {
-    Round::new(MemoryLedger::default(), RoundState::new(RoundId(1), agencies))
+    Round::new(
+        MemoryLedger::default(),
+        RoundState::new(RoundName { number: 1, id: RoundId(1), opened: 0 }, agencies),
+    )
 }
 
 fn stored(answer: &Answer) -> bool {
@@ -161,7 +170,12 @@ fn the_last_finished_draws_in_the_same_append() {
     let done = round.commit(&mut [Request::Finish { agency: 2, bets: 1 }]).unwrap();
     assert!(done.drawn);
     let last: Vec<Entry> = round.ledger().entries[appends..].to_vec();
-    assert!(matches!(last[..], [Entry::Finished { agency: 2, .. }, Entry::Drawn { winners: 3 }]), "{last:?}");
+    let closed = Entry::Closed { reason: CloseReason::AllFinished, bets: 7 };
+    assert!(
+        matches!(last[..], [Entry::Finished { agency: 2, .. }, c, Entry::Drawn { winners: 3 }] if c == closed),
+        "{last:?}"
+    );
+    assert_eq!(done.closed, Some((CloseReason::AllFinished, 7)));
     assert_eq!(
         round.take_winners(),
         [(1, vec!["1000000".to_owned(), "1000005".to_owned()]), (2, vec!["2000000".to_owned()])]
@@ -181,7 +195,7 @@ fn a_hello_answers_with_the_state_right_after_the_requests_before_it() {
 }
 
 #[test]
-#[should_panic(expected = "a Hello is the last request of its group")]
+#[should_panic(expected = "a Hello or a Close is the last request of its group")]
 fn a_request_after_a_hello_in_its_group_is_a_bug() {
     round(1).commit(&mut [Request::Hello { agency: 1 }, store(1, 0, 1)]).unwrap();
 }
@@ -220,9 +234,67 @@ fn a_ledger_left_in_an_unknown_state_stops_the_round_unchanged() {
 #[test]
 fn a_round_of_no_agencies_draws_as_it_starts() {
     let mut round = round(0);
-    assert!(round.draw_if_complete().unwrap());
-    assert!(!round.draw_if_complete().unwrap(), "once");
-    assert_eq!(round.ledger().entries, [Entry::Drawn { winners: 0 }]);
+    let done = round.draw_if_due().unwrap();
+    assert_eq!((done.closed, done.drawn), (Some((CloseReason::AllFinished, 0)), true));
+    assert!(!round.draw_if_due().unwrap().drawn, "once");
+    let closed = Entry::Closed { reason: CloseReason::AllFinished, bets: 0 };
+    assert_eq!(round.ledger().entries, [closed, Entry::Drawn { winners: 0 }]);
+}
+
+#[test]
+fn a_close_draws_over_every_bet_before_it_and_refuses_what_comes_after() {
+    let mut round = round(2);
+    round.commit(&mut [store(1, 0, 6), Request::Finish { agency: 1, bets: 6 }, store(2, 0, 2)]).unwrap();
+    let done = round.commit(&mut [store(2, 2, 4), Request::Close { reason: CloseReason::Operator }]).unwrap();
+    assert!(stored(&done.answers[0]));
+    assert!(matches!(
+        done.answers[1],
+        Answer::Close(CloseOutcome::Closed { reason: CloseReason::Operator, bets: 12 })
+    ));
+    assert_eq!((done.closed, done.drawn), (Some((CloseReason::Operator, 12)), true));
+    let tail = &round.ledger().entries[round.ledger().entries.len() - 2..];
+    assert_eq!(
+        tail,
+        [Entry::Closed { reason: CloseReason::Operator, bets: 12 }, Entry::Drawn { winners: 4 }]
+    );
+    assert_eq!(round.take_winners().len(), 2, "the unfinished agency's winners count too");
+
+    let mut late = [store(2, 6, 1), Request::Finish { agency: 2, bets: 6 }, Request::Hello { agency: 2 }];
+    let done = round.commit(&mut late).unwrap();
+    assert!(matches!(done.answers[0], Answer::Store(StoreOutcome::RoundClosed)));
+    assert!(matches!(done.answers[1], Answer::Finish(FinishOutcome::RoundClosed)));
+    let Answer::Welcome(welcome) = done.answers[2] else { panic!() };
+    assert_eq!((welcome.progress.bets(), welcome.stage), (6, Stage::Drawn(CloseReason::Operator)));
+    let again = round.commit(&mut [store(2, 0, 6)]).unwrap();
+    assert!(
+        matches!(again.answers[0], Answer::Store(StoreOutcome::AlreadyStored)),
+        "a batch sent again is still acked"
+    );
+    let twice = round.commit(&mut [Request::Close { reason: CloseReason::Deadline }]).unwrap();
+    assert!(matches!(twice.answers[0], Answer::Close(CloseOutcome::NotOpen(CloseReason::Operator))));
+    assert!(twice.closed.is_none() && !twice.drawn);
+}
+
+#[test]
+fn a_close_whose_append_fails_leaves_the_round_open() {
+    let mut round = round(1);
+    round.ledger.plan.push_back(Disk::Full);
+    let done = round.commit(&mut [Request::Close { reason: CloseReason::Deadline }]).unwrap();
+    assert!(matches!(done.answers[0], Answer::Close(CloseOutcome::Failed(_))));
+    assert!(round.state().is_open() && done.closed.is_none());
+    let done = round.commit(&mut [Request::Close { reason: CloseReason::Deadline }]).unwrap();
+    assert_eq!(done.closed, Some((CloseReason::Deadline, 0)));
+}
+
+#[test]
+fn a_close_recorded_without_its_draw_is_drawn_when_due() {
+    let mut round = round(2);
+    round.commit(&mut [store(1, 0, 1)]).unwrap();
+    round.ledger.plan.extend([Disk::Works]);
+    round.state.close(CloseReason::Deadline);
+    let done = round.draw_if_due().unwrap();
+    assert_eq!((done.closed, done.drawn), (None, true));
+    assert_eq!(round.ledger().entries.last(), Some(&Entry::Drawn { winners: 1 }));
 }
 
 /// One request of a random group, relative to where its agency stands.
@@ -240,16 +312,20 @@ enum Step {
         agency: u32,
         offset: i64,
     },
+    /// The operator closes the round.
+    Close,
 }
 
 fn step() -> impl Strategy<Value = Step> {
+    // A close is rare, so that most rounds get somewhere before it.
     prop_oneof![
-        (1u32..=3).prop_map(Step::Hello),
+        10 => (1u32..=3).prop_map(Step::Hello),
         // Mostly in sequence; now and then again, or ahead.
-        (1u32..=3, prop_oneof![6 => Just(0i64), 1 => -3i64..0, 1 => 1i64..3], 1u64..5)
+        40 => (1u32..=3, prop_oneof![6 => Just(0i64), 1 => -3i64..0, 1 => 1i64..3], 1u64..5)
             .prop_map(|(agency, offset, count)| Step::Store { agency, offset, count }),
-        (1u32..=3, prop_oneof![3 => Just(0i64), 1 => -1i64..=1])
+        10 => (1u32..=3, prop_oneof![3 => Just(0i64), 1 => -1i64..=1])
             .prop_map(|(agency, offset)| Step::Finish { agency, offset }),
+        1 => Just(Step::Close),
     ]
 }
 
@@ -268,18 +344,30 @@ enum Expect {
     Again,
     OutOfSequence,
     AfterFinish,
+    AfterClose,
     Counted,
     FinishMismatch,
     FinishedBefore,
+    FinishAfterClose,
+    Closes,
+    NotOpen,
+}
+
+/// What the model says the round holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Model {
+    agencies: [Counter; 3],
+    closed: bool,
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
-    /// Whatever agencies send, in whatever groups, and whatever the disk
-    /// does (full now and then): the answers are the model's, every
-    /// agency's bets in the ledger are its first bets in order, each once,
-    /// and the draw comes exactly when the last agency finished.
+    /// Whatever agencies send, in whatever groups, whenever the operator
+    /// closes the round, and whatever the disk does (full now and then):
+    /// the answers are the model's, every agency's bets in the ledger are
+    /// its first bets in order, each once, and the round closes and draws
+    /// exactly once: when the last agency finished or at the close.
     #[test]
     fn the_round_follows_a_model_of_per_agency_counters(
         steps in proptest::collection::vec(step(), 1..120),
@@ -288,7 +376,7 @@ proptest! {
     ) {
         let mut round = round(3);
         round.ledger.plan = disk.into();
-        let mut model = [Counter::default(); 3];
+        let mut model = Model::default();
         for steps in groups(&steps, &sizes) {
             let before = round.ledger.plan.clone();
             let (mut group, expected) = plan_group(&steps, &model);
@@ -297,22 +385,23 @@ proptest! {
             check_answers(&done, &expected, rows_failed);
             apply(&mut model, &group, &done);
             for agency in 1..=3u32 {
-                let counter = model[agency as usize - 1];
+                let counter = model.agencies[agency as usize - 1];
                 let ordinals: Vec<u64> = (0..counter.stored).collect();
                 prop_assert_eq!(round.ledger().ordinals(agency), ordinals);
                 prop_assert_eq!(round.state().agency(agency).progress.bets(), counter.stored);
                 prop_assert_eq!(round.state().agency(agency).finished, counter.finished);
             }
-            let all = model.iter().all(|c| c.finished);
-            prop_assert_eq!(round.state().drawn(), all);
-            let draws = round.ledger().entries.iter().filter(|e| matches!(e, Entry::Drawn { .. })).count();
-            prop_assert_eq!(draws, usize::from(all));
+            prop_assert_eq!(round.state().drawn(), model.closed);
+            prop_assert_eq!(!round.state().is_open(), model.closed);
+            let count = |closes: fn(&Entry) -> bool| round.ledger().entries.iter().filter(|e| closes(e)).count();
+            prop_assert_eq!(count(|e| matches!(e, Entry::Closed { .. })), usize::from(model.closed));
+            prop_assert_eq!(count(|e| matches!(e, Entry::Drawn { .. })), usize::from(model.closed));
         }
     }
 }
 
-/// Cuts `steps` into groups of the given sizes, a `Hello` closing its
-/// group the way the server's writer closes it.
+/// Cuts `steps` into groups of the given sizes, a `Hello` or a `Close`
+/// ending its group the way the server's writer ends it.
 fn groups(steps: &[Step], sizes: &[usize]) -> Vec<Vec<Step>> {
     let mut groups = Vec::new();
     let mut sizes = sizes.iter().cycle();
@@ -320,7 +409,7 @@ fn groups(steps: &[Step], sizes: &[usize]) -> Vec<Vec<Step>> {
     let mut size = *sizes.next().unwrap();
     for step in steps {
         current.push(step.clone());
-        if current.len() == size || matches!(step, Step::Hello(_)) {
+        if current.len() == size || matches!(step, Step::Hello(_) | Step::Close) {
             groups.push(std::mem::take(&mut current));
             size = *sizes.next().unwrap();
         }
@@ -330,8 +419,9 @@ fn groups(steps: &[Step], sizes: &[usize]) -> Vec<Vec<Step>> {
 }
 
 /// The requests of a group of steps, and what the model expects of each.
-fn plan_group(steps: &[Step], model: &[Counter; 3]) -> (Vec<Request>, Vec<Expect>) {
-    let mut ahead = *model;
+fn plan_group(steps: &[Step], model: &Model) -> (Vec<Request>, Vec<Expect>) {
+    let closed = model.closed;
+    let mut ahead = model.agencies;
     let mut requests = Vec::new();
     let mut expected = Vec::new();
     for step in steps {
@@ -347,6 +437,8 @@ fn plan_group(steps: &[Step], model: &[Counter; 3]) -> (Vec<Request>, Vec<Expect
                     Expect::Again
                 } else if c.finished {
                     Expect::AfterFinish
+                } else if closed {
+                    Expect::AfterClose
                 } else if first != c.stored {
                     Expect::OutOfSequence
                 } else {
@@ -360,6 +452,8 @@ fn plan_group(steps: &[Step], model: &[Counter; 3]) -> (Vec<Request>, Vec<Expect
                 let bets = c.stored.saturating_add_signed(offset);
                 let expect = if c.finished {
                     Expect::FinishedBefore
+                } else if closed {
+                    Expect::FinishAfterClose
                 } else if bets != c.stored {
                     Expect::FinishMismatch
                 } else {
@@ -367,6 +461,10 @@ fn plan_group(steps: &[Step], model: &[Counter; 3]) -> (Vec<Request>, Vec<Expect
                     Expect::Counted
                 };
                 (Request::Finish { agency, bets }, expect)
+            }
+            Step::Close => {
+                let expect = if closed { Expect::NotOpen } else { Expect::Closes };
+                (Request::Close { reason: CloseReason::Operator }, expect)
             }
         };
         requests.push(request);
@@ -399,6 +497,10 @@ fn check_answers(done: &Committed, expected: &[Expect], rows_failed: bool) {
             (Answer::Finish(FinishOutcome::Counted | FinishOutcome::Failed(_)), Expect::Counted) => true,
             (Answer::Finish(FinishOutcome::OutOfSequence { .. }), Expect::FinishMismatch) => true,
             (Answer::Finish(FinishOutcome::AlreadyFinished), Expect::FinishedBefore) => true,
+            (Answer::Store(StoreOutcome::RoundClosed), Expect::AfterClose) => true,
+            (Answer::Finish(FinishOutcome::RoundClosed), Expect::FinishAfterClose) => true,
+            (Answer::Close(CloseOutcome::Closed { .. } | CloseOutcome::Failed(_)), Expect::Closes) => true,
+            (Answer::Close(CloseOutcome::NotOpen(_)), Expect::NotOpen) => true,
             _ => false,
         };
         assert!(ok, "{answer:?} where the model expects {expect:?}");
@@ -406,9 +508,11 @@ fn check_answers(done: &Committed, expected: &[Expect], rows_failed: bool) {
 }
 
 /// Moves the model forward by what the round says became durable.
-fn apply(model: &mut [Counter; 3], group: &[Request], done: &Committed) {
+fn apply(model: &mut Model, group: &[Request], done: &Committed) {
+    model.closed |= done.closed.is_some();
     for (request, answer) in group.iter().zip(&done.answers) {
-        let counter = &mut model[request.agency() as usize - 1];
+        let Some(agency) = request.agency() else { continue };
+        let counter = &mut model.agencies[agency as usize - 1];
         match answer {
             Answer::Store(StoreOutcome::Stored) => counter.stored += request.bets() as u64,
             Answer::Finish(FinishOutcome::Counted) => counter.finished = true,

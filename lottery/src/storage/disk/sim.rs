@@ -1,7 +1,8 @@
 //! A simulated disk with a volatile cache, for tests: every write, create,
-//! rename and cut stays in the cache until the file (for its bytes) or
-//! its directory (for its names) is synced; a power cut throws the cache
-//! away. The power can be set to go out after any number of operations:
+//! rename, new directory and cut stays in the cache until the file (for
+//! its bytes) or its directory (for its names) is synced; a power cut
+//! throws the cache away, and with a directory whose name was not durable
+//! goes everything in it. The power can be set to go out after any number of operations:
 //! from then on every operation fails, as on a machine that went dark.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +25,9 @@ struct State {
     /// Names as programs see them, and as the disk holds them.
     current: BTreeMap<PathBuf, usize>,
     durable: BTreeMap<PathBuf, usize>,
+    /// Directories as programs see them, and as the disk holds them.
+    dirs: BTreeSet<PathBuf>,
+    durable_dirs: BTreeSet<PathBuf>,
     locked: BTreeSet<PathBuf>,
     /// Operations that change something, so far.
     operations: u64,
@@ -44,6 +48,19 @@ fn not_found(path: &Path) -> io::Error {
 }
 
 impl SimDisk {
+    /// A disk with the directory `dir` (and its parents), durably.
+    pub fn with_dir(dir: &Path) -> SimDisk {
+        let disk = SimDisk::default();
+        {
+            let mut state = disk.lock();
+            for dir in dir.ancestors() {
+                state.dirs.insert(dir.to_owned());
+                state.durable_dirs.insert(dir.to_owned());
+            }
+        }
+        disk
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -73,6 +90,14 @@ impl SimDisk {
             }
             node.current = node.durable.clone();
         }
+        // A name survives only inside a directory that survives.
+        let dirs = state.durable_dirs.clone();
+        let kept = |path: &Path| {
+            path.ancestors().skip(1).all(|dir| dir.as_os_str().is_empty() || dirs.contains(dir))
+        };
+        state.durable_dirs.retain(|dir| kept(dir));
+        state.durable.retain(|path, _| kept(path));
+        state.dirs = state.durable_dirs.clone();
         state.current = state.durable.clone();
         state.locked.clear();
         state.power_out_after = None;
@@ -108,6 +133,14 @@ impl State {
     fn node(&self, path: &Path) -> io::Result<usize> {
         self.current.get(path).copied().ok_or_else(|| not_found(path))
     }
+
+    /// Fails unless the directory `path` would go in exists.
+    fn parent_exists(&self, path: &Path) -> io::Result<()> {
+        match path.parent() {
+            Some(dir) if !self.dirs.contains(dir) => Err(not_found(dir)),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Disk for SimDisk {
@@ -117,6 +150,7 @@ impl Disk for SimDisk {
             (Some(node), _) => node,
             (None, false) => return Err(not_found(path)),
             (None, true) => {
+                state.parent_exists(path)?;
                 state.operate()?;
                 let node = state.nodes.len();
                 state.nodes.push(Node::default());
@@ -146,20 +180,54 @@ impl Disk for SimDisk {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
         let node = state.node(from)?;
+        state.parent_exists(to)?;
         state.operate()?;
         state.current.remove(from);
         state.current.insert(to.to_owned(), node);
         Ok(())
     }
 
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.parent_exists(dir)?;
+        if state.dirs.contains(dir) || state.current.contains_key(dir) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", dir.display())));
+        }
+        state.operate()?;
+        state.dirs.insert(dir.to_owned());
+        Ok(())
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        let state = self.lock();
+        if !state.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let inside = |path: &&PathBuf| path.parent() == Some(dir);
+        let files = state.current.keys().filter(inside);
+        let dirs = state.dirs.iter().filter(inside);
+        Ok(files.chain(dirs).filter_map(|path| path.file_name()).map(ToOwned::to_owned).collect())
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        let state = self.lock();
+        Ok(state.current.contains_key(path) || state.dirs.contains(path))
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.lock();
+        if !state.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
         state.operate()?;
         let inside = |path: &Path| path.parent() == Some(dir);
         state.durable.retain(|path, _| !inside(path));
         let names: Vec<(PathBuf, usize)> =
             state.current.iter().filter(|(path, _)| inside(path)).map(|(p, n)| (p.clone(), *n)).collect();
         state.durable.extend(names);
+        state.durable_dirs.retain(|path| !inside(path));
+        let dirs: Vec<PathBuf> = state.dirs.iter().filter(|path| inside(path)).cloned().collect();
+        state.durable_dirs.extend(dirs);
         Ok(())
     }
 
@@ -228,7 +296,7 @@ mod tests {
 
     #[test]
     fn only_what_was_synced_survives_a_cut() {
-        let disk = SimDisk::default();
+        let disk = SimDisk::with_dir(Path::new("/r"));
         let (dir, path) = (Path::new("/r"), Path::new("/r/f"));
         let mut file = disk.open_file(path, true).unwrap();
         file.write_all(&[b"synced"]).unwrap();
@@ -243,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_file_whose_name_was_never_synced_is_gone() {
-        let disk = SimDisk::default();
+        let disk = SimDisk::with_dir(Path::new("/r"));
         let mut file = disk.open_file(Path::new("/r/f"), true).unwrap();
         file.write_all(&[b"bytes"]).unwrap();
         file.sync().unwrap();
@@ -253,12 +321,35 @@ mod tests {
 
     #[test]
     fn once_the_power_is_out_nothing_more_happens() {
-        let disk = SimDisk::default();
+        let disk = SimDisk::with_dir(Path::new("/r"));
         let mut file = disk.open_file(Path::new("/r/f"), true).unwrap();
         disk.power_out_after(disk.operations() + 1);
         file.write_all(&[b"one"]).unwrap();
         assert!(file.write_all(&[b"two"]).is_err());
         assert!(file.sync().is_err());
         assert_eq!(disk.read(Path::new("/r/f")).as_deref(), Some(&b"one"[..]));
+    }
+
+    #[test]
+    fn a_directory_whose_name_was_never_synced_is_gone_with_what_it_holds() {
+        let disk = SimDisk::with_dir(Path::new("/r"));
+        let (dir, path) = (Path::new("/r/d"), Path::new("/r/d/f"));
+        assert!(disk.open_file(path, true).is_err(), "no file in a directory that is not there");
+        disk.create_dir(dir).unwrap();
+        assert_eq!(disk.create_dir(dir).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        let mut file = disk.open_file(path, true).unwrap();
+        file.write_all(&[b"bytes"]).unwrap();
+        file.sync().unwrap();
+        disk.sync_dir(dir).unwrap();
+        assert_eq!(disk.list_dir(Path::new("/r")).unwrap(), ["d"]);
+        disk.power_cut(false);
+        assert!(!disk.exists(dir).unwrap() && !disk.exists(path).unwrap());
+
+        disk.create_dir(dir).unwrap();
+        disk.sync_dir(Path::new("/r")).unwrap();
+        disk.open_file(path, true).unwrap();
+        disk.sync_dir(dir).unwrap();
+        disk.power_cut(false);
+        assert!(disk.exists(path).unwrap(), "both names were synced");
     }
 }
