@@ -180,6 +180,25 @@ impl ServerBuilder {
         self.program.command(self.environment())
     }
 
+    /// Runs `server admin ARGS` against this server, as the operator (the
+    /// credentials' `operator.pem`), with `env` added or in place; waits
+    /// for it to end.
+    pub fn admin(&self, args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+        let dir = self.credentials_dir();
+        let path = |file: &str| dir.join(file).display().to_string();
+        let mut all = vec![
+            ("SERVER_PORT", self.port.get().to_string()),
+            ("SERVER_TLS_CA", path("ca.pem")),
+            ("SERVER_ADMIN_CERT", path("operator.pem")),
+            ("SERVER_ADMIN_KEY", path("operator.key")),
+        ];
+        all.retain(|(key, _)| !env.iter().any(|(k, _)| k == key));
+        all.extend(env.iter().cloned());
+        let mut command = self.program.command(self.program.environment(all));
+        command.arg("admin").args(args);
+        command.output().expect("server admin runs")
+    }
+
     /// Starts the server without waiting for anything: for one that
     /// should refuse to start.
     pub fn spawn(&self) -> Process {
