@@ -1,6 +1,8 @@
 # The Lotería Nacional: build, images, Compose and tests.
 #
 #   make demo                the main job: five agencies on sample data, end to end
+#   make admin ARGS=status   the operator's command on the Compose server (close, open,
+#                            status --json)
 #   make test                unit, integration and end-to-end tests
 #   make chaos               a long fault campaign (natively)
 #   make bench               the benchmark: the course's sizes, natively over loopback
@@ -21,7 +23,7 @@ BIN := target/$(TARGET)/release
 
 .PHONY: build credentials docker-image busybox-image host-deps sample-data docker-compose-up \
         docker-compose-down docker-compose-logs demo test lint e2e chaos bench bench-scale \
-        bench-hostile bench-build static-binaries swarm-up swarm-logs swarm-down
+        bench-hostile bench-build static-binaries swarm-up swarm-logs swarm-down admin
 
 # Static binaries, so that the images need no base at all. The TLS
 # credentials of the committed Compose file come with them (the course's
@@ -72,6 +74,11 @@ docker-compose-down:
 
 docker-compose-logs:
 	$(COMPOSE) -f $(COMPOSE_FILE) logs -f
+
+# The operator's command (server admin) on the running Compose project.
+ARGS ?= status
+admin:
+	@sh scripts/admin.sh $(ARGS)
 
 # The main job: start everything, wait for the five agencies, show what
 # happened, and clean up. The whole log stays in .data/demo.log.

@@ -87,6 +87,9 @@ struct RunResult {
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    // Agencies as tasks hold a connection each: as many files as the
+    // server (which raises its own limit the same way).
+    server::raise_open_files().context("raising the limit of open files")?;
     // The server and the agencies work in the data folder: paths given
     // relative to here must still lead to the binaries and the config.
     for path in [&mut args.server, &mut args.client, &mut args.client_config] {

@@ -96,6 +96,7 @@ impl Project {
             ".env",
             "generar-compose.sh",
             "validar-echo-server.sh",
+            "scripts/admin.sh",
             "scripts/busybox-image.sh",
             "scripts/credentials.sh",
             "scripts/generar-stack.sh",

@@ -310,3 +310,37 @@ fn the_images_hold_their_binary_and_no_credential() {
         assert_eq!(ours, [image], "{image}:latest holds {ours:?}");
     }
 }
+
+/// The operator closes a round in Compose, from a throwaway container on
+/// the project's network (`scripts/admin.sh`, `make admin`): the server's
+/// port is published nowhere.
+#[test]
+fn the_operator_closes_a_round_in_compose_without_a_published_port() {
+    let p = Project::new(2);
+    p.client_config(1000, "0s", "INFO", 10);
+    p.agency_file(1, &rows(30, &[3, 17]));
+    p.up(&["server", "client1"]);
+    p.wait_for("server", "action: agency_finished", LONG);
+    let admin = |args: &[&str]| {
+        let mut all = vec!["scripts/admin.sh"];
+        all.extend(args);
+        let out = run("sh", &all, p.path());
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end().to_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, said, why) = admin(&["open"]);
+    assert!(!ok && said.is_empty() && why.contains("round 1 is open"), "{said} {why}");
+    let (ok, said, why) = admin(&["close"]);
+    assert!(ok && said == "round 1 closed (operator): 30 bets, 2 winners", "{said} {why}");
+    assert_eq!(p.wait_exit("client1", LONG), 0, "client1 gets its winners at the close");
+    let winners = p.wait_for("client1", "action: consulta_ganadores", LONG);
+    assert!(winners.text.ends_with("cant_ganadores: 2"), "{}", winners.text);
+    let cierre = p.wait_for("server", "action: cierre", LONG);
+    assert!(cierre.text.ends_with("round: 1 | reason: operator | bets: 30"), "{}", cierre.text);
+    let (ok, json, why) = admin(&["status", "--json"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json} {why}"));
+    assert!(ok);
+    assert_eq!((status["state"].as_str(), status["winners"].as_u64()), (Some("drawn"), Some(2)));
+    assert_eq!(p.inspect("server", "{{json .NetworkSettings.Ports}}").trim(), "{}", "nothing published");
+}

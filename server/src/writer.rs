@@ -90,6 +90,9 @@ pub enum OpenRefused {
     Drawing(u64),
     #[error("round {0} has opened since: nothing to do")]
     Moved(u64),
+    /// Nothing was moved: the round is still drawn, where it was.
+    #[error("{0}")]
+    Kept(String),
 }
 
 impl Job {
@@ -315,10 +318,15 @@ impl Writer {
             Stage::Closed(_) => return Ok(Err(OpenRefused::Drawing(after))),
             Stage::Drawn(_) => {}
         }
-        let drawn = self
-            .round
-            .open_next(self.board.expected(), lottery::round::now_millis())
-            .map_err(WriterFailed)?;
+        let drawn = match self.round.open_next(self.board.expected(), lottery::round::now_millis()) {
+            Ok(drawn) => drawn,
+            // Nothing was moved: the round stays drawn where it was.
+            Err(e @ RoundError::KeptBefore { .. }) => {
+                error!("{}", Action::fail("new_round").field("round", after + 1).field("error", &e));
+                return Ok(Err(OpenRefused::Kept(e.to_string())));
+            }
+            Err(e) => return Err(WriterFailed(e)),
+        };
         self.previous = Some(drawn);
         let state = self.round.state();
         let closes = self.schedule.closes(state.name().opened);

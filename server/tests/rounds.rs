@@ -53,10 +53,11 @@ fn winners(documents: &[&str]) -> Message {
 #[tokio::test]
 async fn a_round_closes_at_its_deadline_and_draws_over_an_agency_that_never_came() {
     let close_after = Duration::from_millis(1500);
+    // Before the round opens: its deadline is at least this far from here.
+    let before = std::time::Instant::now();
     let server =
         TestServer::start_with(3, |c| c.schedule = Schedule { close_after: Some(close_after), every: None })
             .await;
-    let opened = std::time::Instant::now();
     let (mut one, _) = hello(&server, 1, 1).await;
     assert_eq!(one.ask(&batch(0, vec![bet("11", 7574), bet("12", 1)])).await, ack(0, 2));
     assert_eq!(one.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
@@ -66,7 +67,8 @@ async fn a_round_closes_at_its_deadline_and_draws_over_an_agency_that_never_came
 
     // Agency 3 never comes: agency 1's query is held until the deadline.
     let answer = one.ask(&Message::WinnersQuery { wait_ms: 20_000 }).await;
-    assert!(opened.elapsed() >= close_after, "answered before the deadline");
+    // The journal keeps the opening time to the millisecond.
+    assert!(before.elapsed() + Duration::from_millis(1) >= close_after, "answered before the deadline");
     assert_eq!(answer, winners(&["11"]));
     let late = two.ask(&batch(1, vec![bet("22", 7574)])).await;
     assert!(refused(&late, ErrorCode::RoundClosed), "{late:?}");
@@ -230,5 +232,24 @@ async fn with_a_round_every_second_rounds_follow_each_other_each_in_its_slot() {
     );
     let (_, two) = hello(&server, 1, 2).await;
     assert!(matches!(two, Message::Welcome { stored: 0, stage: RoundStage::Drawn, .. }), "{two:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_that_finds_rounds_k_taken_is_refused_and_changes_nothing() {
+    let server = TestServer::start(1).await;
+    let admin = operator(&server);
+    admin.run(Command::Close).await.unwrap();
+    std::fs::create_dir_all(kept_dir(&server.storage, 1)).unwrap();
+    std::fs::write(kept_dir(&server.storage, 1).join("notes.txt"), "mine").unwrap();
+    let refused = admin.run(Command::Open).await;
+    let Err(AdminError::Refused { code: ErrorCode::RoundOpen, reason }) = refused else {
+        panic!("an open into a taken rounds/1: {refused:?}")
+    };
+    assert!(reason.contains("not this round's"), "{reason}");
+    let status = status(&server).await;
+    assert_eq!((status.round, status.state.as_str()), (1, "drawn"), "still serving round 1");
+    std::fs::remove_file(kept_dir(&server.storage, 1).join("notes.txt")).unwrap();
+    assert_eq!(admin.run(Command::Open).await.unwrap(), "round 2 opened");
     server.stop().await;
 }

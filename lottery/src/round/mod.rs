@@ -91,7 +91,7 @@ pub enum RoundError {
     AgenciesDiffer { journal: PathBuf, round: u32, configured: u32 },
     #[error("{bets}: holds bets but no round journal ({journal}); it is not a round of this server: move it away, or give the server another SERVER_STORAGE_PATH")]
     Foreign { bets: PathBuf, journal: PathBuf },
-    #[error("{dir}: holds files already, yet the round kept there is the one being moved; move them away")]
+    #[error("{dir}: holds files that are not this round's; move them away, then open the next round again")]
     KeptBefore { dir: PathBuf },
     #[error("{path}: {damage}")]
     Damaged { path: PathBuf, damage: Damage },

@@ -56,8 +56,9 @@ pub trait Ledger {
     fn record(&mut self, entries: &[Entry]) -> Result<(), AppendError>;
 
     /// Puts the round `drawn` away, kept, and opens round `next` for
-    /// `agencies` agencies in its place. On an error the ledger is in an
-    /// unknown state: nothing more may be written before a recovery.
+    /// `agencies` agencies in its place. [`RoundError::KeptBefore`] changes
+    /// nothing; after any other error the ledger is in an unknown state:
+    /// nothing more may be written before a recovery.
     fn open_next(&mut self, drawn: &RoundState, next: RoundName, agencies: u32) -> Result<(), RoundError>;
 }
 
