@@ -102,7 +102,8 @@ fn power_campaign(args: &Args) -> PowerTotals {
     for round in 0..args.power_rounds {
         let seed = args.seed + round as u64;
         let pause = std::time::Duration::from_millis(args.power_pause_ms);
-        let plan = PowerPlan { rows: args.rows.clone(), cuts: args.power_cuts, pause, seed };
+        let plan =
+            PowerPlan { rows: args.rows.clone(), cuts: args.power_cuts, pause, seed, next_round: true };
         let work = match tempfile::tempdir() {
             Ok(work) => work,
             Err(e) => {

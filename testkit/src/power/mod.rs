@@ -9,7 +9,9 @@
 //!
 //! Cuts come at random moments of the upload (in the middle of a group,
 //! between a group's sync and its acks), right after the round opens, right
-//! after an agency's Finished is recorded, and right after the draw. After
+//! after an agency's Finished is recorded, and right after the draw; then,
+//! with [`PowerPlan::next_round`], around the operator's opening of round 2
+//! and close of it ([`next`]). After
 //! each, before the server starts again, the disk is held to what the
 //! agencies were told ([`Told`]): every bet acknowledged to an agency is
 //! there, exactly once and in its place; every Finished acknowledged is in
@@ -33,6 +35,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::check::{self, Report};
 
+mod next;
 mod told;
 use crate::{Process, RunningServer, ServerBuilder, EXIT_WITHIN};
 pub use told::Told;
@@ -48,6 +51,9 @@ pub struct PowerPlan {
     /// one stretches the upload over more cuts.
     pub pause: Duration,
     pub seed: u64,
+    /// Then round 2, with cuts around its opening and its close
+    /// ([`next`]).
+    pub next_round: bool,
 }
 
 /// When a cut came.
@@ -63,6 +69,14 @@ pub enum Moment {
     Drawn,
     /// At a random moment after the draw, while winners are served.
     AfterDraw,
+    /// At a random moment of the operator's `open`: round 1 moving to
+    /// `rounds/1/`, round 2 starting.
+    Moving,
+    /// Right after the opening of round 2 was told.
+    Opened,
+    /// Right after the operator's close of round 2, in the middle of its
+    /// upload, was told.
+    Closed,
 }
 
 /// How a round of power cuts went.
@@ -236,11 +250,12 @@ pub fn run_power_round(plan: &PowerPlan, work: &Path) -> Result<PowerOutcome, Po
         }
     }
     round.finish(&agencies)?;
-    Ok(PowerOutcome {
-        report: round.report(&agencies)?,
-        cuts: round.cuts.clone(),
-        elapsed: started.elapsed(),
-    })
+    let report = round.report(&agencies)?;
+    if plan.next_round {
+        round.next_round(&agencies)?;
+    }
+    round.server.stop();
+    Ok(PowerOutcome { report, cuts: round.cuts.clone(), elapsed: started.elapsed() })
 }
 
 /// A round of power cuts under way.
@@ -298,7 +313,7 @@ impl Round {
         let recovered = self.server.action("recover");
         let mut finished: usize =
             recovered.as_ref().and_then(|r| r.get("finished")?.parse().ok()).unwrap_or(0);
-        let mut drawn = recovered.as_ref().is_some_and(|r| r.get("drawn") == Some("yes"));
+        let mut drawn = recovered.as_ref().is_some_and(|r| r.get("state") == Some("drawn"));
         for line in &self.server.seen {
             finished += usize::from(line.contains("action: agency_finished"));
             drawn |= line.contains("action: sorteo");
@@ -310,9 +325,7 @@ impl Round {
     /// the disk to what the agencies were told, and starts the server
     /// again on what survived.
     fn cut(&mut self, moment: Moment, agencies: &Agencies) -> Result<(), PowerFailure> {
-        self.server.kill();
-        self.fs.power_cut();
-        *self.cuts.entry(moment).or_default() += 1;
+        self.power_off(moment);
         let mut told = Told::default();
         for (client, (agency, _)) in self.clients.iter_mut().zip(&agencies.files) {
             client.drain();
@@ -323,10 +336,28 @@ impl Round {
             lost: e.lost,
             why: format!("after cut {total} ({moment:?}): {}", e.why),
         })?;
+        self.power_on(moment)
+    }
+
+    /// Cuts the power now: the server killed, the filesystem cut.
+    fn power_off(&mut self, moment: Moment) {
+        self.server.kill();
+        self.fs.power_cut();
+        *self.cuts.entry(moment).or_default() += 1;
+    }
+
+    /// Starts the server again on what survived the cut at `moment`.
+    fn power_on(&mut self, moment: Moment) -> Result<(), PowerFailure> {
         let settings = self.server.settings().clone();
         self.server =
             settings.try_start().map_err(|e| format!("after cut {} ({moment:?}): {e}", self.total()))?;
         Ok(())
+    }
+
+    /// A cut, and the server started again at once.
+    fn power_out(&mut self, moment: Moment) -> Result<(), PowerFailure> {
+        self.power_off(moment);
+        self.power_on(moment)
     }
 
     /// What survived on the disk against what the agencies were told.
@@ -414,7 +445,6 @@ impl Round {
                 return Err(format!("agency {agency}: served {served:?}, expected {expected:?}").into());
             }
         }
-        self.server.stop();
         Ok(report)
     }
 }
