@@ -170,6 +170,11 @@ impl Agencies {
         Ok(outcome)
     }
 
+    /// Queues a check of the round's files.
+    pub fn check_files(&self) -> Result<(), Refusal> {
+        self.lock().send(Job::Check)
+    }
+
     /// Queues the opening of the round after `after`.
     pub fn open_round(&self, after: u64) -> Result<oneshot::Receiver<Result<u64, OpenRefused>>, Refusal> {
         let (job, opened) = Job::open(after);

@@ -98,9 +98,10 @@ impl fmt::Display for CloseReason {
 }
 
 /// Logs `close_connection` when dropped, with the last reason given: a
-/// connection aborted at shutdown still gets its line. An agency's line
-/// (its `Hello` said) is always logged; any other is one of the lines
-/// peers cause, within their budget.
+/// connection aborted at shutdown still gets its line. The line of a
+/// connection the server closes at shutdown is always logged (one line per
+/// resource closed); any other is one of the lines peers cause, within
+/// their budget.
 pub struct CloseLine {
     peer: SocketAddr,
     /// The agency this connection spoke for, once its `Hello` was said.
@@ -114,7 +115,8 @@ pub struct CloseLine {
 
 impl Drop for CloseLine {
     fn drop(&mut self) {
-        if self.agency.is_none() && !self.peer_lines.allow() {
+        let at_shutdown = matches!(self.why, CloseReason::ShuttingDown | CloseReason::AbortedAtShutdown);
+        if !at_shutdown && !self.peer_lines.allow() {
             return;
         }
         let mut line = Action::success("close_connection").field("ip", self.peer.ip());

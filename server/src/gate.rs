@@ -8,13 +8,16 @@
 //!
 //! - a connection that failed to authenticate (it only waits out its
 //!   penalty, see [`crate::penalty`]) before any other;
-//! - then from the address holding the most places: a flood from one
-//!   address (or a few) only pushes out its own connections, never those
-//!   of an address with fewer, however long their handshakes take (an
-//!   agency far away needs several round trips);
-//! - among those, the one that has come least far ([`Stage`]): a connection
-//!   that has sent nothing before one in its handshake; a connection whose
-//!   certificate is verified is never pushed out by another agency's;
+//! - then the one that has come least far ([`Stage`]): a connection that
+//!   has sent nothing before one in its handshake, so that silent
+//!   connections from however many addresses never push out agencies
+//!   behind one address (a NAT) whose handshakes are under way; a
+//!   connection whose certificate is verified is never pushed out by
+//!   another agency's;
+//! - among those, from the address holding the most places: a flood from
+//!   one address (or a few) only pushes out its own connections, never
+//!   those of an address with fewer, however long their handshakes take
+//!   (an agency far away needs several round trips);
 //! - then the oldest.
 //!
 //! One identity holds at most one certified place: a newer connection of
@@ -147,8 +150,8 @@ impl Gate {
     }
 }
 
-/// The place to push out of a full pool: a failed one, else from the
-/// address with the most places, the least advanced, the oldest; never a
+/// The place to push out of a full pool: a failed one, else the least
+/// advanced, from the address with the most places, the oldest; never a
 /// certified one.
 fn victim(places: &[Place]) -> Option<usize> {
     let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
@@ -159,7 +162,7 @@ fn victim(places: &[Place]) -> Option<usize> {
         .filter(|(_, p)| p.stage < Stage::Certified)
         // max_by_key keeps the last of equals: reverse the age to keep the oldest.
         .max_by_key(|(at, p)| {
-            (p.failed, per_address[&p.ip], std::cmp::Reverse(p.stage), std::cmp::Reverse(*at))
+            (p.failed, std::cmp::Reverse(p.stage), per_address[&p.ip], std::cmp::Reverse(*at))
         })
         .map(|(at, _)| at)
 }
@@ -333,6 +336,16 @@ mod tests {
         let agency = gate.admit(1, ip(9));
         let flood: Vec<Waiting> = (2..200).map(|id| gate.admit(id, ip(66))).collect();
         assert!(!agency.pushed_out.is_cancelled(), "the flood's address holds the most places");
+        assert_eq!(flood.iter().filter(|w| !w.pushed_out.is_cancelled()).count(), 3);
+    }
+
+    #[test]
+    fn silent_connections_from_many_addresses_never_push_out_agencies_behind_one_address() {
+        let gate = Gate::new(8);
+        let behind_a_nat: Vec<Waiting> = (1..=5).map(|id| gate.admit(id, ip(9))).collect();
+        behind_a_nat.iter().for_each(Waiting::started);
+        let flood: Vec<Waiting> = (100..400).map(|id| gate.admit(id, ip((id % 250) as u8))).collect();
+        assert!(behind_a_nat.iter().all(|w| !w.pushed_out.is_cancelled()), "their handshakes are under way");
         assert_eq!(flood.iter().filter(|w| !w.pushed_out.is_cancelled()).count(), 3);
     }
 

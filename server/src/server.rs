@@ -127,7 +127,7 @@ impl Server {
             () = shutdown => None,
             result = &mut writer => Some(result),
             () = accept(&listener, &ctx, &mut sessions) => unreachable!("the accept loop ends only with the server"),
-            () = report_held_back_lines(&ctx.peer_lines) => unreachable!("the report goes on with the server"),
+            () = every_second(&ctx.peer_lines, &agencies) => unreachable!("the ticker goes on with the server"),
             () = clock::run(agencies.clone(), config.schedule) => unreachable!("the clock goes on while jobs are taken"),
         };
 
@@ -183,14 +183,17 @@ async fn accept(listener: &TcpListener, ctx: &Arc<Context>, sessions: &mut JoinS
     }
 }
 
-/// Says, once a second, how many lines peers caused that their budget
-/// held back, if any.
-async fn report_held_back_lines(peer_lines: &PeerLines) {
+/// Once a second: says how many lines peers caused that their budget held
+/// back, if any, and has the writer check that the round's files are still
+/// in place (a round deleted while nothing is written stops the server).
+async fn every_second(peer_lines: &PeerLines, agencies: &Agencies) {
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every_second.tick().await;
         peer_lines.report();
+        // Refused only once the server shuts down.
+        let _ = agencies.check_files();
     }
 }
 

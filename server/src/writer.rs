@@ -68,6 +68,9 @@ pub enum Job {
     Round { round: u64, request: Request, reply: Reply },
     /// Open the round after `after`, once `after` is drawn.
     Open { after: u64, reply: oneshot::Sender<Result<u64, OpenRefused>> },
+    /// Check that the round's files are still in place (they are checked
+    /// after every write; this finds a round deleted while idle).
+    Check,
 }
 
 /// Where a job's answer goes, of the job's own kind.
@@ -138,15 +141,20 @@ impl Job {
     fn ends_group(&self) -> bool {
         match self {
             Job::Round { request, .. } => request.closes_group(),
-            Job::Open { .. } => true,
+            Job::Open { .. } | Job::Check => true,
         }
+    }
+
+    /// Whether it is a group of its own.
+    fn alone(&self) -> bool {
+        matches!(self, Job::Open { .. } | Job::Check)
     }
 
     /// Bets and bytes of rows it would store.
     fn size(&self) -> (usize, usize) {
         match self {
             Job::Round { request, .. } => (request.bets(), request.bytes()),
-            Job::Open { .. } => (0, 0),
+            Job::Open { .. } | Job::Check => (0, 0),
         }
     }
 }
@@ -173,7 +181,10 @@ pub fn spawn(
 ) -> JoinHandle<Result<(), WriterFailed>> {
     tokio::task::spawn_blocking(move || {
         let mut writer = Writer { round, board, schedule, previous: None };
-        let result = writer.run(jobs);
+        // Whatever the queue said last, the files must still be there.
+        let result = writer.run(jobs).and_then(|()| {
+            writer.round.ledger().check_in_place().map_err(|e| WriterFailed(RoundError::Storage(e)))
+        });
         if let Err(e) = &result {
             error!("{}", Action::fail("store_bets").field("error", e).field("then", "the server stops"));
         }
@@ -222,7 +233,7 @@ impl Writer {
                 let Ok(job) = jobs.try_recv() else { break };
                 let (more_bets, more_bytes) = job.size();
                 let too_big = bets + more_bets > MAX_GROUP_BETS || bytes + more_bytes > MAX_GROUP_BYTES;
-                if too_big || matches!(job, Job::Open { .. }) {
+                if too_big || job.alone() {
                     carried = Some(job);
                     break;
                 }
@@ -249,6 +260,11 @@ impl Writer {
                     assert!(requests.is_empty(), "opening the next round is a group of its own");
                     let opened = self.open_next(after)?;
                     drop(reply.send(opened));
+                }
+                Job::Check => {
+                    assert!(requests.is_empty(), "a check is a group of its own");
+                    let files = self.round.ledger();
+                    files.check_in_place().map_err(|e| WriterFailed(RoundError::Storage(e)))?;
                 }
                 Job::Round { round, request, reply } if round == open => {
                     requests.push(request);

@@ -270,6 +270,33 @@ async fn a_round_deleted_under_the_server_stops_it_without_another_ack() {
     assert!(gone[0].contains("action: store_bets | result: fail"), "{}", gone[0]);
 }
 
+/// The journal alone deleted mid-upload: the next batch's rows are synced,
+/// but not acknowledged. A round deleted while the server only serves
+/// winners: it stops by itself within seconds.
+#[tokio::test]
+async fn a_journal_deleted_or_a_round_deleted_while_idle_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path()).agencies(1).start();
+    let (mut agency, _) = Raw::agency(server.addr(), 1).await;
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 1)])).await, ack(0, 1));
+    std::fs::remove_file(dir.path().join("bets.csv.journal")).unwrap();
+    let reply = agency.ask(&batch(1, vec![bet("2", 2)])).await;
+    assert!(matches!(reply, Message::Error { code: protocol::ErrorCode::ShuttingDown, .. }), "{reply:?}");
+    let server = stops_with_failure(server).await;
+    assert!(server.seen.iter().any(|l| l.contains("the round's file is gone") && l.contains("journal")));
+
+    let dir = tempfile::tempdir().unwrap();
+    let round = dir.path().join("round");
+    std::fs::create_dir(&round).unwrap();
+    let server = self::server(dir.path()).agencies(1).storage(round.join("bets.csv")).start();
+    let (mut agency, _) = Raw::agency(server.addr(), 1).await;
+    assert_eq!(agency.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
+    assert_eq!(agency.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
+    std::fs::remove_dir_all(&round).unwrap();
+    let server = stops_with_failure(server).await;
+    assert!(server.seen.iter().any(|l| l.contains("the round's file is gone")), "{:#?}", server.seen);
+}
+
 /// A journal of another round beside a bets file is refused at start:
 /// its checkpoints do not cover these bytes.
 #[tokio::test]
@@ -441,17 +468,17 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_peers_cannot_flood_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = self::server(dir.path()).env("SERVER_AUTH_TIMEOUT", "1s").start();
+    let mut server = self::server(dir.path()).agencies(8).env("SERVER_AUTH_TIMEOUT", "1s").start();
     let (addr, from) = (server.addr(), std::net::IpAddr::from([127, 0, 0, 3]));
     let stop = tokio_util::sync::CancellationToken::new();
     let mut flood = tokio::task::JoinSet::new();
-    for i in 0..32 {
+    for i in 0..40 {
         let stop = stop.clone();
         flood.spawn(async move {
             while !stop.is_cancelled() {
                 let Ok(stream) = common::connect_from(from, addr).await else { continue };
                 tokio::select! {
-                    () = flood_with(i % 4, stream, addr) => {}
+                    () = flood_with(i % 5, 1 + i as u32 / 5, stream, addr) => {}
                     () = stop.cancelled() => {}
                 }
             }
@@ -481,12 +508,22 @@ async fn a_flood_of_peers_cannot_flood_the_log() {
     assert!(unlogged > 0, "the flood caused more than the budget: {caused} logged, {unlogged} left out");
 }
 
-/// One connection of a flood, of kind `kind`, until the server closes it.
-async fn flood_with(kind: usize, stream: tokio::net::TcpStream, addr: std::net::SocketAddr) {
+/// One connection of a flood, of kind `kind`, until the server closes it:
+/// echoes, Hello over plain TCP, Hello over TLS without a certificate, a
+/// silent connection, and a stolen certificate's (`agency`'s) Hello, then
+/// close.
+async fn flood_with(kind: usize, agency: u32, stream: tokio::net::TcpStream, addr: std::net::SocketAddr) {
     use protocol::{MessageReader, MessageWriter, MAX_FRAME_LEN};
     let stream: Box<dyn common::Io> = match kind {
-        2 => {
-            let config = common::anonymous_tls(&common::credentials());
+        2 | 4 => {
+            let config = match kind {
+                2 => common::anonymous_tls(&common::credentials()),
+                _ => edge::credentials::client_config(&testkit::credentials::agency(
+                    &common::credentials(),
+                    agency,
+                ))
+                .unwrap(),
+            };
             let name = protocol::tls::server_name(&addr.to_string()).unwrap();
             match protocol::tls::TlsConnector::from(config).connect(name, stream).await {
                 Ok(tls) => Box::new(tls),
@@ -500,6 +537,11 @@ async fn flood_with(kind: usize, stream: tokio::net::TcpStream, addr: std::net::
     let request = match kind {
         0 => Message::Echo(b"flood".to_vec().into()),
         1 | 2 => Message::Hello { agency: 1, round: 1, wait_ms: 0 },
+        4 => {
+            let _ = writer.send(&Message::Hello { agency, round: 1, wait_ms: 0 }).await;
+            let _ = reader.read().await;
+            return;
+        }
         _ => return drop(reader.read().await),
     };
     while writer.send(&request).await.is_ok() {

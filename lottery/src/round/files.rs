@@ -38,12 +38,24 @@ pub struct RoundFiles {
 }
 
 impl Ledger for RoundFiles {
+    /// Appends rows after the checkpoint that was due before them, if one
+    /// was (a journal that failed to take it has it written first): so
+    /// past a due checkpoint lies at most one group, which recovery checks.
     fn append_bets(&mut self, rows: &[&[u8]]) -> Result<(), AppendError> {
+        if self.bets.len() >= self.next_checkpoint {
+            self.record(&[])?;
+        }
+        assert!(self.bets.len() < self.next_checkpoint, "no group starts past a due checkpoint");
         let before = self.bets.len();
         self.bets.append(rows)?;
         rows.iter().for_each(|r| self.digest.update(r));
         let appended: usize = rows.iter().map(|r| r.len()).sum();
         assert_eq!(self.bets.len(), before + appended as u64, "the bets file grew by the rows");
+        // The rows are durable; without their journal beside them they
+        // would not be a round's: none is acknowledged then.
+        if appended > 0 {
+            self.journal.check_in_place().map_err(AppendError::Fatal)?;
+        }
         Ok(())
     }
 
@@ -89,6 +101,13 @@ impl Ledger for RoundFiles {
 }
 
 impl RoundFiles {
+    /// Checks that both files are still where the round keeps them (see
+    /// [`AppendFile::check_in_place`]).
+    pub fn check_in_place(&self) -> Result<(), StorageError> {
+        self.bets.check_in_place()?;
+        self.journal.check_in_place()
+    }
+
     pub fn bets_path(&self) -> &Path {
         self.bets.path()
     }

@@ -16,11 +16,11 @@ use std::path::{Path, PathBuf};
 use crate::progress::Progress;
 use crate::storage::disk::Disk;
 use crate::storage::file::cut;
-use crate::storage::scan::{scan, RowFault, Scan};
+use crate::storage::scan::{scan_watching, RowFault, Scan};
 
 use super::journal::{BetsDigest, CloseReason, Entry, JournalRead, LineFault};
 use super::state::{AgencyState, RoundName, RoundState};
-use super::{RoundError, MAX_GROUP_BETS, MAX_GROUP_BYTES};
+use super::{RoundError, CHECKPOINT_EVERY, MAX_GROUP_BETS, MAX_GROUP_BYTES};
 
 /// How [`super::open`] found the storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,8 @@ pub enum Damage {
     CheckpointMissing { synced: u64, whole: u64 },
     #[error("the first {bytes} bytes of the bets file are not those its journal checkpointed: the journal belongs to another round or another file, or the file was edited")]
     CheckpointDiffers { bytes: u64 },
+    #[error("{rows} whole rows ({bytes} bytes) lie past byte {due}, where the journal's next checkpoint was due: more than one group, so the journal is not this file's, or an old copy of it")]
+    Unchecked { due: u64, rows: usize, bytes: u64 },
     #[error("the round closed twice")]
     ClosedTwice,
     #[error("the round closed holding {recorded} bets, the bets file holds {found}")]
@@ -157,7 +159,15 @@ pub fn recover(
         return Err(damaged(bets, Damage::BetsMissing));
     }
     let checkpoints: Vec<u64> = checkpoints(&journal.entries).map(|(bytes, _)| bytes).collect();
-    let found = scan(disk, bets, agencies, &checkpoints)?;
+    // The next checkpoint was due here: a group starts before it, so past
+    // it lies at most one group (see `RoundFiles::append_bets`).
+    let due = checkpoints.last().map_or(1, |last| last + CHECKPOINT_EVERY);
+    let found = scan_watching(disk, bets, agencies, &checkpoints, due)?;
+    let late_bytes = found.valid_len.saturating_sub(due);
+    if found.late_rows > MAX_GROUP_BETS || late_bytes > MAX_GROUP_BYTES as u64 {
+        let damage = Damage::Unchecked { due, rows: found.late_rows, bytes: late_bytes };
+        return Err(damaged(journal_path, damage));
+    }
     let tail = found.file_len - found.valid_len;
     if let Some(fault) = found.stopped.clone() {
         if tail > MAX_GROUP_BYTES as u64 || found.rows_after_stop > MAX_GROUP_BETS {
@@ -417,6 +427,27 @@ mod tests {
         drop(files);
         let bytes = std::fs::read(&path).unwrap();
         (dir, path, bytes)
+    }
+
+    #[test]
+    fn a_journal_that_checkpointed_far_less_than_the_file_holds_is_not_its_journal() {
+        // More than a mebibyte and a group of rows past the first checkpoint.
+        let (_dir, path, bytes) = round_with_rows(60_000);
+        let row_len = bytes.len() as u64 / 60_000;
+        assert!(bytes.len() as u64 > CHECKPOINT_EVERY + (MAX_GROUP_BETS as u64 + 200) * row_len);
+        let journal = beside(&path, ".journal");
+        let lines: Vec<String> =
+            std::fs::read_to_string(&journal).unwrap().lines().map(|l| format!("{l}\n")).collect();
+        assert!(lines.len() > 2, "the round checkpointed more than once");
+        for kept in [2, 1] {
+            // An old copy of its own journal (its round and first
+            // checkpoint), then a new round's journal (no checkpoint).
+            std::fs::write(&journal, lines[..kept].concat()).unwrap();
+            refused_untouched(&path, 1, |d| matches!(d, Damage::Unchecked { .. }));
+        }
+        std::fs::write(&journal, lines.concat()).unwrap();
+        let (_, state, _) = open(&path, 1).unwrap();
+        assert_eq!(state.bets(), 60_000, "its own journal, whole, is accepted");
     }
 
     /// Opening the round at `path` is refused for damage that `is`, and

@@ -70,13 +70,14 @@ impl AppendFile {
         assert!(self.len > before, "a group that is appended makes the file longer");
         // After the sync, before anyone is told: no group written into a
         // file that was deleted or replaced meanwhile is acknowledged.
-        self.check_in_place(self.len).map_err(AppendError::Fatal)
+        self.check_in_place().map_err(AppendError::Fatal)
     }
 
     /// Checks that the file is still the one its path names, linked, and
-    /// `len` bytes long: a round whose files were deleted or replaced
+    /// as long as written: a round whose files were deleted or replaced
     /// under the server must not take one more bet.
-    fn check_in_place(&self, len: u64) -> Result<(), StorageError> {
+    pub fn check_in_place(&self) -> Result<(), StorageError> {
+        let len = self.len;
         let gone = |why| StorageError::Gone { path: self.path.clone(), why };
         let open = self.file.status().map_err(|e| StorageError::io(&self.path, e))?;
         if open.links == 0 {

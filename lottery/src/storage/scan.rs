@@ -57,6 +57,9 @@ pub struct Scan {
     pub digest: BetsDigest,
     /// The digest at each checkpoint asked for that is where a valid row ends.
     pub digests: Vec<(u64, u64)>,
+    /// Whole, valid rows that start at or after the offset
+    /// [`scan_watching`] was given.
+    pub late_rows: usize,
 }
 
 impl Scan {
@@ -108,6 +111,18 @@ pub struct AgencyBets {
 /// holds nothing. `checkpoints` are offsets (ascending) at which the
 /// digest of the bytes before is wanted (see [`Scan::digest_at`]).
 pub fn scan(disk: &dyn Disk, path: &Path, agencies: u32, checkpoints: &[u64]) -> Result<Scan, StorageError> {
+    scan_watching(disk, path, agencies, checkpoints, u64::MAX)
+}
+
+/// [`scan`], counting the valid rows that start at or after `late_from`
+/// ([`Scan::late_rows`]).
+pub fn scan_watching(
+    disk: &dyn Disk,
+    path: &Path,
+    agencies: u32,
+    checkpoints: &[u64],
+    late_from: u64,
+) -> Result<Scan, StorageError> {
     assert!(checkpoints.is_sorted(), "checkpoints come in the order they were made");
     let io_err = |source| StorageError::io(path, source);
     let mut scan = Scan { agencies: vec![AgencyBets::default(); agencies as usize], ..Scan::default() };
@@ -133,6 +148,7 @@ pub fn scan(disk: &dyn Disk, path: &Path, agencies: u32, checkpoints: &[u64]) ->
                 let raw = &reading.buf[reading.start..reading.start + len];
                 match check_row(&fields, raw, agencies, &mut again) {
                     Ok((agency, winner)) => {
+                        scan.late_rows += usize::from(scan.valid_len >= late_from);
                         scan.count(agency, raw, winner);
                         reading.start += len;
                         continue;

@@ -9,13 +9,17 @@
 //! Within it, each session may log at most [`LOG_LINES`] lines its peer
 //! causes ([`ANONYMOUS_LOG_LINES`] without an agency), then one line
 //! saying the rest is not logged, so that one peer cannot take the budget
-//! from the others. Lines for stored bets are bounded by the bets, and an
-//! agency's own closing line is always logged.
+//! from the others. Lines for stored bets are bounded by the bets; the
+//! closing lines of the connections the server closes at shutdown are
+//! always logged; every other closing line, an agency's too, is within the
+//! budget (a stolen certificate that says Hello in a loop must not flood
+//! the log).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use edge::log::Action;
 use tracing::{debug, error, info, warn, Level};
@@ -66,13 +70,15 @@ impl PeerLines {
     }
 }
 
-/// The state of [`PeerLines`], apart from the clock so that tests can drive it.
+/// The state of [`PeerLines`], apart from the clock so that tests can drive
+/// it: when the lines of the last second were logged, so that no window of
+/// one second, wherever it starts, holds more than
+/// [`PEER_LINES_PER_SECOND`] of them (a token bucket that starts full lets
+/// twice as many through in a flood's first second).
 #[derive(Debug, Default)]
 struct Bucket {
-    /// Lines that may be logged now (refilled lazily).
-    tokens: f64,
-    /// When `tokens` was last refilled; `None` before the first line (full).
-    refilled: Option<Instant>,
+    /// When each line logged within the last second was, oldest first.
+    recent: VecDeque<Instant>,
     /// Lines held back since the last report of them.
     held_back: u64,
 }
@@ -80,23 +86,20 @@ struct Bucket {
 impl Bucket {
     /// Takes a line at `now`: whether it may be logged.
     fn take(&mut self, now: Instant) -> bool {
-        let full = f64::from(PEER_LINES_PER_SECOND);
-        self.tokens = match self.refilled {
-            None => full,
-            Some(then) => {
-                let elapsed = now.saturating_duration_since(then).as_secs_f64();
-                (self.tokens + elapsed * full).min(full)
-            }
-        };
-        self.refilled = Some(now);
-        assert!(self.tokens >= 0.0, "a bucket never owes lines");
-        assert!(self.tokens <= full, "a bucket holds at most a second of lines");
-        let allowed = self.tokens >= 1.0;
+        while self
+            .recent
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+        let allowed = self.recent.len() < PEER_LINES_PER_SECOND as usize;
         if allowed {
-            self.tokens -= 1.0;
+            self.recent.push_back(now);
         } else {
             self.held_back += 1;
         }
+        assert!(self.recent.len() <= PEER_LINES_PER_SECOND as usize, "a second holds at most its lines");
         allowed
     }
 
@@ -124,7 +127,11 @@ impl LogBudget {
 
     /// Logs `line` at `level` if both this session's budget and the server's
     /// allow; the first line past the session's says that no more will be.
+    /// A line below the log's level costs nothing and is not counted.
     pub(super) fn log(&self, level: Level, line: Action) {
+        if !enabled(level) {
+            return;
+        }
         let n = self.used.fetch_add(1, Ordering::Relaxed);
         if n < self.limit && self.all.allow() {
             emit(level, line);
@@ -144,6 +151,17 @@ impl LogBudget {
 
     pub(super) fn unlogged(&self) -> u32 {
         self.unlogged.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether lines at `level` are logged at all.
+fn enabled(level: Level) -> bool {
+    match level {
+        Level::ERROR => tracing::enabled!(Level::ERROR),
+        Level::WARN => tracing::enabled!(Level::WARN),
+        Level::INFO => tracing::enabled!(Level::INFO),
+        Level::DEBUG => tracing::enabled!(Level::DEBUG),
+        _ => tracing::enabled!(Level::TRACE),
     }
 }
 
@@ -169,15 +187,37 @@ mod tests {
         assert_eq!(allowed, rate, "a second's lines at once, no more");
         assert_eq!(bucket.take_held_back(), 2 * rate as u64);
         assert_eq!(bucket.take_held_back(), 0, "each held-back line is told once");
-        let later = start + std::time::Duration::from_millis(5);
-        assert!(!bucket.take(later), "half a token is not a line");
-        // A second later the bucket has refilled at the stated rate.
-        let second = start + std::time::Duration::from_secs(1);
-        let allowed = (0..2 * rate).filter(|_| bucket.take(second)).count();
-        assert_eq!(allowed, rate);
-        // A long quiet spell refills no more than a second's lines.
-        let quiet = second + std::time::Duration::from_secs(3600);
-        let allowed = (0..2 * rate).filter(|_| bucket.take(quiet)).count();
-        assert_eq!(allowed, rate);
+        let later = start + Duration::from_millis(5);
+        assert!(!bucket.take(later), "the second has not passed");
+        // A second later, a second's lines again; a long quiet spell gives
+        // no more than that.
+        let second = start + Duration::from_secs(1);
+        assert_eq!((0..2 * rate).filter(|_| bucket.take(second)).count(), rate);
+        let quiet = second + Duration::from_secs(3600);
+        assert_eq!((0..2 * rate).filter(|_| bucket.take(quiet)).count(), rate);
+    }
+
+    proptest::proptest! {
+        /// Whenever lines come, no window of one second holds more than a
+        /// second's lines (a flood's first second included).
+        #[test]
+        fn no_second_anywhere_holds_more_than_its_lines(
+            gaps in proptest::collection::vec(0u64..30, 1..800),
+        ) {
+            let start = Instant::now();
+            let mut bucket = Bucket::default();
+            let mut at = start;
+            let mut logged = Vec::new();
+            for gap in gaps {
+                at += Duration::from_millis(gap);
+                if bucket.take(at) {
+                    logged.push(at);
+                }
+            }
+            for (i, &from) in logged.iter().enumerate() {
+                let within = logged[i..].iter().take_while(|&&t| t - from < Duration::from_secs(1)).count();
+                proptest::prop_assert!(within <= PEER_LINES_PER_SECOND as usize, "{} lines in a second", within);
+            }
+        }
     }
 }
