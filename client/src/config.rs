@@ -103,20 +103,7 @@ impl Config {
         let server_name = tls::server_name(&server_address).map_err(|e| {
             SettingError::new("server.address", "CLI_SERVER_ADDRESS", Problem::Tls(Box::new(e)))
         })?;
-        let path = |key: &str, file: String| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
-        let credentials = Credentials {
-            ca: path("CLI_TLS_CA", "ca.pem".into())?,
-            cert: path("CLI_TLS_CERT", format!("agency-{id}.pem"))?,
-            key: path("CLI_TLS_KEY", format!("agency-{id}.key"))?,
-        };
-        let tls = credentials::client_config(&credentials).map_err(|e| {
-            let key = match e.file() {
-                Some(CredentialFile::Ca) => "CLI_TLS_CA",
-                Some(CredentialFile::Key) => "CLI_TLS_KEY",
-                _ => "CLI_TLS_CERT",
-            };
-            SettingError::new(key, key, Problem::Credentials(Box::new(e)))
-        })?;
+        let tls = tls(&sources, id)?;
         let at_least_one = |key: &str, env: &str| SettingError::new(key, env, Problem::Below(1));
         if batch_max_amount == 0 {
             return Err(at_least_one("batch.maxAmount", "CLI_BATCH_MAXAMOUNT").into());
@@ -140,6 +127,24 @@ impl Config {
             server_name,
         })
     }
+}
+
+/// Agency `id`'s TLS configuration, from its credentials' settings.
+fn tls(sources: &Sources<'_>, id: u32) -> Result<Arc<rustls::ClientConfig>, SettingError> {
+    let path = |key: &str, file: String| sources.optional(key, key, Path::new(CREDENTIALS).join(file));
+    let credentials = Credentials {
+        ca: path("CLI_TLS_CA", "ca.pem".into())?,
+        cert: path("CLI_TLS_CERT", format!("agency-{id}.pem"))?,
+        key: path("CLI_TLS_KEY", format!("agency-{id}.key"))?,
+    };
+    credentials::client_config(&credentials).map_err(|e| {
+        let key = match e.file() {
+            Some(CredentialFile::Ca) => "CLI_TLS_CA",
+            Some(CredentialFile::Key) => "CLI_TLS_KEY",
+            _ => "CLI_TLS_CERT",
+        };
+        SettingError::new(key, key, Problem::Credentials(Box::new(e)))
+    })
 }
 
 #[cfg(test)]
@@ -219,7 +224,19 @@ mod tests {
         assert!(err.starts_with("cannot read"), "{err}");
     }
 
-    const KEYS: [&str; 12] = [
+    #[test]
+    fn an_agency_bets_on_round_1_unless_told() {
+        assert_eq!(load(Some(COURSE_FILE), &[("CLI_ID", "1")]).unwrap().round, 1);
+        assert_eq!(load(Some(COURSE_FILE), &[("CLI_ID", "1"), ("CLI_ROUND", "7")]).unwrap().round, 7);
+        for bad in ["0", "-1", "one"] {
+            let err =
+                load(Some(COURSE_FILE), &[("CLI_ID", "1"), ("CLI_ROUND", bad)]).unwrap_err().to_string();
+            assert!(err.contains("CLI_ROUND"), "{bad}: {err}");
+        }
+    }
+
+    const KEYS: [&str; 13] = [
+        "CLI_ROUND",
         "CLI_TLS_CA",
         "CLI_TLS_CERT",
         "CLI_TLS_KEY",
