@@ -36,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::fault::{Fatal, Fault, NotItsFile, Retry};
 use crate::link::{Link, Welcome, WINNERS_WAIT};
+use crate::progress::{count_rows, Progress};
 use crate::source::{spawn_reader, BetSource, Item, ReadFrom};
 use crate::upload::{count_rest, pause, upload, Reported, READ_AHEAD};
 
@@ -45,9 +46,21 @@ use crate::upload::{count_rest, pause, upload, Reported, READ_AHEAD};
 /// at most, instead of spinning.
 pub const MIN_QUERY_INTERVAL: Duration = Duration::from_millis(5);
 
+/// A winners query not answered within this long means the draw is still
+/// to come: the agency says it waits.
+const SAY_WAITING_AFTER: Duration = Duration::from_secs(1);
+
 /// The first pause before connecting again; it doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Rows of the agency's bets, for the shares its `progreso` lines say.
+fn rows(source: &BetSource) -> u64 {
+    match source {
+        BetSource::File(path) => count_rows(path).unwrap_or(0),
+        BetSource::Single(_) => 1,
+    }
+}
 
 /// How a session ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,8 +120,8 @@ struct Agency<'a> {
     /// Winners queries answered "not ready".
     queries: u32,
     reported: Reported,
-    /// The last sign of progress: an ack, a "finished", a winners answer.
-    progress_at: Instant,
+    /// How far it has got, and what it said of it.
+    progress: Progress,
     /// Pause before the next connection attempt.
     backoff: Duration,
     /// The bet reader of the last upload.
@@ -117,6 +130,7 @@ struct Agency<'a> {
 
 impl<'a> Agency<'a> {
     fn new(config: &'a Config, source: BetSource) -> Agency<'a> {
+        let rows = rows(&source);
         Agency {
             config,
             source,
@@ -126,7 +140,7 @@ impl<'a> Agency<'a> {
             said_waiting: false,
             queries: 0,
             reported: Reported::default(),
-            progress_at: Instant::now(),
+            progress: Progress::new(config.id, rows),
             backoff: FIRST_BACKOFF,
             reader: None,
         }
@@ -142,7 +156,7 @@ impl<'a> Agency<'a> {
                 Err(Fault::Retry(reason)) => reason,
             };
             self.join_reader().await;
-            if self.progress_at.elapsed() > self.config.retry_timeout {
+            if self.progress.at.elapsed() > self.config.retry_timeout {
                 return Err(AgencyError::GaveUp { after: self.config.retry_timeout, last: fault });
             }
             let delay = self.next_backoff();
@@ -203,8 +217,7 @@ impl<'a> Agency<'a> {
         let single = matches!(self.source, BetSource::Single(_));
         let source = self.source.clone();
         self.reader = Some(spawn_reader(source, self.config.id, self.config.batch_max_amount, from, items));
-        upload(self.config, link, &mut batches, welcome, single, &mut self.reported, &mut self.progress_at)
-            .await
+        upload(self.config, link, &mut batches, welcome, single, &mut self.reported, &mut self.progress).await
     }
 
     /// `Hello`, again and again while the round is not open yet (the
@@ -219,7 +232,7 @@ impl<'a> Agency<'a> {
                         let most = edge::duration::GoDuration(self.config.retry_timeout);
                         info!("{}", line.field("round", self.config.round).field("for_at_most", most));
                     }
-                    if self.progress_at.elapsed() > self.config.retry_timeout {
+                    if self.progress.at.elapsed() > self.config.retry_timeout {
                         return Err(waiting.into());
                     }
                 }
@@ -266,7 +279,7 @@ impl<'a> Agency<'a> {
             Message::FinishedAck => {
                 debug!("finished with {bets} bets acknowledged");
                 self.finished = true;
-                self.progress_at = Instant::now();
+                self.progress.at = Instant::now();
                 Ok(())
             }
             other => Err(Fault::from_reply(other)),
@@ -289,9 +302,20 @@ impl<'a> Agency<'a> {
             let mut documents = Vec::new();
             let wait_ms = u32::try_from(WINNERS_WAIT.as_millis()).expect("a wait of seconds");
             link.writer.send(&Message::WinnersQuery { wait_ms }).await.map_err(crate::fault::lost)?;
-            let mut reply = link.reader.next_within(WINNERS_WAIT + self.config.reply_timeout).await?;
+            let mut reply = {
+                let answer = link.reader.next_within(WINNERS_WAIT + self.config.reply_timeout);
+                tokio::pin!(answer);
+                // A query held past a moment: the agency waits for the draw.
+                tokio::select! {
+                    reply = &mut answer => reply?,
+                    () = tokio::time::sleep(SAY_WAITING_AFTER) => {
+                        self.progress.waiting(self.total.unwrap_or(0));
+                        answer.await?
+                    }
+                }
+            };
             loop {
-                self.progress_at = Instant::now();
+                self.progress.at = Instant::now();
                 match reply {
                     Message::NotReady { finished, expected } => {
                         self.queries += 1;

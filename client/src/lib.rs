@@ -9,6 +9,7 @@
 //! - `link`: one connection to the server, every wait bounded.
 //! - [`fault`]: what goes wrong, sorted by what to do about it.
 //! - `upload`: sending the batches of one read, pipelined.
+//! - `progress`: how far the agency has got, and its `progreso` lines.
 //! - `agency`: the whole session: resume, retry, finish, winners.
 
 mod agency;
@@ -17,6 +18,7 @@ mod batch;
 pub mod config;
 pub mod fault;
 mod link;
+mod progress;
 mod source;
 mod upload;
 

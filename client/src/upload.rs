@@ -6,7 +6,7 @@
 //! sends batches (up to [`WINDOW`] unacknowledged) while the other reads
 //! their acks, in order.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edge::log::Action;
 use protocol::{ErrorCode, Message, MessageWriter};
@@ -18,6 +18,7 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::fault::{lost, Fatal, Fault, NotItsFile, Retry};
 use crate::link::{Link, Replies, Welcome};
+use crate::progress::Progress;
 use crate::source::{Item, Unsendable};
 
 /// Batches sent and not yet acknowledged, at most.
@@ -59,13 +60,13 @@ pub async fn upload(
     welcome: Welcome,
     single: bool,
     reported: &mut Reported,
-    acked: &mut Instant,
+    progress: &mut Progress,
 ) -> Result<u64, Fault> {
     resume(config, items, welcome, reported).await?;
     let (in_flight, awaiting) = mpsc::channel::<Batch>(WINDOW);
     let Link { reader, writer } = link;
     let send = send_batches(config, writer, items, in_flight, welcome, reported);
-    let receive = receive_acks(reader, awaiting, single, acked);
+    let receive = receive_acks(reader, awaiting, single, progress);
     let (total, ()) = tokio::try_join!(send, receive)?;
     assert!(total >= welcome.progress.bets(), "an agency has at least the bets the server holds");
     debug!("agency {}: all {total} bets are stored", config.id);
@@ -193,12 +194,12 @@ async fn receive_acks(
     reader: &mut Replies,
     mut awaiting: mpsc::Receiver<Batch>,
     single: bool,
-    acked: &mut Instant,
+    progress: &mut Progress,
 ) -> Result<(), Fault> {
     while let Some(batch) = awaiting.recv().await {
         match reader.next().await? {
             Message::BatchAck { first, count } if first == batch.first => {
-                *acked = Instant::now();
+                progress.acked(first + u64::from(count));
                 debug!("bets {first}..{} acknowledged", first + u64::from(count));
                 log_sent(&batch, single);
             }

@@ -297,6 +297,12 @@ pub use thread::{LogGuard, BUFFERED_BYTES};
 /// The program's log queue, once [`init`] made it.
 static QUEUE: std::sync::OnceLock<thread::LineQueue> = std::sync::OnceLock::new();
 
+/// Lines dropped so far because stdout could not keep up (0 without a log
+/// made by [`init`]).
+pub fn dropped_lines() -> u64 {
+    QUEUE.get().map_or(0, |queue| queue.dropped() as u64)
+}
+
 /// Waits, at most `within`, until every line logged so far is written to
 /// stdout: a line that must come out before something else happens (the
 /// draw's `sorteo`, before any agency gets its winners). Without a log

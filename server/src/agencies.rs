@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use lottery::round::{CloseOutcome, CloseReason, EncodedBatch, FinishOutcome, StoreOutcome, Welcome};
 
 use crate::board::Board;
+use crate::metrics::Metrics;
 use crate::writer::{Job, OpenRefused};
 
 /// Why a request about an agency is refused before it reaches the writer.
@@ -75,6 +76,7 @@ struct Inner {
 pub struct Agencies {
     inner: Mutex<Inner>,
     pub board: Arc<Board>,
+    pub metrics: Arc<Metrics>,
     /// One permit per byte of rows from acceptance to disk: a session
     /// waits for permits before it queues a batch, so memory stays flat
     /// under load.
@@ -82,11 +84,12 @@ pub struct Agencies {
 }
 
 impl Agencies {
-    pub fn new(jobs: mpsc::UnboundedSender<Job>, board: Arc<Board>) -> Agencies {
+    pub fn new(jobs: mpsc::UnboundedSender<Job>, board: Arc<Board>, metrics: Arc<Metrics>) -> Agencies {
         let claims = vec![None; board.expected() as usize];
         Agencies {
             inner: Mutex::new(Inner { claims, jobs: Some(jobs) }),
             board,
+            metrics,
             budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
         }
     }
@@ -168,6 +171,11 @@ impl Agencies {
         let (job, outcome) = Job::close(round, reason);
         self.lock().send(job)?;
         Ok(outcome)
+    }
+
+    /// Whether a connection speaks for each agency now, agency K at K − 1.
+    pub fn connected(&self) -> Vec<bool> {
+        self.lock().claims.iter().map(Option::is_some).collect()
     }
 
     /// Queues a check of the round's files.

@@ -1,6 +1,7 @@
 //! The server's configuration: `config.ini` under `[DEFAULT]`, overridden
 //! by environment variables of the same names.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,13 @@ pub struct Config {
     /// When rounds close and open by themselves (`SERVER_ROUND_CLOSE`,
     /// `SERVER_ROUND_EVERY`).
     pub schedule: Schedule,
+    /// Where the status page, the metrics and the health check listen
+    /// (`SERVER_HTTP_ADDRESS`); `None` turns them off.
+    pub http_address: Option<SocketAddr>,
 }
+
+/// `SERVER_HTTP_ADDRESS` when it is not set: this host only.
+pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:8074";
 
 /// `SERVER_MAX_UNAUTHENTICATED`, when it is not set, is this many places
 /// more than the agencies: every agency that starts at the same moment as
@@ -93,6 +100,7 @@ impl Config {
         }
         let (tls, revocation) = tls(&sources)?;
         let schedule = schedule(&sources)?;
+        let http_address = http_address(&sources)?;
         Ok(Config {
             port,
             listen_backlog,
@@ -107,8 +115,25 @@ impl Config {
             write_timeout: duration(&sources, "SERVER_WRITE_TIMEOUT", Duration::from_secs(10))?,
             max_unauthenticated,
             schedule,
+            http_address,
         })
     }
+}
+
+/// `SERVER_HTTP_ADDRESS`: `HOST:PORT` (names are resolved), or empty for
+/// no HTTP listener.
+pub fn http_address(sources: &Sources<'_>) -> Result<Option<SocketAddr>, SettingError> {
+    let key = "SERVER_HTTP_ADDRESS";
+    let raw = sources.raw(key, key).unwrap_or_else(|| DEFAULT_HTTP_ADDRESS.to_owned());
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |source: Box<dyn std::error::Error + Send + Sync>| {
+        SettingError::new(key, key, Problem::Invalid { value: raw.to_owned(), source })
+    };
+    let mut addresses = raw.to_socket_addrs().map_err(|e| invalid(Box::new(e)))?;
+    addresses.next().map(Some).ok_or_else(|| invalid("names no address".into()))
 }
 
 /// The settings of the file at `path` (none if it is missing), under
@@ -296,7 +321,19 @@ mod tests {
         assert_eq!(config.max_unauthenticated, 64);
     }
 
-    const KEYS: [&str; 16] = [
+    #[test]
+    fn the_pages_listen_on_this_host_unless_told() {
+        let config = load(Some(COURSE_FILE), &[]).unwrap();
+        assert_eq!(config.http_address, Some(SocketAddr::from(([127, 0, 0, 1], 8074))));
+        let config = load(Some(COURSE_FILE), &[("SERVER_HTTP_ADDRESS", "0.0.0.0:9000")]).unwrap();
+        assert_eq!(config.http_address, Some(SocketAddr::from(([0, 0, 0, 0], 9000))));
+        assert_eq!(load(Some(COURSE_FILE), &[("SERVER_HTTP_ADDRESS", " ")]).unwrap().http_address, None);
+        let err = load(Some(COURSE_FILE), &[("SERVER_HTTP_ADDRESS", "nowhere")]).unwrap_err().to_string();
+        assert!(err.contains("SERVER_HTTP_ADDRESS"), "{err}");
+    }
+
+    const KEYS: [&str; 17] = [
+        "SERVER_HTTP_ADDRESS",
         "SERVER_ROUND_CLOSE",
         "SERVER_ROUND_EVERY",
         "SERVER_PORT",

@@ -175,7 +175,10 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<Conte
                 () = waiting.pushed_out.cancelled() => close.why = CloseReason::PushedOut,
                 () = ctx.stop.cancelled() => close.why = CloseReason::ShuttingDown,
                 () = tokio::time::sleep_until(deadline) => {}
-                () = tokio::time::sleep(penalty) => refuse(*stream, reason, ctx.write_timeout).await,
+                () = tokio::time::sleep(penalty) => {
+                    ctx.agencies.metrics.refused(ErrorCode::Unauthenticated);
+                    refuse(*stream, reason, ctx.write_timeout).await
+                }
             }
         }
         Arrival::Refused(error) => {

@@ -135,7 +135,6 @@ impl Gate {
     }
 
     /// How many connections wait now.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -15,6 +15,8 @@
 //! - `clock`: rounds that close and open on time.
 //! - `status`: the round's status, as the operator sees it.
 //! - `admin`: the operator's command (`server admin`).
+//! - `http`: the status page, the metrics and the health check.
+//! - `metrics`: what the server counts, for Prometheus.
 //!
 //! The public API is what the program, the tests and the benchmark need:
 //! a [`Server`] started from a [`Config`], and the limits they measure
@@ -24,9 +26,11 @@ pub mod admin;
 mod agencies;
 mod board;
 mod clock;
-mod config;
+pub mod config;
 mod connection;
 mod gate;
+pub mod http;
+mod metrics;
 mod penalty;
 mod server;
 mod session;
@@ -35,7 +39,7 @@ mod writer;
 
 pub use agencies::QUEUE_BYTES;
 pub use clock::Schedule;
-pub use config::{Config, DEFAULT_MAX_UNAUTHENTICATED, MAX_AGENCIES};
+pub use config::{Config, DEFAULT_HTTP_ADDRESS, DEFAULT_MAX_UNAUTHENTICATED, MAX_AGENCIES};
 pub use gate::BEFORE_HELLO_BYTES;
 pub use server::{raise_open_files, Server, StartError, SESSION_GRACE};
 pub use session::{ANONYMOUS_LOG_LINES, LOG_LINES, PEER_LINES_PER_SECOND};

@@ -51,6 +51,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::Command,
     },
+    /// Asks the running server's /healthz (SERVER_HTTP_ADDRESS): exit 0 if
+    /// it serves its round, 1 otherwise. Compose and Swarm's healthcheck.
+    Health,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Some(Command::Admin { address, command }) => run_admin(&args.config, address, command),
+        Some(Command::Health) => health(&args.config),
         None => serve(&args.config),
     }
 }
@@ -79,6 +83,37 @@ fn run_admin(config: &std::path::Path, address: Option<String>, command: admin::
         }
         Err(e) => {
             eprintln!("server admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `server health`: one line on stderr when it is not healthy.
+fn health(config: &std::path::Path) -> ExitCode {
+    let address = server::config::file_settings(config).map_err(|e| e.to_string()).and_then(|file| {
+        let sources = edge::settings::Sources { env: &process_env, file: &file };
+        server::config::http_address(&sources).map_err(|e| e.to_string())
+    });
+    let address = match address {
+        Ok(Some(address)) => address,
+        Ok(None) => {
+            eprintln!("server health: SERVER_HTTP_ADDRESS is empty: the server serves no health check");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("server health: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checked = Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(server::http::check(address)));
+    match checked {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server health: {e}");
             ExitCode::FAILURE
         }
     }
@@ -113,6 +148,14 @@ fn serve(config: &std::path::Path) -> ExitCode {
             }
         };
         info!("{}", Action::in_progress("accept_connections"));
+        if let Some(address) = server.http_addr() {
+            info!(
+                "{}",
+                Action::success("http")
+                    .field("address", address)
+                    .field("pages", "/ /status.json /metrics /healthz")
+            );
+        }
         match server::raise_open_files() {
             Ok(limit) => info!("{}", Action::success("open_files").field("limit", limit)),
             Err(e) => warn!(

@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use edge::log::Action;
+use edge::log::{Action, Outcome};
 use lottery::round::{self, Opened, Round, RoundError, RoundFiles, RoundState, Shelf};
 use lottery::storage::disk::OsDisk;
 use protocol::tls::TlsAcceptor;
@@ -34,6 +34,8 @@ use crate::clock;
 use crate::config::Config;
 use crate::connection::{self, Context};
 use crate::gate::Gate;
+use crate::http::{self, Health, Pages};
+use crate::metrics::{Exposition, Metrics};
 use crate::session::PeerLines;
 use crate::writer;
 use crate::writer::WriterFailed;
@@ -46,6 +48,8 @@ pub const SESSION_GRACE: Duration = Duration::from_millis(1000);
 pub enum StartError {
     #[error("cannot listen on port {port}: {source}")]
     Listen { port: u16, source: io::Error },
+    #[error("cannot listen for HTTP on {address} (SERVER_HTTP_ADDRESS): {source}")]
+    ListenHttp { address: SocketAddr, source: io::Error },
     #[error(transparent)]
     Round(#[from] RoundError),
 }
@@ -53,6 +57,8 @@ pub enum StartError {
 /// A server that listens and owns its round, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// The pages' listener, when they are on.
+    http: Option<std::net::TcpListener>,
     config: Config,
     files: RoundFiles,
     state: RoundState,
@@ -66,7 +72,19 @@ impl Server {
         let (files, state, opened) = round::open(&config.storage_path, config.agencies)?;
         let listener = listen(config.port, config.listen_backlog)
             .map_err(|source| StartError::Listen { port: config.port, source })?;
-        Ok(Server { listener, config, files, state, opened })
+        let http = match config.http_address {
+            None => None,
+            Some(address) => Some(
+                std::net::TcpListener::bind(address)
+                    .map_err(|source| StartError::ListenHttp { address, source })?,
+            ),
+        };
+        Ok(Server { listener, http, config, files, state, opened })
+    }
+
+    /// Where the pages listen, if they do (tests bind port 0 and ask).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Logs what [`Server::bind`] found in the storage: one line.
@@ -105,21 +123,36 @@ impl Server {
     /// Serves until `shutdown` completes, then closes everything. Fails if
     /// the writer stopped on a storage failure.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), WriterFailed> {
-        let Server { listener, config, files, state, opened: _ } = self;
+        let Server { listener, http, config, files, state, opened: _ } = self;
         let shelf = Shelf::new(Arc::new(OsDisk), &config.storage_path);
         let board = Arc::new(Board::new(&state, config.schedule.closes(state.name().opened), shelf));
+        let metrics = Arc::new(Metrics::new(config.agencies, files.sync_times()));
         let (jobs, queue) = mpsc::unbounded_channel();
-        let agencies = Arc::new(Agencies::new(jobs, board.clone()));
-        let mut writer = writer::spawn(Round::new(files, state), queue, board, config.schedule);
+        let agencies = Arc::new(Agencies::new(jobs, board.clone(), metrics.clone()));
+        let mut writer =
+            writer::spawn(Round::new(files, state), queue, board.clone(), metrics.clone(), config.schedule);
+        let gate = Gate::new(config.max_unauthenticated);
+        let peer_lines: Arc<PeerLines> = Arc::default();
+        let health: Arc<Health> = Arc::default();
+        let pages = http.map(|listener| {
+            let exposition = Exposition::new(metrics, board, gate.clone(), peer_lines.clone());
+            let pages = Arc::new(Pages { agencies: agencies.clone(), exposition, health: health.clone() });
+            (listener, pages)
+        });
+        let http_stop = CancellationToken::new();
+        let http = pages.map(|(listener, pages)| {
+            let address = listener.local_addr().ok();
+            (address, http::spawn(listener, pages, http_stop.clone()))
+        });
         let ctx = Arc::new(Context {
             agencies: agencies.clone(),
-            gate: Gate::new(config.max_unauthenticated),
+            gate,
             failures: Arc::default(),
             acceptor: TlsAcceptor::from(config.tls.clone()),
             auth_timeout: config.auth_timeout,
             idle_timeout: config.idle_timeout,
             write_timeout: config.write_timeout,
-            peer_lines: Arc::default(),
+            peer_lines,
             stop: CancellationToken::new(),
         });
         let mut sessions = JoinSet::new();
@@ -131,9 +164,15 @@ impl Server {
             () = clock::run(agencies.clone(), config.schedule) => unreachable!("the clock goes on while jobs are taken"),
         };
 
+        health.stopping();
+        if matches!(writer_stopped, Some(Ok(Err(_)))) {
+            health.failed();
+        }
         info!("{}", Action::in_progress("shutdown"));
         drop(listener);
         info!("{}", Action::success("close_listener").field("port", config.port));
+        http_stop.cancel();
+        join_http(http).await;
         ctx.stop.cancel();
         join_sessions(sessions).await;
         ctx.peer_lines.report();
@@ -194,6 +233,20 @@ async fn every_second(peer_lines: &PeerLines, agencies: &Agencies) {
         peer_lines.report();
         // Refused only once the server shuts down.
         let _ = agencies.check_files();
+    }
+}
+
+/// Waits for the pages' thread to end (it stops at once when told).
+async fn join_http(http: Option<(Option<SocketAddr>, io::Result<std::thread::JoinHandle<()>>)>) {
+    let Some((address, thread)) = http else { return };
+    let address = address.map(|a| a.to_string()).unwrap_or_default();
+    match thread {
+        Ok(thread) => {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            let outcome = if matches!(joined, Ok(Ok(()))) { Outcome::Success } else { Outcome::Fail };
+            info!("{}", Action::new("close_http", outcome).field("address", address));
+        }
+        Err(e) => error!("{}", Action::fail("close_http").field("address", address).field("error", e)),
     }
 }
 

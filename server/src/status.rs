@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use lottery::round::Stage;
 
-use crate::board::Board;
+use crate::agencies::Agencies;
 
 /// The open round (or the last one, drawn, until the next opens).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,19 +37,24 @@ pub struct AgencyStatus {
     pub agency: u32,
     pub stored: u64,
     pub finished: bool,
+    /// A connection speaks for it now.
+    pub connected: bool,
     /// Its winners, once drawn.
     pub winners: Option<usize>,
 }
 
 impl Status {
-    /// The board as it is now.
-    pub fn of(board: &Board) -> Status {
+    /// The round as the board and the agencies' connections hold it now.
+    pub fn of(agencies: &Agencies) -> Status {
+        let board = &agencies.board;
         let view = board.view();
+        let connected = agencies.connected();
         let agencies: Vec<AgencyStatus> = (1..=board.expected())
-            .map(|agency| {
+            .zip(connected)
+            .map(|(agency, connected)| {
                 let (stored, finished) = board.agency(agency);
                 let winners = view.winners.as_ref().map(|w| w.of(agency).len());
-                AgencyStatus { agency, stored, finished, winners }
+                AgencyStatus { agency, stored, finished, connected, winners }
             })
             .collect();
         let reason = match view.stage {
@@ -91,11 +96,20 @@ impl Status {
             "{} bets; {}/{} agencies finished{winners}",
             self.bets, self.finished, self.expected
         );
-        let _ = writeln!(out, "{:>8} {:>12} {:>9} {:>8}", "agency", "stored", "finished", "winners");
+        let _ = writeln!(
+            out,
+            "{:>8} {:>12} {:>9} {:>10} {:>8}",
+            "agency", "stored", "finished", "connected", "winners"
+        );
         for a in &self.agencies {
             let winners = a.winners.map_or_else(|| "-".to_owned(), |w| w.to_string());
-            let finished = if a.finished { "yes" } else { "no" };
-            let _ = writeln!(out, "{:>8} {:>12} {:>9} {:>8}", a.agency, a.stored, finished, winners);
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            let (finished, connected) = (yes(a.finished), yes(a.connected));
+            let _ = writeln!(
+                out,
+                "{:>8} {:>12} {:>9} {:>10} {:>8}",
+                a.agency, a.stored, finished, connected, winners
+            );
         }
         out
     }

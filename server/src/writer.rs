@@ -44,6 +44,7 @@ use tracing::{error, info};
 
 use crate::board::{Board, Winners};
 use crate::clock::Schedule;
+use crate::metrics::{BatchResult, Metrics};
 
 /// Bytes of rows one batch of valid bets can make, at most: twice its
 /// frame (see [`ROW_BYTES_PER_WIRE_BYTE`]).
@@ -177,10 +178,11 @@ pub fn spawn(
     round: Round<RoundFiles>,
     jobs: mpsc::UnboundedReceiver<Job>,
     board: Arc<Board>,
+    metrics: Arc<Metrics>,
     schedule: Schedule,
 ) -> JoinHandle<Result<(), WriterFailed>> {
     tokio::task::spawn_blocking(move || {
-        let mut writer = Writer { round, board, schedule, previous: None };
+        let mut writer = Writer { round, board, metrics, schedule, previous: None };
         // Whatever the queue said last, the files must still be there.
         let result = writer.run(jobs).and_then(|()| {
             writer.round.ledger().check_in_place().map_err(|e| WriterFailed(RoundError::Storage(e)))
@@ -207,6 +209,7 @@ pub fn spawn(
 struct Writer {
     round: Round<RoundFiles>,
     board: Arc<Board>,
+    metrics: Arc<Metrics>,
     schedule: Schedule,
     /// The round before the open one, once it made way: jobs still queued
     /// for it are answered from it.
@@ -309,7 +312,10 @@ impl Writer {
                     stage: earlier.stage(),
                 })
             }
-            Request::Store { .. } => Answer::Store(StoreOutcome::RoundClosed),
+            Request::Store { .. } => {
+                self.metrics.batch(BatchResult::RoundClosed);
+                Answer::Store(StoreOutcome::RoundClosed)
+            }
             Request::Finish { .. } => Answer::Finish(FinishOutcome::RoundClosed),
             Request::Close { .. } => {
                 let reason = match self.previous.as_ref().map(RoundState::stage) {
@@ -351,12 +357,23 @@ impl Writer {
         Ok(Ok(state.number()))
     }
 
-    /// Moves the board's counters by what a group stored.
+    /// Moves the board's counters and the metrics by what a group stored.
     fn count(&self, requests: &[Request], committed: &Committed) {
         for (request, answer) in requests.iter().zip(&committed.answers) {
-            if let (Request::Store { agency, .. }, Answer::Store(StoreOutcome::Stored)) = (request, answer) {
-                self.board.stored(*agency, self.round.state().agency(*agency).progress.bets());
-            }
+            let (Request::Store { agency, .. }, Answer::Store(outcome)) = (request, answer) else { continue };
+            let result = match outcome {
+                StoreOutcome::Stored => {
+                    self.board.stored(*agency, self.round.state().agency(*agency).progress.bets());
+                    self.metrics.stored(*agency, request.bets() as u64);
+                    BatchResult::Stored
+                }
+                StoreOutcome::AlreadyStored => BatchResult::AlreadyStored,
+                StoreOutcome::OutOfSequence { .. } => BatchResult::OutOfSequence,
+                StoreOutcome::AlreadyFinished => BatchResult::AfterFinished,
+                StoreOutcome::RoundClosed => BatchResult::RoundClosed,
+                StoreOutcome::Failed(_) => BatchResult::StorageFailure,
+            };
+            self.metrics.batch(result);
         }
     }
 

@@ -65,11 +65,14 @@ async fn a_round_closes_at_its_deadline_and_draws_over_an_agency_that_never_came
     assert_eq!(two.ask(&batch(0, vec![bet("21", 7574)])).await, ack(0, 1));
     assert_eq!(status(&server).await.state, "open");
 
-    // Agency 3 never comes: agency 1's query is held until the deadline.
+    // Agency 3 never comes: agency 1's query is held until the deadline,
+    // then answered "not ready"; asked again, the winners come at once.
     let answer = one.ask(&Message::WinnersQuery { wait_ms: 20_000 }).await;
     // The journal keeps the opening time to the millisecond.
     assert!(before.elapsed() + Duration::from_millis(1) >= close_after, "answered before the deadline");
-    assert_eq!(answer, winners(&["11"]));
+    assert!(matches!(answer, Message::NotReady { finished: 1, expected: 3 }), "{answer:?}");
+    assert!(before.elapsed() < close_after + Duration::from_secs(5), "held until the draw, not longer");
+    assert_eq!(one.ask(&Message::WinnersQuery { wait_ms: 20_000 }).await, winners(&["11"]));
     let late = two.ask(&batch(1, vec![bet("22", 7574)])).await;
     assert!(refused(&late, ErrorCode::RoundClosed), "{late:?}");
     assert!(refused(&two.ask(&Message::Finished { bets: 1 }).await, ErrorCode::RoundClosed));

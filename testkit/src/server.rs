@@ -35,7 +35,8 @@ use crate::{credentials, free_port, EXIT_WITHIN, START_WITHIN};
 /// start of one builder listens on the same port), `SERVER_LISTEN_BACKLOG`
 /// (128), `LOGGING_LEVEL`
 /// (INFO), `SERVER_AGENCIES` (the course's five), `SERVER_STORAGE_PATH`
-/// (`bets.csv` in the folder), the TLS credentials (the tests' shared ones,
+/// (`bets.csv` in the folder), `SERVER_HTTP_ADDRESS` (a free port of
+/// `127.0.0.1`), the TLS credentials (the tests' shared ones,
 /// [`credentials::shared`]) and what [`ServerBuilder::env`] adds or
 /// replaces. Starting twice starts a second server on the same storage:
 /// that is how a test restarts one.
@@ -167,6 +168,8 @@ impl ServerBuilder {
                 ("LOGGING_LEVEL", "INFO".to_owned()),
                 ("SERVER_AGENCIES", self.agencies.to_string()),
                 ("SERVER_STORAGE_PATH", self.storage.display().to_string()),
+                // A port of its own: tests run servers side by side.
+                ("SERVER_HTTP_ADDRESS", "127.0.0.1:0".to_owned()),
             ]);
             env.extend(credentials::server_env(&self.credentials_dir()));
         }
@@ -343,6 +346,20 @@ impl RunningServer {
 
     pub fn port(&self) -> u16 {
         self.settings.port_number()
+    }
+
+    /// Where its pages listen, as its `http` line says (waiting for it at
+    /// most 5 s); `None` if it has none.
+    pub fn http_addr(&mut self) -> Option<SocketAddr> {
+        let find = |seen: &[String]| seen.iter().find(|l| l.contains("action: http |")).cloned();
+        let line = match find(&self.process.seen) {
+            Some(line) => line,
+            None if self.process.wait_for_line("action: http |", Duration::from_secs(5)) => {
+                find(&self.process.seen)?
+            }
+            None => return None,
+        };
+        edge::log::parse_action(&line).ok()?.get("address")?.parse().ok()
     }
 
     /// Its bets file.

@@ -102,6 +102,11 @@ impl LineQueue {
         pending.written >= target
     }
 
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> usize {
+        self.0.lock().dropped
+    }
+
     fn push(&self, line: &[u8]) {
         debug_assert_eq!(line.last(), Some(&b'\n'), "tracing hands over whole lines");
         let mut pending = self.0.lock();

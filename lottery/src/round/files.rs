@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::storage::disk::{DirLock, Disk, OsDisk};
+use crate::storage::timing::SyncTimes;
 use crate::storage::{AppendError, AppendFile, StorageError};
 
 use super::archive;
@@ -35,6 +36,8 @@ pub struct RoundFiles {
     next_checkpoint: u64,
     /// Bytes of bets between two checkpoints, at most.
     checkpoint_every: u64,
+    /// How long both files' syncs take, across the rounds that follow.
+    sync_times: Arc<SyncTimes>,
 }
 
 impl Ledger for RoundFiles {
@@ -95,12 +98,26 @@ impl Ledger for RoundFiles {
         assert_eq!(self.journal.path(), beside(&bets, ".journal"), "a journal is named after its bets file");
         archive::shelve(self.disk.as_ref(), &bets, drawn.number())?;
         let (files, _) = start(&self.disk, self._lock.clone(), &bets, next, agencies)?;
-        *self = files;
+        *self = files.time_syncs_in(self.sync_times.clone());
         Ok(())
     }
 }
 
 impl RoundFiles {
+    /// How long the syncs of the round's files take (this round's and the
+    /// next ones').
+    pub fn sync_times(&self) -> Arc<SyncTimes> {
+        self.sync_times.clone()
+    }
+
+    /// Has both files record their syncs in `times`.
+    fn time_syncs_in(mut self, times: Arc<SyncTimes>) -> RoundFiles {
+        self.bets.time_syncs_in(times.clone());
+        self.journal.time_syncs_in(times.clone());
+        self.sync_times = times;
+        self
+    }
+
     /// Checks that both files are still where the round keeps them (see
     /// [`AppendFile::check_in_place`]).
     pub fn check_in_place(&self) -> Result<(), StorageError> {
@@ -204,8 +221,9 @@ pub fn open_on(
         checkpointed: found.checkpoint,
         next_checkpoint,
         checkpoint_every: CHECKPOINT_EVERY,
+        sync_times: Arc::default(),
     };
-    Ok((files, found.state, found.opened))
+    Ok((files.time_syncs_in(Arc::default()), found.state, found.opened))
 }
 
 /// The directory a round's file is in.
@@ -248,8 +266,9 @@ fn start(
         // the journal is bound to this bets file.
         next_checkpoint: 1,
         checkpoint_every: CHECKPOINT_EVERY,
+        sync_times: Arc::default(),
     };
-    Ok((files, RoundState::new(name, agencies)))
+    Ok((files.time_syncs_in(Arc::default()), RoundState::new(name, agencies)))
 }
 
 /// Creates the bets file (or keeps an empty one); its name becomes

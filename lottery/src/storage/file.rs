@@ -3,8 +3,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::disk::{Disk, DiskFile};
+use super::timing::SyncTimes;
 use super::{Gone, StorageError};
 
 /// Why a group could not be appended.
@@ -34,6 +36,8 @@ pub struct AppendFile {
     len: u64,
     /// Syncs made so far, one per group.
     syncs: u64,
+    /// Where each sync's time goes.
+    times: Arc<SyncTimes>,
 }
 
 impl AppendFile {
@@ -46,7 +50,7 @@ impl AppendFile {
         if actual != len {
             return Err(StorageError::Length { path: path.into(), actual, expected: len });
         }
-        Ok(AppendFile { disk: disk.clone(), file, path: path.into(), len, syncs: 0 })
+        Ok(AppendFile { disk: disk.clone(), file, path: path.into(), len, syncs: 0, times: Arc::default() })
     }
 
     /// Appends `parts` as one group: written, then synced to disk. On
@@ -99,7 +103,15 @@ impl AppendFile {
 
     fn write_durably(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         self.file.write_all(parts)?;
-        self.file.sync()
+        let started = Instant::now();
+        self.file.sync()?;
+        self.times.record(started.elapsed());
+        Ok(())
+    }
+
+    /// Records this file's sync times in `times` from now on.
+    pub fn time_syncs_in(&mut self, times: Arc<SyncTimes>) {
+        self.times = times;
     }
 
     /// Brings the file back to its last durable length, durably.

@@ -8,6 +8,7 @@
 //! - [`row`]: one row, written and read by hand, byte-exact.
 //! - [`file`]: an append-only file that takes whole groups, each durable.
 //! - [`mod@scan`]: reading the file back after a crash.
+//! - [`timing`]: how long syncs take.
 //!
 //! Nothing here is safe for concurrent use: two writers would interleave
 //! rows, and a reader could see half a group. The server gives the file a
@@ -22,6 +23,7 @@ pub mod disk;
 pub(crate) mod file;
 pub mod row;
 pub mod scan;
+pub mod timing;
 
 pub use crate::bet::has_won;
 use crate::bet::{Bet, InvalidBet};

@@ -25,7 +25,7 @@ impl Handler {
             move || budget.log(Level::INFO, line)
         };
         match message {
-            Message::StatusQuery => Reply::now_all(status_frames(&Status::of(&agencies.board).json())),
+            Message::StatusQuery => Reply::now_all(status_frames(&Status::of(&agencies).json())),
             Message::CloseRound => {
                 if let Stage::Closed(reason) | Stage::Drawn(reason) = view.stage {
                     return not_open(round, reason);
@@ -38,7 +38,7 @@ impl Handler {
                     let Ok(outcome) = closed.await else { return shutting_down() };
                     match outcome {
                         CloseOutcome::Closed { .. } => {
-                            let status = Status::of(&agencies.board).json();
+                            let status = Status::of(&agencies).json();
                             Reply::many(status_frames(&status)).logging(done("close", round))
                         }
                         CloseOutcome::NotOpen(reason) => Reply::open(not_open_message(round, reason)),
@@ -56,7 +56,7 @@ impl Handler {
                 Box::pin(async move {
                     match opened.await {
                         Ok(Ok(next)) => {
-                            let status = Status::of(&agencies.board).json();
+                            let status = Status::of(&agencies).json();
                             Reply::many(status_frames(&status)).logging(done("open", next))
                         }
                         Ok(Err(refused)) => Reply::open(open_refused(&refused)),

@@ -65,6 +65,11 @@ impl PeerLines {
         }
     }
 
+    /// Lines held back since the server started.
+    pub fn held_back_in_all(&self) -> u64 {
+        self.lock().held_back_in_all
+    }
+
     fn lock(&self) -> MutexGuard<'_, Bucket> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -79,8 +84,9 @@ impl PeerLines {
 struct Bucket {
     /// When each line logged within the last second was, oldest first.
     recent: VecDeque<Instant>,
-    /// Lines held back since the last report of them.
+    /// Lines held back since the last report of them, and in all.
     held_back: u64,
+    held_back_in_all: u64,
 }
 
 impl Bucket {
@@ -98,6 +104,7 @@ impl Bucket {
             self.recent.push_back(now);
         } else {
             self.held_back += 1;
+            self.held_back_in_all += 1;
         }
         assert!(self.recent.len() <= PEER_LINES_PER_SECOND as usize, "a second holds at most its lines");
         allowed

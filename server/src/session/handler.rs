@@ -142,6 +142,7 @@ impl Handler {
     /// Checks and encodes a batch, then queues it for the writer.
     async fn batch(&mut self, agency: u32, round: u64, first: u64, bets: Bets) -> PendingReply {
         if self.kept {
+            self.agencies.metrics.batch(crate::metrics::BatchResult::RoundClosed);
             return round_closed(self.budget.clone(), agency, round, first);
         }
         // Room in the writer's queue for the most rows these bets can
@@ -170,6 +171,7 @@ impl Handler {
             .field("agency", agency)
             .field("error", &error);
         self.budget.log(Level::ERROR, line);
+        self.agencies.metrics.batch(crate::metrics::BatchResult::Invalid);
         Reply::now(error_message(ErrorCode::InvalidBet, first, index, error))
     }
 

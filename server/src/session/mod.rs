@@ -231,8 +231,11 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<'_, S> {
     /// Sends `reply`, and every other reply ready now, with one write;
     /// the reason to end the session if it must.
     async fn send(&mut self, reply: reply::Reply) -> Result<(), CloseReason> {
+        let metrics = &self.handler.agencies.metrics;
+        reply.refusals().for_each(|code| metrics.refused(code));
         let mut close = reply.send(&mut self.writer);
         while let Some(Some(reply)) = self.pending.next().now_or_never() {
+            reply.refusals().for_each(|code| metrics.refused(code));
             close |= reply.send(&mut self.writer);
         }
         match timeout(self.limits.write, self.writer.flush()).await {
@@ -258,6 +261,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<'_, S> {
                     // Hello said (or the operator's first request): out of
                     // the gate's pool, no deadline.
                     self.limits.waiting = None;
+                    if self.close.agency.is_none() && self.handler.agency.is_some() {
+                        self.handler.agencies.metrics.agency_session(1);
+                    }
                     self.close.agency = self.handler.agency;
                 }
                 if let (true, Some(waiting)) = (self.handler.failed, &self.limits.waiting) {
@@ -292,6 +298,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<'_, S> {
         let _ = timeout(self.limits.write, self.writer.shutdown()).await;
         if let Some(agency) = self.handler.agency {
             self.handler.agencies.release(agency, &self.handler.connection);
+        }
+        if self.close.agency.is_some() {
+            self.handler.agencies.metrics.agency_session(-1);
         }
     }
 }

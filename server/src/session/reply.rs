@@ -76,6 +76,14 @@ impl Reply {
         self
     }
 
+    /// The codes of the refusals among its messages.
+    pub(super) fn refusals(&self) -> impl Iterator<Item = ErrorCode> + '_ {
+        self.messages.iter().filter_map(|m| match m {
+            Message::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
     /// Queues the messages and logs the lines; true if the connection
     /// closes after them.
     pub(super) fn send<W: AsyncWrite + Unpin>(self, writer: &mut MessageWriter<W>) -> bool {

@@ -60,20 +60,25 @@ impl Handler {
 
     /// The agency's winners of `round`: at once once drawn; before, held
     /// for the draw at most `wait_ms` (and [`MAX_WINNERS_WAIT`]), then
-    /// "not ready".
+    /// "not ready", the draw come or not.
     pub(super) fn winners(&self, agency: u32, round: u64, wait_ms: u32) -> PendingReply {
         let wait = Duration::from_millis(wait_ms.into()).min(MAX_WINNERS_WAIT);
         let (board, stop) = (self.agencies.board.clone(), self.stop.clone());
         Box::pin(async move {
             let mut watch = board.watch();
-            if !wait.is_zero() {
+            // A query held for the draw is answered "not ready" when the
+            // draw comes: the agency asks again after its `loop.period`, as
+            // the course's agencies do, and its winners come at its own pace
+            // after the `sorteo` line, not in the same millisecond.
+            let held = !wait.is_zero() && !watch.borrow().drawn(round);
+            if held {
                 tokio::select! {
                     _ = tokio::time::timeout(wait, watch.wait_for(|v| v.drawn(round))) => {}
                     () = stop.cancelled() => {}
                 }
             }
             let view = board.view();
-            if !view.drawn(round) {
+            if held || !view.drawn(round) {
                 let (finished, expected) = (board.finished(), board.expected());
                 debug!("agency {agency} asked for its winners of round {round} before the draw ({finished}/{expected})");
                 return Reply::open(Message::NotReady { finished, expected });

@@ -28,6 +28,8 @@ pub fn credentials() -> PathBuf {
 /// A server on `127.0.0.1:<free port>` with its round in a temp dir.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Where its pages listen.
+    pub http: Option<SocketAddr>,
     pub storage: PathBuf,
     agencies: u32,
     stop: Option<oneshot::Sender<()>>,
@@ -54,6 +56,7 @@ pub fn config(agencies: u32, storage: &Path) -> Config {
         write_timeout: Duration::from_secs(5),
         max_unauthenticated: 64,
         schedule: server::Schedule::default(),
+        http_address: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
     }
 }
 
@@ -76,12 +79,14 @@ impl TestServer {
         tweak(&mut config);
         let server = Server::bind(config).await.unwrap();
         let port = server.local_addr().unwrap().port();
+        let http = server.http_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            http,
             storage,
             agencies,
             stop: Some(stop),

@@ -1,0 +1,206 @@
+//! The server's own HTTP listener (`SERVER_HTTP_ADDRESS`), for people and
+//! for monitoring, read only: `/` a status page, `/status.json` the same
+//! status as `server admin status --json`, `/metrics` for Prometheus,
+//! `/healthz` for orchestrators. No endpoint changes anything.
+//!
+//! It must never take service from the agencies, whatever it is sent: it
+//! runs on a thread and a runtime of its own, at the lowest CPU priority
+//! (a flood of requests gets what the agencies leave), holds at most
+//! [`MAX_CONNECTIONS`] connections (more are closed at once), gives a
+//! request's head [`HEAD_TIMEOUT`] to arrive and a connection
+//! [`CONNECTION_TIMEOUT`] in all, and reads no request body. HTTP itself is
+//! hyper's (with axum's routing), not ours.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::agencies::Agencies;
+use crate::metrics::Exposition;
+use crate::status::Status;
+
+/// Connections at once, at most.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Time for a request's head to arrive.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection's whole life, keep-alive included.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The status page: one file, its style and script inline, nothing fetched
+/// from anywhere but `/status.json`.
+const PAGE: &str = include_str!("http/page.html");
+
+/// Whether the server serves its round.
+#[derive(Debug, Default)]
+pub struct Health(AtomicU8);
+
+impl Health {
+    const SERVING: u8 = 0;
+    const STOPPING: u8 = 1;
+    const FAILED: u8 = 2;
+
+    /// The server is shutting down.
+    pub fn stopping(&self) {
+        let _ =
+            self.0.compare_exchange(Health::SERVING, Health::STOPPING, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The round's storage failed: the server stops.
+    pub fn failed(&self) {
+        self.0.store(Health::FAILED, Ordering::Release);
+    }
+
+    /// Why the server does not serve, if it does not.
+    fn problem(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::Acquire) {
+            Health::SERVING => None,
+            Health::STOPPING => Some("shutting down"),
+            _ => Some("the round's storage failed"),
+        }
+    }
+}
+
+/// What the pages read.
+pub struct Pages {
+    pub agencies: Arc<Agencies>,
+    pub exposition: Exposition,
+    pub health: Arc<Health>,
+}
+
+/// Serves the pages on `listener` on a thread of its own until `stop`.
+pub fn spawn(
+    listener: std::net::TcpListener,
+    pages: Arc<Pages>,
+    stop: CancellationToken,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("http".into()).spawn(move || {
+        lowest_priority();
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => return tracing::error!("{}", edge::log::Action::fail("http").field("error", e)),
+        };
+        runtime.block_on(serve(listener, pages, stop));
+    })
+}
+
+/// Lowers this thread's CPU priority to the least (nice 19): under a flood
+/// of requests the agencies' threads go first.
+fn lowest_priority() {
+    // SAFETY: gettid and setpriority only read and set this thread's
+    // scheduling priority.
+    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 19) };
+    if set != 0 {
+        tracing::debug!("the HTTP thread keeps its priority: {}", io::Error::last_os_error());
+    }
+}
+
+async fn serve(listener: std::net::TcpListener, pages: Arc<Pages>, stop: CancellationToken) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+    let router = router(pages);
+    let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Full: this one is closed at once, the others go on.
+        let Ok(place) = room.clone().try_acquire_owned() else { continue };
+        let (service, stop) = (TowerToHyperService::new(router.clone()), stop.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(8 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {}
+                () = stop.cancelled() => {}
+            }
+            drop(place);
+        });
+    }
+}
+
+fn router(pages: Arc<Pages>) -> Router {
+    let status = pages.clone();
+    let metrics = pages.clone();
+    let health = pages;
+    Router::new()
+        .route("/", get(page))
+        .route("/status.json", get(move || async move { status_json(&status) }))
+        .route("/metrics", get(move || async move { metrics_text(&metrics) }))
+        .route("/healthz", get(move || async move { healthz(&health) }))
+}
+
+async fn page() -> Response {
+    let policy =
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'";
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, policy),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+fn status_json(pages: &Pages) -> Response {
+    let json = Status::of(&pages.agencies).json();
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], json).into_response()
+}
+
+fn metrics_text(pages: &Pages) -> Response {
+    let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, kind)], pages.exposition.encode()).into_response()
+}
+
+fn healthz(pages: &Pages) -> Response {
+    match pages.health.problem() {
+        None => (StatusCode::OK, "serving\n").into_response(),
+        Some(problem) => (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n")).into_response(),
+    }
+}
+
+/// `server health`: asks `/healthz` at `address`; whether it said 200.
+pub async fn check(address: SocketAddr) -> Result<(), String> {
+    let ask = async {
+        let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/healthz")
+            .header(header::HOST, address.to_string())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+        match response.status() {
+            StatusCode::OK => Ok(()),
+            status => Err(format!("{address} answers {status}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), ask)
+        .await
+        .map_err(|_| format!("{address}: no answer within 2s"))?
+}
