@@ -67,6 +67,7 @@ sample-data: build
 
 docker-compose-up: docker-image sample-data
 	$(COMPOSE) -f $(COMPOSE_FILE) up -d
+	@echo "the round's status page: http://127.0.0.1:8074/ (metrics: /metrics)"
 
 docker-compose-down:
 	$(COMPOSE) -f $(COMPOSE_FILE) stop -t 10

@@ -43,6 +43,16 @@ services:
       - SERVER_TLS_CERT=/run/secrets/server.pem
       - SERVER_TLS_KEY=/run/secrets/server.key
       - SERVER_TLS_CRL=/run/secrets/crl.pem
+      # The status page, metrics and health check, on this host only.
+      - SERVER_HTTP_ADDRESS=0.0.0.0:8074
+    ports:
+      - "127.0.0.1:8074:8074"
+    healthcheck:
+      test: ["CMD", "/server", "health"]
+      interval: 5s
+      timeout: 3s
+      retries: 3
+      start_period: 5s
     secrets:
       - ca.pem
       - server.pem

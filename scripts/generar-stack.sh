@@ -68,6 +68,13 @@ services:
       - SERVER_TLS_CERT=/run/secrets/server.pem
       - SERVER_TLS_KEY=/run/secrets/server.key
       - SERVER_TLS_CRL=/run/secrets/crl.pem
+      - SERVER_HTTP_ADDRESS=0.0.0.0:8074
+    healthcheck:
+      test: ["CMD", "/server", "health"]
+      interval: 5s
+      timeout: 3s
+      retries: 3
+      start_period: 5s
     secrets: [ca.pem, server.pem, server.key, crl.pem]
     configs:
       - source: server_config

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs, from Debian's packages, what the Docker side needs and the host
 # may lack: a static busybox (for the local busybox image), ss (a test reads
-# the listen backlog with it), unzip (for .data/dataset.zip) and fuse3
-# (fusermount3, with which lazyfs mounts when not run as root).
+# the listen backlog with it), unzip (for .data/dataset.zip), fuse3
+# (fusermount3, with which lazyfs mounts when not run as root) and chromium
+# (a test looks at the server's status page as a person would).
 # Does nothing when everything is there.
 set -eu
 
@@ -16,6 +17,7 @@ command -v ss >/dev/null 2>&1 || missing="$missing iproute2"
 command -v unzip >/dev/null 2>&1 || missing="$missing unzip"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 command -v fusermount3 >/dev/null 2>&1 || missing="$missing fuse3"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 [ -n "$missing" ] || exit 0
 
 echo "installing:$missing"

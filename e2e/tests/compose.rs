@@ -342,5 +342,38 @@ fn the_operator_closes_a_round_in_compose_without_a_published_port() {
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json} {why}"));
     assert!(ok);
     assert_eq!((status["state"].as_str(), status["winners"].as_u64()), (Some("drawn"), Some(2)));
-    assert_eq!(p.inspect("server", "{{json .NetworkSettings.Ports}}").trim(), "{}", "nothing published");
+    let ports = p.inspect("server", "{{json .NetworkSettings.Ports}}");
+    assert!(!ports.contains("12345/tcp\":[{"), "the agencies' port is published nowhere: {ports}");
+}
+
+/// The server's health check is its own binary's (`server health`), and
+/// its status page is published on the host's loopback only.
+#[test]
+fn compose_sees_the_server_healthy_and_the_page_on_the_hosts_loopback() {
+    let p = Project::new(1);
+    p.client_config(1000, "0s", "INFO", 10);
+    p.agency_file(1, &rows(20, &[3]));
+    p.up(&[]);
+    p.wait_until("server", LONG, "a healthy server", || {
+        p.inspect("server", "{{.State.Health.Status}}") == "healthy"
+    });
+    let ports = p.inspect("server", "{{json .NetworkSettings.Ports}}");
+    assert!(ports.contains("\"8074/tcp\":[{\"HostIp\":\"127.0.0.1\""), "{ports}");
+    let ask = |path: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", 8074)).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let health = ask("/healthz");
+    assert!(
+        health.starts_with("HTTP/1.") && health.contains(" 200 ") && health.ends_with("serving\n"),
+        "{health}"
+    );
+    assert_eq!(p.wait_exit("client1", LONG), 0);
+    let status = ask("/status.json");
+    assert!(status.contains("\"state\":\"drawn\""), "{status}");
+    assert!(ask("/metrics").contains("lottery_bets_stored_total{agency=\"1\"} 20"));
 }
