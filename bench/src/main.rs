@@ -435,7 +435,7 @@ async fn measure_handshakes(
     for _ in 0..51 {
         let started = Instant::now();
         let mut link = client::Link::connect(&config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        link.hello(agency.agency, 1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        link.hello(agency.agency, 1, false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         times.push(started.elapsed());
         link.close().await;
     }

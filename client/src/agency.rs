@@ -220,11 +220,14 @@ impl<'a> Agency<'a> {
         upload(self.config, link, &mut batches, welcome, single, &mut self.reported, &mut self.progress).await
     }
 
-    /// `Hello`, again and again while the round is not open yet (the
-    /// server holds each a while), for at most the retry time.
+    /// `Hello`; while the round is not open yet, again and again (the
+    /// server holds each but the first a while), for at most the retry
+    /// time. The first is answered at once, so the agency says it waits as
+    /// soon as it does.
     async fn hello(&mut self, link: &mut Link) -> Result<Welcome, Fault> {
+        let mut hold = false;
         loop {
-            match link.hello(self.config.id, self.config.round).await {
+            match link.hello(self.config.id, self.config.round, std::mem::replace(&mut hold, true)).await {
                 Err(Fault::Retry(waiting @ Retry::Answered { code: ErrorCode::RoundNotOpen, .. })) => {
                     if !self.said_waiting {
                         self.said_waiting = true;

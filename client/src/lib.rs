@@ -24,5 +24,5 @@ mod upload;
 
 pub use agency::{run, AgencyError, Ending, MIN_QUERY_INTERVAL};
 pub use config::Config;
-pub use link::Link;
+pub use link::{Link, WINNERS_WAIT};
 pub use source::{BetSource, NoBet};

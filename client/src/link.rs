@@ -111,9 +111,10 @@ impl Link {
 
     /// Says which agency this connection speaks for, in which round;
     /// returns what the server holds of it. A round not open yet is
-    /// waited for half the reply timeout, then answered `RoundNotOpen`.
-    pub async fn hello(&mut self, agency: u32, round: u64) -> Result<Welcome, Fault> {
-        let wait = (self.reader.timeout / 2).min(HELLO_WAIT);
+    /// answered `RoundNotOpen`: at once, or, if `hold`, once it opens or
+    /// after half the reply timeout.
+    pub async fn hello(&mut self, agency: u32, round: u64, hold: bool) -> Result<Welcome, Fault> {
+        let wait = if hold { (self.reader.timeout / 2).min(HELLO_WAIT) } else { Duration::ZERO };
         let wait_ms = u32::try_from(wait.as_millis()).expect("a wait of seconds");
         match self.ask(&Message::Hello { agency, round, wait_ms }).await? {
             Message::Welcome { stored, digest, finished, stage } => {

@@ -23,7 +23,11 @@ fn generar_compose_writes_the_server_and_n_clients() {
         assert!(text.contains("container_name: server"));
         assert!(text.contains(&format!("SERVER_AGENCIES={n}")));
         assert!(text.contains("subnet: 172.25.125.0/24"));
-        assert!(!text.contains("ports:") && !text.contains("\nname:"));
+        assert!(!text.contains("\nname:"));
+        // One port published, the status page's, on the host's loopback only.
+        assert_eq!(text.matches("ports:").count(), 1);
+        assert!(text.contains("    ports:\n      - \"127.0.0.1:8074:8074\"\n"));
+        assert!(text.contains(r#"test: ["CMD", "/server", "health"]"#));
         assert!(
             !text.contains("LOG") && !text.contains("LOOP"),
             "no log or loop settings in the environment"
@@ -172,6 +176,7 @@ fn generar_stack_writes_what_docker_stack_deploy_takes_and_refuses_bad_arguments
     assert!(text.contains("constraints: [node.labels.lottery.storage == true]"));
     assert!(text.contains("driver: overlay\n    attachable: true"));
     assert!(text.contains("SERVER_AGENCIES=3"));
+    assert!(text.contains(r#"test: ["CMD", "/server", "health"]"#), "Swarm asks the server's health");
     for k in 1..=3 {
         assert!(text.contains(&format!("  agency{k}:\n")));
         assert!(text.contains(&format!("source: '/srv/lottery/agency-{k}.csv'")));

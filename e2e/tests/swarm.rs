@@ -90,6 +90,22 @@ impl<'a> Stack<'a> {
         }
     }
 
+    /// Waits until Docker calls the server's container healthy: Swarm runs
+    /// its healthcheck, `server health`, inside the image.
+    fn wait_server_healthy(&self) {
+        let label = format!("label=com.docker.swarm.service.name={}", Stack::service("server"));
+        let deadline = Instant::now() + LONG;
+        let mut health = String::new();
+        while health != "healthy" {
+            assert!(Instant::now() < deadline, "the server is {health:?}, not healthy");
+            std::thread::sleep(Duration::from_millis(250));
+            let id = run_ok("docker", &["ps", "-q", "--filter", &label], self.project.path());
+            let format = "{{.State.Health.Status}}";
+            let out = run("docker", &["inspect", "--format", format, id.trim()], self.project.path());
+            health = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        }
+    }
+
     /// The server's bets file, read from its volume.
     fn bets_file(&self) -> Vec<u8> {
         let volume = format!("{}:/data:ro", Stack::service("round"));
@@ -143,6 +159,7 @@ fn a_round_on_a_single_node_swarm_then_one_whose_server_is_killed_mid_upload() {
     let started = Instant::now();
     let stack = Stack::up(&project);
     stack.check_round(&expected);
+    stack.wait_server_healthy();
     assert!(!stack.logs("server").contains("result: fail"), "{}", stack.logs("server"));
     stack.down();
     assert_eq!(swarm_state(), before, "the swarm is as it was");

@@ -123,7 +123,7 @@ fn health(config: &std::path::Path) -> ExitCode {
 fn serve(config: &std::path::Path) -> ExitCode {
     let config = Config::load(config, &process_env);
     let started = edge::program::start("server", config, |c| c.logging_level, Builder::new_multi_thread());
-    let Started { config, log, runtime, shutdown } = match started {
+    let Started { config, log, runtime, mut shutdown } = match started {
         Ok(started) => started,
         Err(code) => return code,
     };
@@ -136,8 +136,15 @@ fn serve(config: &std::path::Path) -> ExitCode {
                 .field("logging_level", &config.logging_level_name)
         );
         let revocation = config.revocation;
-        let server = match Server::bind(config).await {
-            Ok(server) => server,
+        let server = match Server::bind_unless(config, &mut shutdown).await {
+            Ok(Some(server)) => server,
+            Ok(None) => {
+                info!("{}", Action::in_progress("shutdown"));
+                let why = "the shutdown came before the round was read back: the next start reads it again";
+                warn!("{}", Action::fail("open_round").field("error", why));
+                info!("{}", Action::success("shutdown"));
+                return ExitCode::SUCCESS;
+            }
             Err(e @ StartError::Round(_)) => {
                 error!("{}", Action::fail("open_round").field("error", e));
                 return ExitCode::FAILURE;

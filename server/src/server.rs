@@ -52,6 +52,8 @@ pub enum StartError {
     ListenHttp { address: SocketAddr, source: io::Error },
     #[error(transparent)]
     Round(#[from] RoundError),
+    #[error("cannot start the thread that opens the round: {0}")]
+    Thread(io::Error),
 }
 
 /// A server that listens and owns its round, ready to run.
@@ -69,7 +71,45 @@ impl Server {
     /// Opens the round at the configured storage path, then listens on
     /// `0.0.0.0:port` with the configured backlog.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
-        let (files, state, opened) = round::open(&config.storage_path, config.agencies)?;
+        let opened = round::open(&config.storage_path, config.agencies)?;
+        Server::with_round(config, opened)
+    }
+
+    /// Like [`Server::bind`], heeding `shutdown` while the round is read
+    /// back (a large round takes seconds, and a signal must not wait for
+    /// it): the round is opened on a thread of its own, left to the
+    /// process's exit if the shutdown comes first (`None`). That exit is a
+    /// crash during recovery, which the recovery is made for: it cuts only
+    /// what was never acknowledged, and does it again at the next start.
+    pub async fn bind_unless(
+        config: Config,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Option<Server>, StartError> {
+        let (path, agencies) = (config.storage_path.clone(), config.agencies);
+        let (done, opened) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("open-round".into())
+            .spawn(move || {
+                let _ = done.send(round::open(&path, agencies));
+            })
+            .map_err(StartError::Thread)?;
+        let opened = tokio::select! {
+            opened = opened => match opened {
+                Ok(opened) => opened?,
+                // It dropped its sender unsent: it panicked, on a broken
+                // invariant. Pass it on.
+                Err(_) => std::panic::resume_unwind(thread.join().expect_err("the thread ended unanswered")),
+            },
+            () = shutdown => return Ok(None),
+        };
+        Server::with_round(config, opened).map(Some)
+    }
+
+    /// Listens on `0.0.0.0:port` (and for the pages) with the round opened.
+    fn with_round(
+        config: Config,
+        (files, state, opened): (RoundFiles, RoundState, Opened),
+    ) -> Result<Server, StartError> {
         let listener = listen(config.port, config.listen_backlog)
             .map_err(|source| StartError::Listen { port: config.port, source })?;
         let http = match config.http_address {

@@ -1,6 +1,6 @@
 //! The real `server` binary: its log lines, its configuration errors, its
-//! listen backlog, its shutdown on SIGTERM / SIGINT in every state, and
-//! its round across a `kill -9` and a second server on the same storage.
+//! listen backlog, and its round across a `kill -9` and a second server on
+//! the same storage (its shutdown in every state: `shutdown.rs`).
 
 mod common;
 
@@ -17,25 +17,6 @@ const SERVER: &str = env!("CARGO_BIN_EXE_server");
 /// listen backlog of 7, INFO, the test credentials, a free port.
 fn server(dir: &Path) -> ServerBuilder {
     ServerBuilder::new(dir).binary(SERVER).agencies(2).backlog(7).credentials(common::credentials())
-}
-
-/// Stops the server with `signal` and checks the whole shutdown: exit 0,
-/// every closing line, and every session ended within the server's grace
-/// (`aborted: no`): the contract's 2 s are the server's own budget, so its
-/// lines, not the wall clock of a loaded machine, say it kept them.
-fn assert_clean_stop(mut server: RunningServer, signal: Signal) {
-    let status = server.stop_with(signal);
-    assert!(status.success(), "exit status {status}");
-    let actions = server.actions();
-    assert_eq!(
-        (actions[0].name.as_str(), actions[1].name.as_str(), actions[1].result.as_str()),
-        ("config", "accept_connections", "in_progress")
-    );
-    for closed in ["close_listener", "join_sessions", "close_file", "join_writer", "shutdown"] {
-        assert!(server.has_action(closed, "success"), "no {closed} line:\n{}", server.seen.join("\n"));
-    }
-    let joined = server.action("join_sessions").expect("a join_sessions line");
-    assert_eq!(joined.get("aborted"), Some("no"), "{}", server.seen.join("\n"));
 }
 
 /// Waits until the server started by `command` listens (it logs nowhere
@@ -70,55 +51,6 @@ fn no_revocation_list_is_a_warning_at_start() {
     server.wait_for("action: new_round", Duration::from_secs(5));
     server.stop();
     assert!(!server.has_action("revocation_list", "fail"), "{:?}", server.seen);
-}
-
-#[test]
-fn sigterm_while_idle_exits_zero_promptly() {
-    let dir = tempfile::tempdir().unwrap();
-    assert_clean_stop(server(dir.path()).start(), Signal::SIGTERM);
-}
-
-#[test]
-fn sigint_works_like_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    assert_clean_stop(server(dir.path()).start(), Signal::SIGINT);
-}
-
-#[tokio::test]
-async fn sigterm_mid_upload_exits_zero_and_keeps_every_acked_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server(dir.path()).start();
-    let addr = server.addr();
-    let (mut agency, _) = Raw::agency(addr, 1).await;
-    for first in 0..3 {
-        let reply = agency.ask(&batch(first, vec![bet(&(first + 1).to_string(), 1)])).await;
-        assert_eq!(reply, ack(first, 1));
-    }
-    // Half of the next frame, then silence.
-    let mut frame = bytes::BytesMut::new();
-    batch(3, vec![bet("4", 1)]).encode(&mut frame);
-    agency.send_bytes(&frame[..12]).await;
-    let mut stalled = Raw::connect(addr).await;
-    stalled.send_bytes(&frame[..3]).await;
-
-    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
-    agency.expect_closed().await;
-    let stored: Vec<String> =
-        common::stored(&dir.path().join("bets.csv")).into_iter().map(|b| b.document).collect();
-    assert_eq!(stored, ["1", "2", "3"]);
-}
-
-#[tokio::test]
-async fn sigterm_while_agencies_wait_for_the_draw_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = server(dir.path()).start();
-    let (mut waiting, _) = Raw::agency(server.addr(), 1).await;
-    assert_eq!(waiting.ask(&batch(0, vec![bet("1", 7574)])).await, ack(0, 1));
-    assert_eq!(waiting.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
-    assert!(matches!(waiting.ask(&Message::WinnersQuery { wait_ms: 0 }).await, Message::NotReady { .. }));
-
-    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
-    waiting.expect_closed().await;
 }
 
 #[test]
@@ -178,7 +110,7 @@ fn the_config_file_is_read_from_the_working_directory() {
     let server = server.start();
     let line = server.seen.iter().find(|l| l.contains("action: config")).expect("a config line");
     assert!(line.ends_with(&format!("port: {port} | listen_backlog: 3 | logging_level: debug")), "{line}");
-    assert_clean_stop(server, Signal::SIGTERM);
+    server.assert_clean_stop(Signal::SIGTERM);
 }
 
 #[tokio::test]
@@ -211,7 +143,7 @@ async fn after_a_kill_9_the_server_resumes_its_round_and_says_what_it_recovered(
     server.wait_for("action: sorteo", Duration::from_secs(5));
     let stored: Vec<String> = common::stored(&bets).into_iter().map(|b| b.document).collect();
     assert_eq!(stored, ["1", "2", "3", "4"]);
-    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+    tokio::task::spawn_blocking(move || server.assert_clean_stop(Signal::SIGTERM)).await.unwrap();
 }
 
 #[test]
@@ -237,7 +169,7 @@ fn a_second_server_on_the_same_storage_refuses_with_one_line_and_touches_nothing
     assert!(refusals[0].get("error").unwrap().contains("another server is using this storage"));
     assert!(!second.has_action("accept_connections", "in_progress"), "it never listens");
     assert_eq!(files(), before);
-    assert_clean_stop(first, Signal::SIGTERM);
+    first.assert_clean_stop(Signal::SIGTERM);
 }
 
 /// `chattr` on `path`; false where the filesystem or the user cannot.
@@ -357,7 +289,7 @@ async fn storage_that_cannot_be_brought_back_stops_the_server_and_a_restart_reco
     assert_eq!(agency.ask(&Message::Finished { bets: 2 }).await, Message::FinishedAck);
     let winners = agency.ask(&Message::WinnersQuery { wait_ms: 0 }).await;
     assert_eq!(winners, Message::Winners { last: true, documents: vec!["1".into()] });
-    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+    tokio::task::spawn_blocking(move || server.assert_clean_stop(Signal::SIGTERM)).await.unwrap();
 }
 
 /// Waits for the server to stop on its own with a failure; returns it.
@@ -457,7 +389,7 @@ async fn garbage_from_peers_is_no_error_of_the_server_and_each_connection_logs_l
     let echoes = server.seen.iter().filter(|l| l.contains("action: receive_message")).count();
     assert_eq!(echoes, budget as usize);
     assert!(server.seen.iter().any(|l| l.contains("action: log_budget")));
-    tokio::task::spawn_blocking(move || assert_clean_stop(server, Signal::SIGTERM)).await.unwrap();
+    tokio::task::spawn_blocking(move || server.assert_clean_stop(Signal::SIGTERM)).await.unwrap();
 }
 
 /// A flood of every kind of connection a peer without a certificate can

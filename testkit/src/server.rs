@@ -383,6 +383,31 @@ impl RunningServer {
         self.process.wait_exit(EXIT_WITHIN)
     }
 
+    /// Stops it with `signal` and checks the whole shutdown: exit 0, every
+    /// closing line (its pages' too, if it has any), and every session
+    /// ended within the server's grace (`aborted: no`): the contract's 2 s
+    /// are the server's own budget, so its lines, not the wall clock of a
+    /// loaded machine, say it kept them.
+    pub fn assert_clean_stop(mut self, signal: Signal) {
+        let status = self.stop_with(signal);
+        let seen = self.process.seen.join("\n");
+        assert!(status.success(), "exit status {status}:\n{seen}");
+        let actions = self.process.actions();
+        assert_eq!(
+            (actions[0].name.as_str(), actions[1].name.as_str(), actions[1].result.as_str()),
+            ("config", "accept_connections", "in_progress")
+        );
+        let mut closed = vec!["close_listener", "join_sessions", "close_file", "join_writer", "shutdown"];
+        if self.process.has_action("http", "success") {
+            closed.push("close_http");
+        }
+        for name in closed {
+            assert!(self.process.has_action(name, "success"), "no {name} line:\n{seen}");
+        }
+        let joined = self.process.action("join_sessions").expect("a join_sessions line");
+        assert_eq!(joined.get("aborted"), Some("no"), "{seen}");
+    }
+
     /// A crash: SIGKILL, and the process reaped.
     pub fn kill(&mut self) -> ExitStatus {
         self.stop_with(Signal::SIGKILL)
