@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::credentials::CredentialError;
+use crate::duration::GoDuration;
 
 /// Why a program cannot start with its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +46,8 @@ pub enum Problem {
     Above { max: u64 },
     #[error("must be from {min} to {max}")]
     Outside { min: u64, max: u64 },
-    #[error("{0}")]
-    Conflict(String),
+    #[error("{value} is longer than {other} ({limit}): {why}")]
+    LongerThan { value: GoDuration, other: &'static str, limit: GoDuration, why: &'static str },
     #[error("{0} (scripts/credentials.sh makes the credentials)")]
     Credentials(Box<CredentialError>),
     #[error(transparent)]

@@ -163,16 +163,13 @@ fn schedule(sources: &Sources<'_>) -> Result<Schedule, SettingError> {
         Schedule { close_after: optional("SERVER_ROUND_CLOSE")?, every: optional("SERVER_ROUND_EVERY")? };
     if let (Some(close), Some(every)) = (schedule.close_after, schedule.every) {
         if close > every {
-            let why = format!(
-                "{} is longer than SERVER_ROUND_EVERY ({}): a round would close after the next opened",
-                GoDuration(close),
-                GoDuration(every)
-            );
-            return Err(SettingError::new(
-                "SERVER_ROUND_CLOSE",
-                "SERVER_ROUND_CLOSE",
-                Problem::Conflict(why),
-            ));
+            let problem = Problem::LongerThan {
+                value: GoDuration(close),
+                other: "SERVER_ROUND_EVERY",
+                limit: GoDuration(every),
+                why: "a round would close after the next opened",
+            };
+            return Err(SettingError::new("SERVER_ROUND_CLOSE", "SERVER_ROUND_CLOSE", problem));
         }
     }
     Ok(schedule)

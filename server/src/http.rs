@@ -183,24 +183,44 @@ fn healthz(pages: &Pages) -> Response {
     }
 }
 
+/// Why `server health` says the server is not healthy.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    #[error("cannot connect to {address}: {source}")]
+    Connect { address: SocketAddr, source: std::io::Error },
+    #[error("{address} does not speak HTTP/1.1: {source}")]
+    Http { address: SocketAddr, source: hyper::Error },
+    #[error("{address} answers {status}")]
+    Status { address: SocketAddr, status: StatusCode },
+    #[error("{address}: no answer within {within:?}")]
+    Silent { address: SocketAddr, within: Duration },
+}
+
+/// How long `server health` waits for the answer: well within the
+/// orchestrators' timeout for the check.
+const HEALTH_WITHIN: Duration = Duration::from_secs(2);
+
 /// `server health`: asks `/healthz` at `address`; whether it said 200.
-pub async fn check(address: SocketAddr) -> Result<(), String> {
+pub async fn check(address: SocketAddr) -> Result<(), Unhealthy> {
+    let http = |source| Unhealthy::Http { address, source };
     let ask = async {
-        let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|source| Unhealthy::Connect { address, source })?;
         let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
         tokio::spawn(connection);
         let request = hyper::Request::get("/healthz")
             .header(header::HOST, address.to_string())
             .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+            .expect("a request of a path, a host and no body is well formed");
+        let response = sender.send_request(request).await.map_err(http)?;
         match response.status() {
             StatusCode::OK => Ok(()),
-            status => Err(format!("{address} answers {status}")),
+            status => Err(Unhealthy::Status { address, status }),
         }
     };
-    tokio::time::timeout(Duration::from_secs(2), ask)
+    tokio::time::timeout(HEALTH_WITHIN, ask)
         .await
-        .map_err(|_| format!("{address}: no answer within 2s"))?
+        .map_err(|_| Unhealthy::Silent { address, within: HEALTH_WITHIN })?
 }

@@ -105,12 +105,14 @@ fn health(config: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let checked = Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|runtime| runtime.block_on(server::http::check(address)));
-    match checked {
+    let runtime = match Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("server health: no runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::http::check(address)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("server health: {e}");

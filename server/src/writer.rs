@@ -95,8 +95,8 @@ pub enum OpenRefused {
     #[error("round {0} has opened since: nothing to do")]
     Moved(u64),
     /// Nothing was moved: the round is still drawn, where it was.
-    #[error("{0}")]
-    Kept(String),
+    #[error("{}: holds files that are not this round's; move them away, then open the next round again", .0.display())]
+    Kept(std::path::PathBuf),
 }
 
 impl Job {
@@ -343,9 +343,10 @@ impl Writer {
         let drawn = match self.round.open_next(self.board.expected(), lottery::round::now_millis()) {
             Ok(drawn) => drawn,
             // Nothing was moved: the round stays drawn where it was.
-            Err(e @ RoundError::KeptBefore { .. }) => {
-                error!("{}", Action::fail("new_round").field("round", after + 1).field("error", &e));
-                return Ok(Err(OpenRefused::Kept(e.to_string())));
+            Err(RoundError::KeptBefore { dir }) => {
+                let refused = OpenRefused::Kept(dir);
+                error!("{}", Action::fail("new_round").field("round", after + 1).field("error", &refused));
+                return Ok(Err(refused));
             }
             Err(e) => return Err(WriterFailed(e)),
         };

@@ -157,13 +157,22 @@ async fn attacked_round(dir: &std::path::Path, attackers: &[(Shape, usize, IpAdd
 
 /// Runs the five agencies' round without, then with, the `attackers`:
 /// the attacked round takes at most a second more, and the attack opened
-/// at least `opened` connections.
+/// at least `opened` connections. A pair is tried again (three at most)
+/// when the machine was busy elsewhere: an attack that keeps agencies out
+/// fails every pair, a burst of other work only one.
 async fn within_a_second_of_normal(attackers: &[(Shape, usize, IpAddr)], opened: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let normal = normal_round(dir.path()).await;
-    let (took, attacks) = attacked_round(dir.path(), attackers).await;
-    assert!(attacks >= opened, "the attack opened {attacks} connections");
-    assert!(took <= normal + Duration::from_secs(1), "{took:?} against {normal:?} without the attack");
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let normal = normal_round(dir.path()).await;
+        let (took, attacks) = attacked_round(dir.path(), attackers).await;
+        assert!(attacks >= opened, "the attack opened {attacks} connections");
+        if took <= normal + Duration::from_secs(1) {
+            return;
+        }
+        pairs.push((took, normal));
+    }
+    panic!("every attacked round took over a second more than the normal one: {pairs:?}");
 }
 
 /// A holder of another agency's certificate opens as many connections as

@@ -6,6 +6,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::fault::Fatal;
@@ -269,21 +271,32 @@ async fn idle_connections_do_not_keep_an_agency_out() {
 async fn echoing_connections_do_not_keep_an_agency_out() {
     let server = server_whose_pool_alone_makes_room().await;
     let stop = CancellationToken::new();
+    // Connections that have had an echo answered, or were pushed out.
+    let settled = Arc::new(AtomicUsize::new(0));
     let mut chatter = Vec::new();
     for _ in 0..256 {
-        let (addr, stop) = (server.addr, stop.clone());
+        let (addr, stop, settled) = (server.addr, stop.clone(), settled.clone());
         chatter.push(tokio::spawn(async move {
             let mut raw = Raw::connect(addr).await;
+            let mut first = true;
             while !stop.is_cancelled() {
                 let echo = Message::Echo(bytes::Bytes::from_static(b"keepalive"));
-                if raw.writer.send(&echo).await.is_err() || raw.reader.read().await.is_err() {
+                let answered = raw.writer.send(&echo).await.is_ok() && raw.reader.read().await.is_ok();
+                if std::mem::replace(&mut first, false) {
+                    settled.fetch_add(1, Ordering::Relaxed);
+                }
+                if !answered {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The agency comes once the chatter fills the pool, not among its
+    // connections still arriving.
+    while settled.load(Ordering::Relaxed) < chatter.len() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_served(server.addr).await;
     stop.cancel();
     for task in chatter {

@@ -140,7 +140,8 @@ impl<L: Ledger> Round<L> {
         let next = RoundName { number: self.state.number() + 1, id: RoundId(rand::random()), opened: now };
         self.ledger.open_next(&self.state, next, agencies)?;
         let drawn = std::mem::replace(&mut self.state, RoundState::new(next, agencies));
-        assert!(self.state.is_open() && drawn.drawn(), "one round drawn, the next open");
+        assert!(drawn.drawn(), "the round moved to its folder is drawn");
+        assert!(self.state.is_open(), "the next round is open");
         Ok(drawn)
     }
 

@@ -202,7 +202,8 @@ fn a_power_cut_after_any_operation_loses_nothing_the_rounds_told() {
     let bets = Path::new("/lottery/bets.csv");
     let whole = SimDisk::with_dir(Path::new("/lottery"));
     let story = play(&(Arc::new(whole.clone()) as Arc<dyn Disk>), bets);
-    assert!(story.second_opened && story.rounds[1].drawn, "the script plays two whole rounds");
+    assert!(story.second_opened, "the script opens the second round");
+    assert!(story.rounds[1].drawn, "the script draws the second round");
     let operations = whole.operations();
     assert!(operations > 20, "{operations} operations");
     for torn in [false, true] {
