@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::fault::{Fatal, Fault, NotItsFile, Retry};
 use crate::link::{Link, Welcome, WINNERS_WAIT};
-use crate::progress::{count_rows, Progress};
+use crate::progress::Progress;
 use crate::source::{spawn_reader, BetSource, Item, ReadFrom};
 use crate::upload::{count_rest, pause, upload, Reported, READ_AHEAD};
 
@@ -54,10 +54,10 @@ const SAY_WAITING_AFTER: Duration = Duration::from_secs(1);
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Rows of the agency's bets, for the shares its `progreso` lines say.
-fn rows(source: &BetSource) -> u64 {
+/// Bytes of the agency's bets, for the shares its `progreso` lines say.
+fn size(source: &BetSource) -> u64 {
     match source {
-        BetSource::File(path) => count_rows(path).unwrap_or(0),
+        BetSource::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         BetSource::Single(_) => 1,
     }
 }
@@ -130,7 +130,7 @@ struct Agency<'a> {
 
 impl<'a> Agency<'a> {
     fn new(config: &'a Config, source: BetSource) -> Agency<'a> {
-        let rows = rows(&source);
+        let size = size(&source);
         Agency {
             config,
             source,
@@ -140,7 +140,7 @@ impl<'a> Agency<'a> {
             said_waiting: false,
             queries: 0,
             reported: Reported::default(),
-            progress: Progress::new(config.id, rows),
+            progress: Progress::new(config.id, size),
             backoff: FIRST_BACKOFF,
             reader: None,
         }
@@ -295,8 +295,12 @@ impl<'a> Agency<'a> {
             self.finished || left_out.is_some(),
             "an agency asks for its winners once it has finished, or its round closed"
         );
+        // Once every agency has finished, the draw has come or is a moment
+        // away (a query held for it is answered "not ready" at the draw):
+        // the next query waits `loop.period` alone, once, not the floor.
+        let (mut soon, mut soon_left) = (false, true);
         while self.queries < self.config.loop_amount {
-            let interval = if self.queries == 0 {
+            let interval = if self.queries == 0 || std::mem::take(&mut soon) {
                 self.config.loop_period
             } else {
                 self.config.loop_period.max(MIN_QUERY_INTERVAL)
@@ -312,7 +316,7 @@ impl<'a> Agency<'a> {
                 tokio::select! {
                     reply = &mut answer => reply?,
                     () = tokio::time::sleep(SAY_WAITING_AFTER) => {
-                        self.progress.waiting(self.total.unwrap_or(0));
+                        self.progress.waiting(self.total.unwrap_or(0), self.finished);
                         answer.await?
                     }
                 }
@@ -322,6 +326,7 @@ impl<'a> Agency<'a> {
                 match reply {
                     Message::NotReady { finished, expected } => {
                         self.queries += 1;
+                        soon = finished >= expected && std::mem::take(&mut soon_left);
                         debug!(
                             "the draw is not done yet ({finished}/{expected} finished; query {} of {})",
                             self.queries, self.config.loop_amount

@@ -20,11 +20,15 @@ use std::sync::Arc;
 use csv_core::ReadRecordResult;
 use protocol::BetFields;
 
-/// One row of the file, or why it is unusable, with the line it starts on.
-/// The fields are borrowed from the reader for the visit.
+/// One row of the file, or why it is unusable, with the line it starts on
+/// and the offset of the byte after it. The fields are borrowed from the
+/// reader for the visit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row<'a> {
     pub line: u64,
+    /// Bytes of the file up to the end of this row: how far into the file
+    /// it is.
+    pub end: u64,
     pub bet: Result<BetFields<'a>, RowError>,
 }
 
@@ -80,6 +84,8 @@ pub struct AgencyFile<R> {
     buf: Vec<u8>,
     /// The bytes read and not yet parsed are `buf[pos..end]`.
     pos: usize,
+    /// Bytes of the file before `buf[0]`.
+    base: u64,
     end: usize,
     /// Whether `source` has no more bytes.
     eof: bool,
@@ -120,6 +126,7 @@ impl<R: Read> AgencyFile<R> {
             source,
             buf: vec![0; chunk],
             pos: 0,
+            base: 0,
             end: 0,
             eof: false,
             line: 1,
@@ -133,7 +140,11 @@ impl<R: Read> AgencyFile<R> {
         let mut first = true;
         loop {
             if let Err(e) = self.fill() {
-                visit(Row { line: self.line, bet: Err(Unreadable::Io(Arc::new(e)).into()) });
+                visit(Row {
+                    line: self.line,
+                    end: self.offset(),
+                    bet: Err(Unreadable::Io(Arc::new(e)).into()),
+                });
                 return;
             }
             if first && self.buf[self.pos..self.end].starts_with(b"\xef\xbb\xbf") {
@@ -145,7 +156,7 @@ impl<R: Read> AgencyFile<R> {
                 Parsed::Done => return,
                 Parsed::NeedBytes if self.pos == pos_before && self.end - self.pos == self.buf.len() => {
                     let too_long = Unreadable::RowTooLong { kib: self.buf.len() / 1024 };
-                    visit(Row { line: self.line, bet: Err(too_long.into()) });
+                    visit(Row { line: self.line, end: self.offset(), bet: Err(too_long.into()) });
                     return;
                 }
                 Parsed::NeedBytes => {}
@@ -156,6 +167,7 @@ impl<R: Read> AgencyFile<R> {
     /// Moves what is left to the front and reads until the buffer is full
     /// or the file ends.
     fn fill(&mut self) -> io::Result<()> {
+        self.base += self.pos as u64;
         self.buf.copy_within(self.pos..self.end, 0);
         self.end -= self.pos;
         self.pos = 0;
@@ -168,6 +180,11 @@ impl<R: Read> AgencyFile<R> {
             }
         }
         Ok(())
+    }
+
+    /// Bytes of the file before `buf[pos]`.
+    fn offset(&self) -> u64 {
+        self.base + self.pos as u64
     }
 
     /// Visits every whole row in the buffer.
@@ -208,7 +225,7 @@ impl<R: Read> AgencyFile<R> {
                     (5, None) => Err(Unusable::NotUtf8.into()),
                     (n, _) => Err(Unusable::Fields(n).into()),
                 };
-                visit(Row { line: row_line, bet })
+                visit(Row { line: row_line, end: self.base + self.pos as u64, bet })
             } else {
                 let Some((len, count)) = self.quoted.row(rest, self.eof) else { return Parsed::NeedBytes };
                 self.pos += len;
@@ -218,7 +235,7 @@ impl<R: Read> AgencyFile<R> {
                     Some(5) => quoted_fields(&self.quoted.fields, &self.quoted.ends[..5]),
                     Some(n) => Err(Unusable::Fields(n).into()),
                 };
-                visit(Row { line: row_line, bet })
+                visit(Row { line: row_line, end: self.base + self.pos as u64, bet })
             };
             if !going {
                 return Parsed::Done;
@@ -427,7 +444,42 @@ mod tests {
         })
     }
 
+    /// Where each row of `text` ends, read in chunks of `chunk` bytes, up
+    /// to a row longer than a chunk (which stops the reading).
+    fn ends(text: &[u8], chunk: usize) -> Vec<u64> {
+        let mut ends = Vec::new();
+        AgencyFile::with_chunk(text, chunk).for_each_row(|row| {
+            if !matches!(row.bet, Err(RowError::Unreadable(_))) {
+                ends.push(row.end);
+            }
+            true
+        });
+        ends
+    }
+
+    #[test]
+    fn a_row_ends_after_its_line_end_and_blank_lines_are_no_row() {
+        let text = b"\xef\xbb\xbfA,B,1,1999-03-17,1\r\n\nC,D,2,1999-03-17,2\n\"E\",F,3,1999-03-17,3";
+        assert_eq!(ends(text, 4096), [23, 43, text.len() as u64]);
+        assert_eq!(ends(text, 64), [23, 43, text.len() as u64]);
+    }
+
     proptest::proptest! {
+        #[test]
+        fn rows_end_on_line_ends_in_order_in_any_chunks(text in file(), chunk in 64usize..200) {
+            let whole = ends(&text, 4096);
+            let chunked = ends(&text, chunk);
+            prop_assert_eq!(&chunked[..], &whole[..chunked.len()]);
+            prop_assert!(whole.windows(2).all(|w| w[0] < w[1]), "{:?}", whole);
+            for &end in &whole {
+                let end = end as usize;
+                // The csv crate's rule, for rows with quotes: a lone
+                // carriage return ends a row too.
+                let line_end = end == text.len() || matches!(text[end - 1], b'\n' | b'\r');
+                prop_assert!(line_end, "{} of {}", end, text.len());
+            }
+        }
+
         #[test]
         fn rows_are_what_the_csv_crate_reads_in_any_chunks(text in file(), chunk in 64usize..200) {
             let mut rows = Vec::new();

@@ -19,6 +19,8 @@ pub struct Batch {
     pub first: u64,
     pub frame: Bytes,
     pub lines: Vec<u64>,
+    /// Bytes of the source up to the end of its last bet's row.
+    pub end: u64,
 }
 
 /// Whether a bet fits in a batch frame of its own.
@@ -45,6 +47,8 @@ pub struct BatchCutter {
     first: u64,
     current: BetBatchBuilder,
     lines: Vec<u64>,
+    /// Bytes of the source up to the end of the last bet pushed.
+    end: u64,
 }
 
 impl BatchCutter {
@@ -56,16 +60,20 @@ impl BatchCutter {
             first,
             current: BetBatchBuilder::new(first),
             lines: Vec::new(),
+            end: 0,
         }
     }
 
-    /// Adds a bet that fits a frame; returns the batch that closes, if any.
-    pub fn push(&mut self, bet: BetFields<'_>, line: u64) -> Option<Batch> {
+    /// Adds a bet that fits a frame, from `line` of the source, whose row
+    /// ends `end` bytes into it; returns the batch that closes, if any.
+    pub fn push(&mut self, bet: BetFields<'_>, line: u64, end: u64) -> Option<Batch> {
         assert!(fits_a_frame(bet), "bets too large for a frame are set aside before they get an ordinal");
         let len = bet_wire_len(bet);
         let full = (self.current.wire_len() + len > MAX_FRAME_LEN).then(|| self.take()).flatten();
         self.current.push(bet);
         self.lines.push(line);
+        assert!(end >= self.end, "rows come in the order of the source");
+        self.end = end;
         assert!(self.lines.len() <= self.max_amount, "a batch holds at most max_amount bets");
         assert!(self.current.wire_len() <= MAX_FRAME_LEN, "a bet joins a batch only if it fits");
         match full {
@@ -90,6 +98,7 @@ impl BatchCutter {
             first,
             frame: std::mem::replace(&mut self.current, BetBatchBuilder::new(self.first)).finish(),
             lines: std::mem::take(&mut self.lines),
+            end: self.end,
         };
         assert!(batch.frame.len() <= MAX_FRAME_LEN, "a batch fits in a frame");
         assert_eq!(self.first, first + batch.lines.len() as u64, "batches are consecutive");
@@ -116,7 +125,7 @@ mod tests {
         let mut cutter = BatchCutter::new(0, max_amount);
         let mut batches = Vec::new();
         for (i, bet) in bets.iter().enumerate() {
-            batches.extend(cutter.push(bet.fields(), i as u64 + 1));
+            batches.extend(cutter.push(bet.fields(), i as u64 + 1, i as u64 + 1));
         }
         batches.extend(cutter.finish());
         batches

@@ -1,7 +1,8 @@
 //! How far an agency has got, and the `progreso` lines that say so: its
-//! bets acknowledged and their share of its file, at most every 10 % of
-//! the file and at least every 5 s while it uploads, and once when it
-//! starts waiting for the draw.
+//! bets acknowledged and their share of its file (the bytes up to the last
+//! bet acknowledged: nothing is read twice to count rows), at most every
+//! 10 % of the file and at least every 5 s while it uploads, and once when
+//! it starts waiting for the draw.
 
 use std::time::{Duration, Instant};
 
@@ -20,23 +21,28 @@ pub struct Progress {
     /// The last sign of progress: an ack, a "finished", a winners answer.
     pub at: Instant,
     id: u32,
-    /// Rows of its file (bets, valid or not): what a share is of.
-    rows: u64,
+    /// Bytes of its file: what a share is of.
+    size: u64,
+    /// Bytes of its file up to the last bet acknowledged.
+    end: u64,
     /// The share (percent) and the time of the last line.
     said: Option<(u64, Instant)>,
     said_waiting: bool,
 }
 
 impl Progress {
-    pub fn new(id: u32, rows: u64) -> Progress {
-        Progress { at: Instant::now(), id, rows: rows.max(1), said: None, said_waiting: false }
+    /// The progress of agency `id`, whose file holds `size` bytes.
+    pub fn new(id: u32, size: u64) -> Progress {
+        Progress { at: Instant::now(), id, size: size.max(1), end: 0, said: None, said_waiting: false }
     }
 
-    /// The bets up to `acked` are acknowledged.
-    pub fn acked(&mut self, acked: u64) {
+    /// The bets up to `acked` are acknowledged, the last of them on a row
+    /// that ends `end` bytes into the file.
+    pub fn acked(&mut self, acked: u64, end: u64) {
         let now = Instant::now();
         self.at = now;
-        let share = (acked.saturating_mul(100) / self.rows).min(100);
+        self.end = self.end.max(end);
+        let share = self.share();
         let due = match self.said {
             None => true,
             Some((said, at)) => share >= said + SAY_EVERY_PERCENT || now - at >= SAY_AT_LEAST_EVERY,
@@ -47,12 +53,18 @@ impl Progress {
         }
     }
 
-    /// It waits for the draw, holding `acked` bets: said once.
-    pub fn waiting(&mut self, acked: u64) {
+    /// It waits for the draw, holding `acked` bets: said once. Once it
+    /// has `finished`, all of its file is behind it.
+    pub fn waiting(&mut self, acked: u64, finished: bool) {
         if !std::mem::replace(&mut self.said_waiting, true) {
-            let share = (acked.saturating_mul(100) / self.rows).min(100);
+            let share = if finished { 100 } else { self.share() };
             info!("{}", self.line(acked, share).field("waiting", "the draw"));
         }
+    }
+
+    /// Percent of the file up to the last bet acknowledged.
+    fn share(&self) -> u64 {
+        (self.end.saturating_mul(100) / self.size).min(100)
     }
 
     fn line(&self, acked: u64, share: u64) -> Action {
@@ -63,48 +75,34 @@ impl Progress {
     }
 }
 
-/// The rows of the file at `path` (its line ends, and a last line without
-/// one): quick, and read before the upload.
-pub fn count_rows(path: &std::path::Path) -> std::io::Result<u64> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let (mut rows, mut last) = (0u64, b'\n');
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(rows + u64::from(last != b'\n'));
-        }
-        rows += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-        last = buf[n - 1];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn rows_are_counted_with_or_without_a_last_line_end() {
-        let dir = tempfile::tempdir().unwrap();
-        for (text, rows) in [("", 0), ("a\n", 1), ("a\nb", 2), ("a\r\nb\r\n", 2)] {
-            let path = dir.path().join("f.csv");
-            std::fs::write(&path, text).unwrap();
-            assert_eq!(count_rows(&path).unwrap(), rows, "{text:?}");
-        }
-    }
-
-    #[test]
     fn a_line_every_ten_percent_at_most() {
-        let mut progress = Progress::new(1, 1000);
+        // A thousand rows of 45 bytes.
+        let mut progress = Progress::new(1, 45_000);
         let lines: Vec<bool> = (1..=1000)
             .map(|acked| {
                 let before = progress.said;
-                progress.acked(acked);
+                progress.acked(acked, acked * 45);
                 progress.said != before
             })
             .collect();
         let said = lines.iter().filter(|&&l| l).count();
         assert!((10..=11).contains(&said), "{said} lines for a file, fast");
+    }
+
+    #[test]
+    fn the_share_is_of_the_files_bytes_and_full_once_finished() {
+        let mut progress = Progress::new(1, 1000);
+        progress.acked(10, 250);
+        assert_eq!(progress.share(), 25);
+        progress.acked(12, 200);
+        assert_eq!(progress.share(), 25, "never backwards");
+        progress.acked(40, 1000);
+        assert_eq!(progress.share(), 100);
+        assert_eq!(Progress::new(1, 0).share(), 0, "an empty file is no division by zero");
     }
 }

@@ -124,14 +124,16 @@ pub fn spawn_reader(
         let mut reader = Reader::new(agency, max_amount, from, items);
         // `false` once the upload is gone: stop reading.
         let going = match source {
-            BetSource::Single(bet) => reader.row(0, Ok(bet.fields())),
+            BetSource::Single(bet) => reader.row(0, 1, Ok(bet.fields())),
             BetSource::File(path) => match AgencyFile::open(&path) {
                 Ok(mut file) => {
                     let mut going = true;
                     file.for_each_row(|row| {
                         going = match row.bet {
-                            Ok(fields) => reader.row(row.line, Ok(fields)),
-                            Err(RowError::Unusable(reason)) => reader.row(row.line, Err(reason.into())),
+                            Ok(fields) => reader.row(row.line, row.end, Ok(fields)),
+                            Err(RowError::Unusable(reason)) => {
+                                reader.row(row.line, row.end, Err(reason.into()))
+                            }
                             Err(RowError::Unreadable(error)) => {
                                 let (path, line) = (path.clone(), row.line);
                                 reader.send(Item::Failed(SourceError::Read { path, line, error }));
@@ -184,8 +186,9 @@ impl Reader {
         }
     }
 
-    /// Takes one row of the source; false once the upload is gone.
-    fn row(&mut self, line: u64, bet: Result<BetFields<'_>, Unsendable>) -> bool {
+    /// Takes one row of the source, which ends `end` bytes into it; false
+    /// once the upload is gone.
+    fn row(&mut self, line: u64, end: u64, bet: Result<BetFields<'_>, Unsendable>) -> bool {
         let checked = bet.and_then(|fields| {
             if !fits_a_frame(fields) {
                 let bytes: usize = fields.iter().map(|f| f.len()).sum();
@@ -215,7 +218,7 @@ impl Reader {
             self.cutter = Some(BatchCutter::new(ordinal, self.max_amount));
         }
         let cutter = self.cutter.as_mut().expect("made just above");
-        match cutter.push(fields, line) {
+        match cutter.push(fields, line, end) {
             Some(batch) => self.send(Item::Batch(batch)),
             None => true,
         }

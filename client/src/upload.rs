@@ -199,7 +199,7 @@ async fn receive_acks(
     while let Some(batch) = awaiting.recv().await {
         match reader.next().await? {
             Message::BatchAck { first, count } if first == batch.first => {
-                progress.acked(first + u64::from(count));
+                progress.acked(first + u64::from(count), batch.end);
                 debug!("bets {first}..{} acknowledged", first + u64::from(count));
                 log_sent(&batch, single);
             }
