@@ -52,7 +52,7 @@ services:
       interval: 5s
       timeout: 3s
       retries: 3
-      start_period: 5s
+      start_period: 60s
     secrets:
       - ca.pem
       - server.pem

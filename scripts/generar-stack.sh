@@ -74,7 +74,7 @@ services:
       interval: 5s
       timeout: 3s
       retries: 3
-      start_period: 5s
+      start_period: 60s
     secrets: [ca.pem, server.pem, server.key, crl.pem]
     configs:
       - source: server_config

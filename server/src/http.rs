@@ -6,28 +6,32 @@
 //! It must never take service from the agencies, whatever it is sent: it
 //! runs on a thread and a runtime of its own, at the lowest CPU priority
 //! (a flood of requests gets what the agencies leave), holds at most
-//! [`MAX_CONNECTIONS`] connections (more are closed at once), gives a
-//! request's head [`HEAD_TIMEOUT`] to arrive and a connection
-//! [`CONNECTION_TIMEOUT`] in all, and reads no request body. HTTP itself is
-//! hyper's (with axum's routing), not ours.
+//! [`MAX_CONNECTIONS`] connections, gives a request's head
+//! [`HEAD_TIMEOUT`] to arrive and a connection [`CONNECTION_TIMEOUT`] in
+//! all, and reads no request body. When it holds as many as it may, a new
+//! connection closes the oldest: connections opened and left idle cannot
+//! keep out a health check, which asks and is answered at once. HTTP itself
+//! is hyper's (with axum's routing), not ours.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::agencies::Agencies;
-use crate::metrics::Exposition;
+use crate::metrics::{Exposition, Metrics};
 use crate::status::Status;
 
 /// Connections at once, at most.
@@ -44,28 +48,41 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 const PAGE: &str = include_str!("http/page.html");
 
 /// Whether the server serves its round.
-#[derive(Debug, Default)]
-pub struct Health(AtomicU8);
+#[derive(Debug)]
+pub struct Health {
+    state: AtomicU8,
+    /// Whether the last group that wrote to the round's files failed.
+    metrics: Arc<Metrics>,
+}
 
 impl Health {
     const SERVING: u8 = 0;
     const STOPPING: u8 = 1;
     const FAILED: u8 = 2;
 
+    pub fn new(metrics: Arc<Metrics>) -> Health {
+        Health { state: AtomicU8::new(Health::SERVING), metrics }
+    }
+
     /// The server is shutting down.
     pub fn stopping(&self) {
-        let _ =
-            self.0.compare_exchange(Health::SERVING, Health::STOPPING, Ordering::AcqRel, Ordering::Acquire);
+        let from = Health::SERVING;
+        let _ = self.state.compare_exchange(from, Health::STOPPING, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// The round's storage failed: the server stops.
+    /// The round's storage failed for good: the server stops.
     pub fn failed(&self) {
-        self.0.store(Health::FAILED, Ordering::Release);
+        self.state.store(Health::FAILED, Ordering::Release);
     }
 
-    /// Why the server does not serve, if it does not.
+    /// Why the server does not serve, if it does not: it stops, or its
+    /// storage failed for good, or fails now (a full disk: every batch is
+    /// refused until a write succeeds again).
     fn problem(&self) -> Option<&'static str> {
-        match self.0.load(Ordering::Acquire) {
+        match self.state.load(Ordering::Acquire) {
+            Health::SERVING if self.metrics.storage_failing() => {
+                Some("the round's storage fails: bets are refused until a write succeeds")
+            }
             Health::SERVING => None,
             Health::STOPPING => Some("shutting down"),
             _ => Some("the round's storage failed"),
@@ -75,9 +92,45 @@ impl Health {
 
 /// What the pages read.
 pub struct Pages {
-    pub agencies: Arc<Agencies>,
-    pub exposition: Exposition,
-    pub health: Arc<Health>,
+    agencies: Arc<Agencies>,
+    exposition: Exposition,
+    health: Arc<Health>,
+    status: Shared,
+    metrics: Shared,
+}
+
+impl Pages {
+    pub fn new(agencies: Arc<Agencies>, exposition: Exposition, health: Arc<Health>) -> Pages {
+        Pages { agencies, exposition, health, status: Shared::default(), metrics: Shared::default() }
+    }
+}
+
+/// A body of at least this many bytes (the status of tens of thousands of
+/// agencies) is shared: see [`Shared`].
+const SHARE_FROM: usize = 1 << 20;
+
+/// How long a shared body is served before it is made again.
+const SHARED_FOR: Duration = Duration::from_secs(1);
+
+/// A large body, made at most once every [`SHARED_FOR`] and shared by
+/// every request meanwhile: clients that ask and never read hold one copy
+/// between them, not one each, and a flood of requests makes it once.
+/// A small body is made for each request, as fresh as can be.
+#[derive(Default)]
+struct Shared(Mutex<Option<(Instant, Bytes)>>);
+
+impl Shared {
+    fn get(&self, make: impl FnOnce() -> String) -> Bytes {
+        let mut shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((made, body)) = shared.as_ref() {
+            if made.elapsed() < SHARED_FOR {
+                return body.clone();
+            }
+        }
+        let body = Bytes::from(make());
+        *shared = (body.len() >= SHARE_FROM).then(|| (Instant::now(), body.clone()));
+        body
+    }
 }
 
 /// Serves the pages on `listener` on a thread of its own until `stop`.
@@ -108,11 +161,16 @@ fn lowest_priority() {
     }
 }
 
+/// The connections being served, oldest first: each one's number and
+/// what closes it.
+type Open = Arc<Mutex<VecDeque<(u64, CancellationToken)>>>;
+
 async fn serve(listener: std::net::TcpListener, pages: Arc<Pages>, stop: CancellationToken) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
     let router = router(pages);
     let room = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
+    let open: Open = Arc::default();
+    for id in 0u64.. {
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -123,9 +181,22 @@ async fn serve(listener: std::net::TcpListener, pages: Arc<Pages>, stop: Cancell
                 }
             },
         };
-        // Full: this one is closed at once, the others go on.
-        let Ok(place) = room.clone().try_acquire_owned() else { continue };
-        let (service, stop) = (TowerToHyperService::new(router.clone()), stop.clone());
+        let place = match room.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => {
+                // Full: the oldest goes, and gives its place up at once.
+                let oldest = lock(&open).pop_front();
+                if let Some((_, close)) = oldest {
+                    close.cancel();
+                }
+                let Ok(place) = room.clone().acquire_owned().await else { return };
+                place
+            }
+        };
+        let close = stop.child_token();
+        lock(&open).push_back((id, close.clone()));
+        assert!(lock(&open).len() <= MAX_CONNECTIONS, "one entry a place");
+        let (service, open) = (TowerToHyperService::new(router.clone()), open.clone());
         tokio::spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -134,11 +205,16 @@ async fn serve(listener: std::net::TcpListener, pages: Arc<Pages>, stop: Cancell
                 .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {}
-                () = stop.cancelled() => {}
+                () = close.cancelled() => {}
             }
+            lock(&open).retain(|(other, _)| *other != id);
             drop(place);
         });
     }
+}
+
+fn lock(open: &Open) -> std::sync::MutexGuard<'_, VecDeque<(u64, CancellationToken)>> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn router(pages: Arc<Pages>) -> Router {
@@ -167,13 +243,13 @@ async fn page() -> Response {
 }
 
 fn status_json(pages: &Pages) -> Response {
-    let json = Status::of(&pages.agencies).json();
+    let json = pages.status.get(|| Status::of(&pages.agencies).json());
     ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], json).into_response()
 }
 
 fn metrics_text(pages: &Pages) -> Response {
     let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-    ([(header::CONTENT_TYPE, kind)], pages.exposition.encode()).into_response()
+    ([(header::CONTENT_TYPE, kind)], pages.metrics.get(|| pages.exposition.encode())).into_response()
 }
 
 fn healthz(pages: &Pages) -> Response {
@@ -223,4 +299,27 @@ pub async fn check(address: SocketAddr) -> Result<(), Unhealthy> {
     tokio::time::timeout(HEALTH_WITHIN, ask)
         .await
         .map_err(|_| Unhealthy::Silent { address, within: HEALTH_WITHIN })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_large_body_is_made_once_a_second_and_a_small_one_each_time() {
+        let (shared, made) = (Shared::default(), Cell::new(0));
+        let make = |len: usize| {
+            made.set(made.get() + 1);
+            "x".repeat(len)
+        };
+        for _ in 0..3 {
+            assert_eq!(shared.get(|| make(10)).len(), 10);
+        }
+        assert_eq!(made.get(), 3, "small: each time");
+        let first = shared.get(|| make(SHARE_FROM));
+        let second = shared.get(|| make(SHARE_FROM));
+        assert_eq!(made.get(), 4, "large: once");
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one copy, shared");
+    }
 }

@@ -7,7 +7,7 @@
 //! codes, a connection's stage, a round's state, why log lines were not
 //! written.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use lottery::storage::timing::SyncTimes;
@@ -89,6 +89,8 @@ pub struct Metrics {
     refusals: [AtomicU64; CODES.len()],
     /// Sessions that speak for an agency now.
     agency_sessions: AtomicI64,
+    /// Whether the last group that wrote to the round's files failed.
+    storage_failing: AtomicBool,
     syncs: Arc<SyncTimes>,
 }
 
@@ -99,6 +101,7 @@ impl Metrics {
             batches: Default::default(),
             refusals: Default::default(),
             agency_sessions: AtomicI64::new(0),
+            storage_failing: AtomicBool::new(false),
             syncs,
         }
     }
@@ -111,6 +114,16 @@ impl Metrics {
     pub fn batch(&self, result: BatchResult) {
         let at = BatchResult::ALL.iter().position(|r| *r == result).expect("every result is listed");
         self.batches[at].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A group that wrote to the round's files failed (`true`), or one
+    /// succeeded.
+    pub fn storage_wrote(&self, failed: bool) {
+        self.storage_failing.store(failed, Ordering::Relaxed);
+    }
+
+    pub fn storage_failing(&self) -> bool {
+        self.storage_failing.load(Ordering::Relaxed)
     }
 
     /// A refusal with `code` was sent.
@@ -200,7 +213,7 @@ impl Collector for Scrape {
         let help = "How long the disk took to make a group of the round's files durable (fdatasync).";
         let mut fsync =
             encoder.encode_descriptor("lottery_fsync", help, Some(&seconds), MetricType::Histogram)?;
-        fsync.encode_histogram::<NoLabelSet>(syncs.seconds, syncs.count, &syncs.cumulative, None)?;
+        fsync.encode_histogram::<NoLabelSet>(syncs.seconds, syncs.count, &syncs.buckets, None)?;
         let help = "Log lines not written: held back by the peers' budget, or dropped because stdout could not keep up.";
         let mut dropped =
             encoder.encode_descriptor("lottery_log_lines_dropped", help, None, MetricType::Counter)?;

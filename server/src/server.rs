@@ -173,10 +173,10 @@ impl Server {
             writer::spawn(Round::new(files, state), queue, board.clone(), metrics.clone(), config.schedule);
         let gate = Gate::new(config.max_unauthenticated);
         let peer_lines: Arc<PeerLines> = Arc::default();
-        let health: Arc<Health> = Arc::default();
+        let health = Arc::new(Health::new(metrics.clone()));
         let pages = http.map(|listener| {
             let exposition = Exposition::new(metrics, board, gate.clone(), peer_lines.clone());
-            let pages = Arc::new(Pages { agencies: agencies.clone(), exposition, health: health.clone() });
+            let pages = Arc::new(Pages::new(agencies.clone(), exposition, health.clone()));
             (listener, pages)
         });
         let http_stop = CancellationToken::new();

@@ -358,8 +358,15 @@ impl Writer {
         Ok(Ok(state.number()))
     }
 
-    /// Moves the board's counters and the metrics by what a group stored.
+    /// Moves the board's counters and the metrics by what a group stored;
+    /// a group that wrote says whether the storage works.
     fn count(&self, requests: &[Request], committed: &Committed) {
+        let wrote = committed.answers.iter().any(|a| matches!(a, Answer::Store(StoreOutcome::Stored)));
+        if !committed.failures.is_empty() {
+            self.metrics.storage_wrote(true);
+        } else if wrote || !committed.finished.is_empty() || committed.drawn {
+            self.metrics.storage_wrote(false);
+        }
         for (request, answer) in requests.iter().zip(&committed.answers) {
             let (Request::Store { agency, .. }, Answer::Store(outcome)) = (request, answer) else { continue };
             let result = match outcome {

@@ -1,7 +1,8 @@
 //! The status page as a person sees it: a real headless browser (Debian's
 //! Chromium) loads it from the real server during a paced round, while
 //! real agencies upload; the bars move, the draw's counts appear, and a
-//! screenshot of each moment is kept (`target/tmp/status-page-*.png`).
+//! screenshot of each moment, and of the drawn page on a phone, is kept
+//! (`target/tmp/status-page-*.png`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,12 +29,14 @@ fn dom(page: &str) -> String {
     chromium(&["--virtual-time-budget=2500", "--dump-dom", page])
 }
 
-/// A screenshot of the page, kept among the test's outputs.
-fn screenshot(page: &str, name: &str) -> PathBuf {
+/// A screenshot of the page in a window `size` wide and high ("900,640";
+/// a phone's: "390,844"), kept among the test's outputs.
+fn screenshot(page: &str, name: &str, size: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("status-page-{name}.png"));
     let _ = std::fs::remove_file(&path);
     let arg = format!("--screenshot={}", path.display());
-    chromium(&["--virtual-time-budget=2500", "--window-size=900,640", &arg, page]);
+    let window = format!("--window-size={size}");
+    chromium(&["--virtual-time-budget=2500", &window, &arg, page]);
     let png = std::fs::read(&path).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a screenshot of a drawn page");
     path
@@ -74,7 +77,7 @@ fn the_status_page_shows_the_bars_move_and_the_draws_counts() {
         .collect();
     std::thread::sleep(Duration::from_millis(800));
     let early = stored(&dom(&page));
-    let uploading = screenshot(&page, "upload");
+    let uploading = screenshot(&page, "upload", "900,640");
     let later = stored(&dom(&page));
     assert!(0 < early && early < later, "the bars move: {early}, then {later}");
 
@@ -97,7 +100,8 @@ fn the_status_page_shows_the_bars_move_and_the_draws_counts() {
     assert_eq!(stored(&drawn), 2700);
     assert_eq!(values(&drawn, "data-winners"), ["2", "0", "1"], "each agency's winners");
     assert!(drawn.contains(">3</b>"), "the winners in all");
-    let shot = screenshot(&page, "drawn");
-    eprintln!("screenshots: {} {}", uploading.display(), shot.display());
+    let shot = screenshot(&page, "drawn", "900,640");
+    let phone = screenshot(&page, "phone", "390,844");
+    eprintln!("screenshots: {} {} {}", uploading.display(), shot.display(), phone.display());
     server.stop();
 }

@@ -35,7 +35,9 @@ async fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
     (status, kind, String::from_utf8(body.to_vec()).unwrap())
 }
 
-/// `/metrics` as Prometheus reads it: each sample's value by name and labels.
+/// `/metrics` as Prometheus reads it: each sample's value by name and
+/// labels; a histogram's is its `+Inf` bucket, once its buckets are seen
+/// to be cumulative and to end with `+Inf`.
 async fn metrics(address: SocketAddr) -> HashMap<String, f64> {
     let (status, kind, text) = get(address, "/metrics").await;
     assert_eq!(status, 200);
@@ -50,7 +52,13 @@ async fn metrics(address: SocketAddr) -> HashMap<String, f64> {
             prometheus_parse::Value::Counter(v)
             | prometheus_parse::Value::Gauge(v)
             | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Histogram(buckets) => {
+                let counts: Vec<f64> = buckets.iter().map(|b| b.count).collect();
+                assert!(counts.is_sorted(), "{}: buckets not cumulative: {counts:?}", sample.metric);
+                let last = buckets.last().expect("a histogram has buckets");
+                assert_eq!(last.less_than, f64::INFINITY, "{}: no +Inf bucket", sample.metric);
+                last.count
+            }
             prometheus_parse::Value::Summary(_) => continue,
         };
         samples.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
@@ -121,12 +129,72 @@ async fn metrics_count_what_the_bets_file_holds() {
     assert_eq!(at("lottery_agencies_finished{}"), 1.0);
     assert_eq!(at("lottery_connections{stage=agency}"), 2.0);
     assert!(at("lottery_fsync_seconds_count{}") >= 3.0, "a sync for each group and the journal's");
+    assert_eq!(at("lottery_fsync_seconds{}"), at("lottery_fsync_seconds_count{}"), "+Inf holds every sync");
     assert_eq!(at("lottery_log_lines_dropped_total{reason=stdout}"), 0.0);
 
     assert_eq!(two.ask(&Message::Finished { bets: 1 }).await, Message::FinishedAck);
     let samples = metrics(http).await;
     assert_eq!(samples["lottery_round_state{state=drawn}"], 1.0);
     drop((one, two));
+    server.stop().await;
+}
+
+/// Every place taken by connections that sent nothing, or half a request,
+/// or stay open after one: the health check still gets in (the oldest
+/// goes), as `server health` asks.
+#[tokio::test]
+async fn connections_left_open_cannot_keep_the_health_check_out() {
+    let server = TestServer::start(1).await;
+    let http = server.http.unwrap();
+    let mut held = Vec::new();
+    for at in 0..server::http::MAX_CONNECTIONS + 8 {
+        let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+        match at % 3 {
+            0 => {}
+            1 => stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: te").await.unwrap(),
+            _ => {
+                stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+                let mut head = [0; 12];
+                tokio::io::AsyncReadExt::read_exact(&mut stream, &mut head).await.unwrap();
+            }
+        }
+        held.push(stream);
+    }
+    for _ in 0..5 {
+        server::http::check(http).await.unwrap();
+    }
+    drop(held);
+    server.stop().await;
+}
+
+/// A full disk: while the round's writes fail, `/healthz` says so (503,
+/// and `server health` fails); once a write succeeds again, it serves.
+/// Needs root, to mount a small disk; skipped otherwise.
+#[tokio::test]
+async fn the_health_check_fails_while_the_storage_does() {
+    let Some(disk) = testkit::tmpfs::Tmpfs::mount("256k") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let storage = disk.path().join("round/bets.csv");
+    std::fs::create_dir_all(storage.parent().unwrap()).unwrap();
+    let server = TestServer::start_with(1, |c| c.storage_path = storage.clone()).await;
+    let http = server.http.unwrap();
+    let filler = disk.fill_but(0);
+    let (mut agency, _) = Raw::agency(server.addr, 1).await;
+    let bets: Vec<_> = (0..40).map(|i| bet(&(10_000_000 + i).to_string(), 1)).collect();
+    let refused = agency.ask(&batch(0, bets.clone())).await;
+    assert!(
+        matches!(refused, Message::Error { code: protocol::ErrorCode::StorageFailure, .. }),
+        "{refused:?}"
+    );
+    let failing = server::http::check(http).await.unwrap_err();
+    assert!(matches!(failing, server::http::Unhealthy::Status { status, .. } if status == 503), "{failing}");
+
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(agency.ask(&batch(0, bets)).await, ack(0, 40));
+    server::http::check(http).await.unwrap();
+    drop(agency);
     server.stop().await;
 }
 

@@ -29,6 +29,7 @@ pub mod process;
 mod program;
 pub mod proxy;
 pub mod server;
+pub mod tmpfs;
 pub mod winners;
 
 use std::net::TcpListener;

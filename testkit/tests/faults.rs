@@ -3,11 +3,10 @@
 //! agency told exactly its winners. `make chaos` runs the same with many
 //! more faults.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use testkit::chaos::{run_round, Faults, Outcome, Plan};
+use testkit::tmpfs::{free_bytes, Tmpfs};
 
 /// Five agencies, the last (started once the first faults are in) small.
 const ROWS: [usize; 5] = [6000, 5000, 4000, 3000, 600];
@@ -57,30 +56,17 @@ fn every_fault_at_once() {
 /// agencies upload, then freed. Needs root (to mount); skipped otherwise.
 #[test]
 fn a_full_disk_that_frees_up_loses_and_duplicates_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("disk");
-    std::fs::create_dir(&mount).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mount)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(disk) = Tmpfs::mount("1m") else {
         eprintln!("skipped: mounting a tmpfs needs root (run the tests as root to check a full disk)");
         return;
-    }
-    let _unmount = Unmount(&mount);
+    };
     // Leave 96 KiB free: room for the round to start and for a few
     // batches, far from room for the ~1 MiB of bets.
-    let filler = mount.join("filler");
-    let free = 96 * 1024;
-    let capacity = free_bytes(&mount) as usize;
-    std::fs::write(&filler, vec![0u8; capacity.saturating_sub(free)]).unwrap();
+    let filler = disk.fill_but(96 * 1024);
     // Once the bets have filled the disk, leave it full for a second
     // (the agencies keep retrying), then free it.
     let freeing = {
-        let (filler, mount) = (filler.clone(), mount.clone());
+        let (filler, mount) = (filler.clone(), disk.path().to_owned());
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             while free_bytes(&mount) > 8 * 1024 && std::time::Instant::now() < deadline {
@@ -91,7 +77,7 @@ fn a_full_disk_that_frees_up_loses_and_duplicates_nothing() {
         })
     };
     let mut plan = Plan::new(vec![3000, 3000, 3000, 3000, 600], Faults::default(), 5);
-    plan.storage_dir = Some(mount.join("round"));
+    plan.storage_dir = Some(disk.path().join("round"));
     let outcome = run_round(&plan);
     freeing.join().unwrap();
     match outcome {
@@ -100,19 +86,5 @@ fn a_full_disk_that_frees_up_loses_and_duplicates_nothing() {
             eprintln!("{} groups refused on a full disk: {}", outcome.storage_failures, outcome.report);
         }
         Err(why) => panic!("{why}"),
-    }
-}
-
-/// Bytes free on the filesystem of `path`.
-fn free_bytes(path: &Path) -> u64 {
-    let out = Command::new("df").args(["-B1", "--output=avail"]).arg(path).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
-}
-
-struct Unmount<'a>(&'a Path);
-
-impl Drop for Unmount<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
     }
 }

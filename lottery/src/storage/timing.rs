@@ -18,15 +18,16 @@ pub struct SyncTimes {
     buckets: [AtomicU64; SYNC_BUCKETS.len()],
     /// Syncs that took longer than the last bound.
     over: AtomicU64,
-    count: AtomicU64,
     nanos: AtomicU64,
 }
 
 /// A reading of [`SyncTimes`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncTimesNow {
-    /// Cumulative counts per bound of [`SYNC_BUCKETS`], as Prometheus has them.
-    pub cumulative: Vec<(f64, u64)>,
+    /// The syncs of each bucket by its upper bound, not cumulative (the
+    /// exposition adds them up): those of [`SYNC_BUCKETS`], then those over
+    /// the last bound, under `f64::MAX` (`+Inf`).
+    pub buckets: Vec<(f64, u64)>,
     pub count: u64,
     pub seconds: f64,
 }
@@ -40,23 +41,19 @@ impl SyncTimes {
             None => self.over.fetch_add(1, Ordering::Relaxed),
         };
         self.nanos.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The histogram now.
     pub fn now(&self) -> SyncTimesNow {
-        let mut total = 0;
-        let cumulative = SYNC_BUCKETS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(&bound, count)| {
-                total += count.load(Ordering::Relaxed);
-                (bound, total)
-            })
-            .collect();
-        let count = total + self.over.load(Ordering::Relaxed);
+        let bounds = SYNC_BUCKETS.iter().copied().chain([f64::MAX]);
+        let counts = self.buckets.iter().chain([&self.over]).map(|count| count.load(Ordering::Relaxed));
+        let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
+        // The buckets' sum: what the exposition's `+Inf` and `_count` must
+        // agree on.
+        let count = buckets.iter().map(|&(_, n)| n).sum();
         let seconds = self.nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        SyncTimesNow { cumulative, count, seconds }
+        assert_eq!(buckets.len(), SYNC_BUCKETS.len() + 1, "every bound, and +Inf");
+        SyncTimesNow { buckets, count, seconds }
     }
 }
 
@@ -65,17 +62,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn syncs_fall_in_their_buckets_cumulatively() {
+    fn syncs_fall_in_their_buckets_and_the_slowest_past_every_bound() {
         let times = SyncTimes::default();
         for micros in [50, 300, 300, 4_000, 3_000_000] {
             times.record(Duration::from_micros(micros));
         }
         let now = times.now();
         assert_eq!(now.count, 5);
-        assert_eq!(now.cumulative[0], (0.0001, 1));
-        assert_eq!(now.cumulative[2], (0.0005, 3));
-        assert_eq!(now.cumulative[5], (0.005, 4));
-        assert_eq!(now.cumulative.last(), Some(&(2.5, 4)), "the slowest passes every bound");
+        assert_eq!(now.buckets[0], (0.0001, 1));
+        assert_eq!(now.buckets[2], (0.0005, 2));
+        assert_eq!(now.buckets[5], (0.005, 1));
+        assert_eq!(now.buckets[13], (2.5, 0));
+        assert_eq!(now.buckets.last(), Some(&(f64::MAX, 1)), "the slowest passes every bound");
         assert!((now.seconds - 3.00465).abs() < 1e-9);
     }
 }

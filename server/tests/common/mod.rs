@@ -74,9 +74,9 @@ impl TestServer {
         agencies: u32,
         tweak: impl FnOnce(&mut Config),
     ) -> TestServer {
-        let storage = dir.path().join("bets.csv");
-        let mut config = config(agencies, &storage);
+        let mut config = config(agencies, &dir.path().join("bets.csv"));
         tweak(&mut config);
+        let storage = config.storage_path.clone();
         let server = Server::bind(config).await.unwrap();
         let port = server.local_addr().unwrap().port();
         let http = server.http_addr();
