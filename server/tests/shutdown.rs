@@ -27,7 +27,7 @@ fn server(dir: &Path) -> ServerBuilder {
 
 /// Stops `server` with `signal` off the runtime (the check waits).
 async fn stop_cleanly(server: RunningServer, signal: Signal) {
-    tokio::task::spawn_blocking(move || server.assert_clean_stop(signal)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(server.assert_clean_stop(signal))).await.unwrap();
 }
 
 /// Reads what the server still says on `raw` until it closes it (within
@@ -111,14 +111,19 @@ async fn sigterm_with_queries_hellos_and_the_operator_held_exits_zero() {
         server.signal(Signal::SIGTERM);
         server.wait_for("action: shutdown | result: in_progress", Duration::from_secs(5));
         server.signal(Signal::SIGTERM);
-        server.assert_clean_stop(Signal::SIGINT);
+        server.assert_clean_stop(Signal::SIGINT)
     });
     assert!(matches!(last_words(&mut waiting).await[..], [Message::NotReady { .. }]));
     let refused = last_words(&mut early).await;
     assert!(matches!(&refused[..], [Message::Error { code: ErrorCode::ShuttingDown, .. }]), "{refused:?}");
     assert_eq!(last_words(&mut operator).await, []);
     assert_eq!(handshaking.read(&mut [0; 64]).await.unwrap_or(0), 0, "closed");
-    stopped.await.unwrap();
+    let server = stopped.await.unwrap();
+    // The five connections, each closed by the shutdown, the held Hello's
+    // too (not as a protocol error).
+    let closed: Vec<_> = server.actions().into_iter().filter(|a| a.name == "close_connection").collect();
+    assert_eq!(closed.len(), 5, "{}", server.seen.join("\n"));
+    assert!(closed.iter().all(|a| a.get("reason") == Some("server shutting down")), "{closed:?}");
 }
 
 /// A drawn round whose next one waits for its slot (`SERVER_ROUND_EVERY`),

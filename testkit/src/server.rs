@@ -387,8 +387,8 @@ impl RunningServer {
     /// closing line (its pages' too, if it has any), and every session
     /// ended within the server's grace (`aborted: no`): the contract's 2 s
     /// are the server's own budget, so its lines, not the wall clock of a
-    /// loaded machine, say it kept them.
-    pub fn assert_clean_stop(mut self, signal: Signal) {
+    /// loaded machine, say it kept them. Returns it, stopped, for its lines.
+    pub fn assert_clean_stop(mut self, signal: Signal) -> RunningServer {
         let status = self.stop_with(signal);
         let seen = self.process.seen.join("\n");
         assert!(status.success(), "exit status {status}:\n{seen}");
@@ -406,6 +406,7 @@ impl RunningServer {
         }
         let joined = self.process.action("join_sessions").expect("a join_sessions line");
         assert_eq!(joined.get("aborted"), Some("no"), "{seen}");
+        self
     }
 
     /// A crash: SIGKILL, and the process reaped.

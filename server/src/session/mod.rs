@@ -239,6 +239,9 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> Session<'_, S> {
             close |= reply.send(&mut self.writer);
         }
         match timeout(self.limits.write, self.writer.flush()).await {
+            // A closing reply at shutdown is the server's own "shutting
+            // down", not a peer's fault.
+            Ok(Ok(())) if close && self.handler.stop.is_cancelled() => Err(CloseReason::ShuttingDown),
             Ok(Ok(())) if close => Err(CloseReason::ProtocolError),
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
