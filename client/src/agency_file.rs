@@ -225,7 +225,7 @@ impl<R: Read> AgencyFile<R> {
                     (5, None) => Err(Unusable::NotUtf8.into()),
                     (n, _) => Err(Unusable::Fields(n).into()),
                 };
-                visit(Row { line: row_line, end: self.base + self.pos as u64, bet })
+                visit(Row { line: row_line, end: self.offset(), bet })
             } else {
                 let Some((len, count)) = self.quoted.row(rest, self.eof) else { return Parsed::NeedBytes };
                 self.pos += len;
@@ -235,7 +235,7 @@ impl<R: Read> AgencyFile<R> {
                     Some(5) => quoted_fields(&self.quoted.fields, &self.quoted.ends[..5]),
                     Some(n) => Err(Unusable::Fields(n).into()),
                 };
-                visit(Row { line: row_line, end: self.base + self.pos as u64, bet })
+                visit(Row { line: row_line, end: self.offset(), bet })
             };
             if !going {
                 return Parsed::Done;

@@ -51,7 +51,7 @@ const PAGE: &str = include_str!("http/page.html");
 #[derive(Debug)]
 pub struct Health {
     state: AtomicU8,
-    /// Whether the last group that wrote to the round's files failed.
+    /// The counters, which also say whether the round's writes fail now.
     metrics: Arc<Metrics>,
 }
 
